@@ -1,0 +1,164 @@
+//! Flags shared by several subcommands: device selection, model choice, grid sizes.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use atheria::backend::{select_device, DeviceRequest, SelectOptions, Selection};
+use atheria::io::model_dir::ModelSource;
+use atheria::models::{Architecture, ModelConfig};
+use clap::Args;
+
+/// Which backend to run on.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// auto, cpu, wgpu, cuda or cuda:N. `auto` tries CUDA, a hardware wgpu adapter, then CPU.
+    #[arg(long, env = "ATHERIA_DEVICE", default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceRequest,
+
+    /// Fail instead of falling back when the requested backend cannot start.
+    #[arg(long)]
+    pub strict_device: bool,
+}
+
+fn parse_device(text: &str) -> Result<DeviceRequest, String> {
+    text.parse().map_err(|error: atheria::Error| error.to_string())
+}
+
+impl DeviceArgs {
+    /// Runs the guarded constructor and prints its report in one or two lines.
+    pub fn select(&self, verbose: bool) -> anyhow::Result<Selection> {
+        let options = SelectOptions { strict: self.strict_device, ..SelectOptions::default() };
+        let selection = select_device(self.device, &options)?;
+        eprintln!("{}", selection.report);
+        if verbose {
+            print_captured(&selection.report.attempts);
+        }
+        Ok(selection)
+    }
+}
+
+/// Prints every panic message captured while probing (shown with `--verbose`).
+pub fn print_captured(attempts: &[atheria::backend::Attempt]) {
+    for attempt in attempts {
+        if let Some(failure) = &attempt.failure {
+            for message in &failure.messages {
+                eprintln!("  [{}] {}", attempt.backend, message.replace('\n', "\n    "));
+            }
+        }
+    }
+}
+
+/// Which model to use.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A model directory (config.json + model.mpk).
+    #[arg(long, conflicts_with = "weights")]
+    pub model: Option<PathBuf>,
+
+    /// PyTorch weights (.pth, .pt or .safetensors with the lab's names); needs --arch,
+    /// --d-state and --hidden.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+
+    /// Architecture: unet, unet-unitary, unet-unitary-rmsnorm, unet-convlstm or mlp. Without
+    /// --weights, builds an untrained seeded model.
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Architecture>,
+
+    /// Complex channels per cell.
+    #[arg(long)]
+    pub d_state: Option<usize>,
+
+    /// Hidden channels of the network.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+
+    /// Seed of an untrained model's initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub model_seed: u64,
+}
+
+pub fn parse_arch(text: &str) -> Result<Architecture, String> {
+    text.parse().map_err(|error: atheria::Error| error.to_string())
+}
+
+impl ModelArgs {
+    /// Resolves the flags to a model source; no flag at all means the shipped default.
+    pub fn source(&self) -> anyhow::Result<ModelSource> {
+        let architecture_flags = (self.arch, self.d_state, self.hidden);
+        if let Some(dir) = &self.model {
+            if self.arch.is_some() || self.d_state.is_some() || self.hidden.is_some() {
+                bail!("--model takes its architecture from DIR/config.json; drop --arch/--d-state/--hidden");
+            }
+            return Ok(ModelSource::Dir(dir.clone()));
+        }
+        let config = match architecture_flags {
+            (Some(arch), Some(d_state), Some(hidden)) => {
+                let config = ModelConfig::new(arch, d_state, hidden);
+                config.validate()?;
+                Some(config)
+            }
+            (None, None, None) => None,
+            _ => bail!("--arch, --d-state and --hidden go together"),
+        };
+        Ok(match (&self.weights, config) {
+            (Some(path), Some(config)) => ModelSource::Weights { path: path.clone(), config },
+            (Some(path), None) => bail!(
+                "--weights {} needs --arch, --d-state and --hidden (or convert it once with `atheria import`)",
+                path.display()
+            ),
+            (None, Some(config)) => ModelSource::Seeded { config, seed: self.model_seed },
+            (None, None) => ModelSource::Default,
+        })
+    }
+}
+
+/// A grid size: `N` (square) or `HxW`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridSize {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl std::str::FromStr for GridSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parse = |part: &str| {
+            part.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("invalid grid size '{text}': expected N or HxW with N > 0"))
+        };
+        match text.split_once(['x', 'X']) {
+            Some((height, width)) => Ok(GridSize { height: parse(height)?, width: parse(width)? }),
+            None => {
+                let side = parse(text)?;
+                Ok(GridSize { height: side, width: side })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for GridSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.height, self.width)
+    }
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+pub fn progress_bar(length: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(length);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{what} [{{elapsed_precise}}] {{bar:32}} {{pos}}/{{len}} {{per_sec}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// Creates a directory, naming it on failure.
+pub fn create_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}

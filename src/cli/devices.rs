@@ -1,0 +1,34 @@
+//! `atheria devices`: the probe report for every compiled backend.
+
+use atheria::backend::{probe_all, SelectOptions};
+use clap::Args;
+
+use super::common::print_captured;
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn devices(args: DevicesArgs, verbose: bool) -> anyhow::Result<()> {
+    let attempts = probe_all(&SelectOptions::default());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&attempts)?);
+        return Ok(());
+    }
+    for attempt in &attempts {
+        match &attempt.failure {
+            None => println!("{:<5} ok      {}", attempt.backend, attempt.device),
+            Some(failure) => println!(
+                "{:<5} failed  {}: {} ({})",
+                attempt.backend, attempt.device, failure.cause, failure.summary
+            ),
+        }
+    }
+    if verbose {
+        print_captured(&attempts);
+    }
+    Ok(())
+}

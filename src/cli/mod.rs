@@ -1,0 +1,49 @@
+//! Argument parsing and the subcommands.
+
+mod common;
+mod devices;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Learned quantum cellular automata on burn: CUDA, wgpu or CPU, chosen at runtime.
+#[derive(Debug, Parser)]
+#[command(name = "atheria", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Show debug logs, and every message captured while probing devices.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evolve a universe under a law M and write frames and the final state.
+    Run(run::RunArgs),
+    /// Probe every compiled backend and report which start, and why the others do not.
+    Devices(devices::DevicesArgs),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args, cli.verbose),
+        Command::Devices(args) => devices::devices(args, cli.verbose),
+    }
+}
+
+/// Logs go to stderr through tracing; `RUST_LOG` overrides the level.
+pub fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    // Other crates' warnings (GPU runtimes reporting the failures the probe already
+    // classified) only show with --verbose.
+    let default = if verbose { "atheria=debug,warn" } else { "atheria=info,error" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,65 @@
+//! The crate's error type. Every failure a user can cause (a bad file, a bad flag, a device
+//! that cannot start) is one of these variants, with enough context to act on it.
+
+use std::path::{Path, PathBuf};
+
+/// Errors returned by the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A device string that is not `auto`, `cpu`, `wgpu`, `cuda` or `cuda:N`.
+    #[error("unknown device '{0}': expected auto, cpu, wgpu, cuda or cuda:N")]
+    UnknownDevice(String),
+
+    /// The requested device could not start and fallback was not allowed (or nothing started).
+    #[error("{0}")]
+    DeviceUnavailable(String),
+
+    /// A grid the U-Net cannot process.
+    #[error("grid {height}x{width} is not supported: {reason}")]
+    InvalidGrid { height: usize, width: usize, reason: String },
+
+    /// A parameter outside its domain (negative rate, zero steps, unknown name, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// Reading or writing a file failed at the operating-system level.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// A file exists but its content is not what the format requires.
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+
+    /// A tensor the architecture needs is absent from a weights file.
+    #[error("{}: missing tensor '{name}' (expected shape {expected:?}) for architecture {arch}", path.display())]
+    MissingTensor { path: PathBuf, name: String, expected: Vec<usize>, arch: String },
+
+    /// A weights file holds tensors the architecture does not use.
+    #[error("{}: {} unexpected tensor(s) for architecture {arch}: {}", path.display(), names.len(), names.join(", "))]
+    UnexpectedTensors { path: PathBuf, names: Vec<String>, arch: String },
+
+    /// A tensor has the wrong shape for the architecture.
+    #[error("{}: tensor '{name}' has shape {found:?}, expected {expected:?}", path.display())]
+    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+
+    /// A tensor is stored with a dtype that cannot hold weights or states.
+    #[error("{}: tensor '{name}' has dtype {found}, expected a floating-point dtype ({expected})", path.display())]
+    DType { path: PathBuf, name: String, found: String, expected: String },
+
+    /// A loaded state or weight tensor holds NaN or infinity.
+    #[error("{}: tensor '{name}' holds {count} non-finite value(s) (NaN or infinity)", path.display())]
+    NonFinite { path: PathBuf, name: String, count: usize },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    pub(crate) fn format(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Error::Format { path: path.as_ref().to_path_buf(), message: message.into() }
+    }
+}
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

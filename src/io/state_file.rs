@@ -1,0 +1,157 @@
+//! State files: safetensors with f32 tensors `re` and `im` of shape [B, H, W, d_state] (the
+//! original lab's psi layout), plus `h` and `c` for a ConvLSTM model's memory.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use super::{read_file, write_atomic, HostTensor};
+use crate::error::{Error, Result};
+
+/// A universe (or a batch of them) on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostState {
+    /// Real parts, [B, H, W, d].
+    pub re: HostTensor,
+    /// Imaginary parts, [B, H, W, d].
+    pub im: HostTensor,
+    /// ConvLSTM hidden and cell states, [B, 4h, H/4, W/4], when the model has memory.
+    pub memory: Option<(HostTensor, HostTensor)>,
+    /// How many steps produced this state.
+    pub step: u64,
+}
+
+impl HostState {
+    /// [B, H, W, d].
+    pub fn dims(&self) -> [usize; 4] {
+        let s = &self.re.shape;
+        [s[0], s[1], s[2], s[3]]
+    }
+}
+
+/// Writes a state file atomically.
+pub fn save_state(path: &Path, state: &HostState) -> Result<()> {
+    let mut tensors: Vec<(&str, &HostTensor)> = vec![("re", &state.re), ("im", &state.im)];
+    if let Some((hidden, cell)) = &state.memory {
+        tensors.push(("h", hidden));
+        tensors.push(("c", cell));
+    }
+    let bytes_of = |tensor: &HostTensor| -> Vec<u8> {
+        tensor.data.iter().flat_map(|value| value.to_le_bytes()).collect()
+    };
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, tensor)| (name.to_string(), tensor.shape.clone(), bytes_of(tensor)))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|error| Error::format(path, format!("cannot encode '{name}': {error}")))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "atheria-state".to_string()),
+        ("step".to_string(), state.step.to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|error| Error::format(path, format!("cannot encode state: {error}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads and validates a state file: f32 `re` and `im` of equal rank-4 shape (a rank-3
+/// [H, W, d] file is read as a batch of one), finite values, and a consistent memory.
+pub fn load_state(path: &Path) -> Result<HostState> {
+    let bytes = read_file(path)?;
+    let parsed = SafeTensors::deserialize(&bytes)
+        .map_err(|error| Error::format(path, format!("not a valid safetensors state: {error}")))?;
+    let read = |name: &str| -> Result<Option<HostTensor>> {
+        let view = match parsed.tensor(name) {
+            Ok(view) => view,
+            Err(safetensors::SafeTensorError::TensorNotFound(_)) => return Ok(None),
+            Err(error) => return Err(Error::format(path, format!("tensor '{name}': {error}"))),
+        };
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::DType {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                found: format!("{:?}", view.dtype()),
+                expected: "f32".into(),
+            });
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let tensor = HostTensor { shape: view.shape().to_vec(), data };
+        let count = tensor.non_finite();
+        if count > 0 {
+            return Err(Error::NonFinite { path: path.to_path_buf(), name: name.to_string(), count });
+        }
+        Ok(Some(tensor))
+    };
+    let required = |name: &str| -> Result<HostTensor> {
+        read(name)?.ok_or_else(|| Error::format(path, format!("missing tensor '{name}'")))
+    };
+    let mut re = required("re")?;
+    let mut im = required("im")?;
+    for tensor in [&mut re, &mut im] {
+        if tensor.shape.len() == 3 {
+            tensor.shape.insert(0, 1);
+        }
+    }
+    if re.shape.len() != 4 {
+        return Err(Error::format(
+            path,
+            format!("'re' has shape {:?}; expected [B, H, W, d_state]", re.shape),
+        ));
+    }
+    if re.shape != im.shape {
+        return Err(Error::format(
+            path,
+            format!("'re' {:?} and 'im' {:?} differ in shape", re.shape, im.shape),
+        ));
+    }
+    if re.shape.iter().any(|&size| size == 0) {
+        return Err(Error::format(path, format!("'re' has an empty dimension: {:?}", re.shape)));
+    }
+    let memory = match (read("h")?, read("c")?) {
+        (Some(hidden), Some(cell)) => {
+            let [batch, height, width, _] = [re.shape[0], re.shape[1], re.shape[2], re.shape[3]];
+            let fits = |t: &HostTensor| {
+                t.shape.len() == 4
+                    && t.shape[0] == batch
+                    && t.shape[2] * 4 == height
+                    && t.shape[3] * 4 == width
+            };
+            if !fits(&hidden) || hidden.shape != cell.shape {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "memory 'h' {:?} / 'c' {:?} does not fit a [{batch}, C, {}, {}] state",
+                        hidden.shape,
+                        cell.shape,
+                        height / 4,
+                        width / 4
+                    ),
+                ));
+            }
+            Some((hidden, cell))
+        }
+        (None, None) => None,
+        _ => return Err(Error::format(path, "a state needs both 'h' and 'c', or neither")),
+    };
+    let step = parsed_step(&bytes);
+    Ok(HostState { re, im, memory, step })
+}
+
+fn parsed_step(bytes: &[u8]) -> u64 {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, metadata)| metadata.metadata().as_ref()?.get("step")?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,40 @@
+//! The `atheria` command line: run, train, import, benchmark and inspect devices.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    quiet_headless_vulkan();
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose);
+    match cli::dispatch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One readable line: the error and its causes.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// On a headless machine Vulkan's window-system layer prints "XDG_RUNTIME_DIR is invalid" for
+/// every device probe. Pointing it at a private, reused directory silences that; nothing is
+/// written there. Runs before any thread exists.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("atheria-runtime-{user}"));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    if builder.create(&dir).is_err() {
+        return;
+    }
+    std::env::set_var("XDG_RUNTIME_DIR", &dir);
+}

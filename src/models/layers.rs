@@ -1,0 +1,279 @@
+//! The layers of the law M. Parameter names are PyTorch's (`weight`, `bias`) so that a
+//! state_dict maps onto them by path alone; the forward passes go through the backend hooks
+//! in [`crate::kernels`].
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::params::{Init, ParamSource};
+use crate::error::Result;
+use crate::kernels::EngineBackend;
+
+/// 3x3 convolution, zero padding 1 (PyTorch `Conv2d(c_in, c_out, 3, padding=1)`).
+#[derive(Module, Debug)]
+pub struct Conv3x3<B: Backend> {
+    pub weight: Param<Tensor<B, 4>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: EngineBackend> Conv3x3<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels_in: usize,
+        channels_out: usize,
+        with_bias: bool,
+    ) -> Result<Self> {
+        let bound = pytorch_default_bound(channels_in * 9);
+        let weight = source.take(
+            &format!("{name}.weight"),
+            [channels_out, channels_in, 3, 3],
+            Init::Uniform { bound },
+        )?;
+        let bias = if with_bias {
+            Some(source.take(&format!("{name}.bias"), [channels_out], Init::Uniform { bound })?)
+        } else {
+            None
+        };
+        Ok(Self { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let bias = self.bias.as_ref().map(|bias| bias.val().into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(B::conv3x3(
+            x.into_primitive().tensor(),
+            self.weight.val().into_primitive().tensor(),
+            bias,
+        )))
+    }
+}
+
+/// 1x1 convolution with bias (PyTorch `Conv2d(c_in, c_out, 1)`), computed as a matmul.
+#[derive(Module, Debug)]
+pub struct Conv1x1<B: Backend> {
+    pub weight: Param<Tensor<B, 4>>,
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: EngineBackend> Conv1x1<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels_in: usize,
+        channels_out: usize,
+        weight_init: Option<Init>,
+        bias_init: Option<Init>,
+    ) -> Result<Self> {
+        let bound = pytorch_default_bound(channels_in);
+        let weight = source.take(
+            &format!("{name}.weight"),
+            [channels_out, channels_in, 1, 1],
+            weight_init.unwrap_or(Init::Uniform { bound }),
+        )?;
+        let bias = source.take(
+            &format!("{name}.bias"),
+            [channels_out],
+            bias_init.unwrap_or(Init::Uniform { bound }),
+        )?;
+        Ok(Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, channels_in, height, width] = x.dims();
+        let [channels_out, ..] = self.weight.dims();
+        let weight = self.weight.val().reshape([1, channels_out, channels_in]);
+        let weight = weight.expand([batch, channels_out, channels_in]);
+        let y = weight.matmul(x.reshape([batch, channels_in, height * width]));
+        let y = y + self.bias.val().reshape([1, channels_out, 1]);
+        y.reshape([batch, channels_out, height, width])
+    }
+}
+
+/// Transposed convolution, kernel 2, stride 2, with bias (PyTorch `ConvTranspose2d(c_in,
+/// c_out, 2, stride=2)`, weight [c_in, c_out, 2, 2]).
+#[derive(Module, Debug)]
+pub struct UpConv2x2<B: Backend> {
+    pub weight: Param<Tensor<B, 4>>,
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: EngineBackend> UpConv2x2<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels_in: usize,
+        channels_out: usize,
+    ) -> Result<Self> {
+        // PyTorch computes a transposed convolution's fan-in from weight.size(1) * k * k.
+        let bound = pytorch_default_bound(channels_out * 4);
+        let weight = source.take(
+            &format!("{name}.weight"),
+            [channels_in, channels_out, 2, 2],
+            Init::Uniform { bound },
+        )?;
+        let bias = source.take(&format!("{name}.bias"), [channels_out], Init::Uniform { bound })?;
+        Ok(Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        Tensor::from_primitive(TensorPrimitive::Float(B::conv_transpose2x2(
+            x.into_primitive().tensor(),
+            self.weight.val().into_primitive().tensor(),
+            Some(self.bias.val().into_primitive().tensor()),
+        )))
+    }
+}
+
+/// GroupNorm with affine weight and bias, eps 1e-5 (PyTorch `nn.GroupNorm`).
+#[derive(Module, Debug)]
+pub struct GroupNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    pub groups: usize,
+}
+
+impl<B: EngineBackend> GroupNorm<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels: usize,
+    ) -> Result<Self> {
+        let weight = source.take(&format!("{name}.weight"), [channels], Init::Ones)?;
+        let bias = source.take(&format!("{name}.bias"), [channels], Init::Zeros)?;
+        Ok(Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            groups: group_count(channels),
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        const EPS: f64 = 1e-5;
+        let [batch, channels, height, width] = x.dims();
+        let grouped = x.reshape([batch, self.groups, (channels / self.groups) * height * width]);
+        let mean = grouped.clone().mean_dim(2);
+        let centered = grouped - mean;
+        let variance = centered.clone().square().mean_dim(2);
+        let normalized = centered / (variance + EPS).sqrt();
+        let normalized = normalized.reshape([batch, channels, height, width]);
+        normalized * self.weight.val().reshape([1, channels, 1, 1])
+            + self.bias.val().reshape([1, channels, 1, 1])
+    }
+}
+
+/// The lab's group rule: c/8 groups when c > 8, else 1; 1 when that does not divide c.
+pub fn group_count(channels: usize) -> usize {
+    let groups = if channels > 8 { channels / 8 } else { 1 };
+    if groups > 0 && channels % groups == 0 {
+        groups
+    } else {
+        1
+    }
+}
+
+/// RMSNorm over the spatial plane: `x / sqrt(mean_{H,W}(x^2) + 1e-6) * weight`, no bias.
+#[derive(Module, Debug)]
+pub struct RmsNorm2d<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+}
+
+impl<B: EngineBackend> RmsNorm2d<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels: usize,
+    ) -> Result<Self> {
+        let weight = source.take(&format!("{name}.weight"), [channels], Init::Ones)?;
+        Ok(Self { weight: Param::from_tensor(weight) })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        const EPS: f64 = 1e-6;
+        let [batch, channels, height, width] = x.dims();
+        let flat = x.reshape([batch, channels, height * width]);
+        let rms = (flat.clone().square().mean_dim(2) + EPS).sqrt();
+        let normalized = (flat / rms).reshape([batch, channels, height, width]);
+        normalized * self.weight.val().reshape([1, channels, 1, 1])
+    }
+}
+
+/// The normalisation inside a convolution block.
+#[derive(Module, Debug)]
+pub enum Norm<B: Backend> {
+    Group(GroupNorm<B>),
+    Rms(RmsNorm2d<B>),
+}
+
+impl<B: EngineBackend> Norm<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Norm::Group(norm) => norm.forward(x),
+            Norm::Rms(norm) => norm.forward(x),
+        }
+    }
+}
+
+/// Which normalisation a U-Net uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    Group,
+    Rms,
+}
+
+/// Conv3x3 -> Norm -> ELU -> Conv3x3 -> Norm -> ELU, no conv bias. PyTorch's
+/// `conv_block.{0,1,3,4}` are `conv1`, `norm1`, `conv2`, `norm2` here.
+#[derive(Module, Debug)]
+pub struct ConvBlock<B: Backend> {
+    pub conv1: Conv3x3<B>,
+    pub norm1: Norm<B>,
+    pub conv2: Conv3x3<B>,
+    pub norm2: Norm<B>,
+}
+
+impl<B: EngineBackend> ConvBlock<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels_in: usize,
+        channels_out: usize,
+        norm: NormKind,
+    ) -> Result<Self> {
+        let prefix = format!("{name}.conv_block");
+        let build_norm = |source: &mut S, index: usize| -> Result<Norm<B>> {
+            let name = format!("{prefix}.{index}");
+            Ok(match norm {
+                NormKind::Group => Norm::Group(GroupNorm::build(source, &name, channels_out)?),
+                NormKind::Rms => Norm::Rms(RmsNorm2d::build(source, &name, channels_out)?),
+            })
+        };
+        let conv1 =
+            Conv3x3::build(source, &format!("{prefix}.0"), channels_in, channels_out, false)?;
+        let norm1 = build_norm(source, 1)?;
+        let conv2 =
+            Conv3x3::build(source, &format!("{prefix}.3"), channels_out, channels_out, false)?;
+        let norm2 = build_norm(source, 4)?;
+        Ok(Self { conv1, norm1, conv2, norm2 })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = elu(self.norm1.forward(self.conv1.forward(x)));
+        elu(self.norm2.forward(self.conv2.forward(x)))
+    }
+}
+
+/// ELU with alpha 1, written without a branch so that neither value nor gradient can
+/// overflow: `max(x, 0) + exp(min(x, 0)) - 1`.
+pub fn elu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp() - 1.0
+}
+
+/// 2x2 max pooling with stride 2.
+pub fn max_pool2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    burn::tensor::module::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+}
+
+/// PyTorch's default initialisation bound for weights and biases: 1/sqrt(fan_in).
+fn pytorch_default_bound(fan_in: usize) -> f64 {
+    1.0 / (fan_in.max(1) as f64).sqrt()
+}

@@ -1,0 +1,34 @@
+//! The per-cell MLP law: 1x1 convolutions 2d -> h -> h -> 2d with ELU between
+//! (PyTorch `net = Sequential(Conv2d, ELU, Conv2d, ELU, Conv2d)`, keys `net.{0,2,4}`).
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::layers::{elu, Conv1x1};
+use super::params::ParamSource;
+use crate::error::Result;
+use crate::kernels::EngineBackend;
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub input: Conv1x1<B>,
+    pub hidden: Conv1x1<B>,
+    pub output: Conv1x1<B>,
+}
+
+impl<B: EngineBackend> Mlp<B> {
+    pub(crate) fn build<S: ParamSource<B>>(source: &mut S, d_state: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            input: Conv1x1::build(source, "net.0", 2 * d_state, hidden, None, None)?,
+            hidden: Conv1x1::build(source, "net.2", hidden, hidden, None, None)?,
+            output: Conv1x1::build(source, "net.4", hidden, 2 * d_state, None, None)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = elu(self.input.forward(x));
+        let x = elu(self.hidden.forward(x));
+        self.output.forward(x)
+    }
+}

@@ -1,0 +1,258 @@
+//! The learned operators ("law M") and their configuration.
+//!
+//! Every architecture of the original lab is here with PyTorch's parameter names, so that its
+//! state_dicts load by name: the U-Net (GroupNorm or RMSNorm blocks, optionally with a ConvLSTM
+//! memory at the bottleneck) and the per-cell MLP.
+
+pub mod layers;
+pub mod params;
+mod mlp;
+mod unet;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+pub use mlp::Mlp;
+pub use unet::UNet;
+
+use crate::error::{Error, Result};
+use crate::io::weights::WeightFile;
+use crate::kernels::EngineBackend;
+use params::{NamedWeights, ParamSource, SeededInit};
+
+/// The lab's default Lindblad decay rate.
+pub const DEFAULT_GAMMA: f64 = 0.01;
+
+/// The registry of architectures (names as in config.json and on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// U-Net with GroupNorm blocks; `delta = M(psi)`.
+    Unet,
+    /// The same network with the unitary update `delta = M(psi) * psi`.
+    UnetUnitary,
+    /// Unitary U-Net whose blocks normalise with RMSNorm instead of GroupNorm.
+    UnetUnitaryRmsnorm,
+    /// U-Net with a ConvLSTM memory at the bottleneck, carried across steps.
+    UnetConvlstm,
+    /// Three 1x1 convolutions with ELU: a per-cell law with no spatial coupling.
+    Mlp,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 5] = [
+        Architecture::Unet,
+        Architecture::UnetUnitary,
+        Architecture::UnetUnitaryRmsnorm,
+        Architecture::UnetConvlstm,
+        Architecture::Mlp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Unet => "unet",
+            Architecture::UnetUnitary => "unet-unitary",
+            Architecture::UnetUnitaryRmsnorm => "unet-unitary-rmsnorm",
+            Architecture::UnetConvlstm => "unet-convlstm",
+            Architecture::Mlp => "mlp",
+        }
+    }
+
+    /// Whether the update multiplies the network output by psi.
+    pub fn is_unitary(self) -> bool {
+        matches!(self, Architecture::UnetUnitary | Architecture::UnetUnitaryRmsnorm)
+    }
+
+    /// Whether the network pools twice, so grids must be multiples of 4.
+    pub fn is_unet(self) -> bool {
+        !matches!(self, Architecture::Mlp)
+    }
+
+    /// Whether the model carries a recurrent memory between steps.
+    pub fn has_memory(self) -> bool {
+        matches!(self, Architecture::UnetConvlstm)
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let wanted = text.trim().to_ascii_lowercase().replace('_', "-");
+        Architecture::ALL.into_iter().find(|arch| arch.name() == wanted).ok_or_else(|| {
+            let names: Vec<&str> = Architecture::ALL.iter().map(|arch| arch.name()).collect();
+            Error::InvalidArgument(format!(
+                "unknown architecture '{text}': expected one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+fn default_gamma() -> f64 {
+    DEFAULT_GAMMA
+}
+
+/// A model directory's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Architecture,
+    /// Complex channels per cell (the network sees twice as many real channels).
+    pub d_state: usize,
+    /// Width of the network (`h` in the U-Net's 2h/4h/8h progression).
+    pub hidden_channels: usize,
+    /// Default Lindblad decay rate for runs with this model.
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    /// Whether the weights were trained (false for a seeded initialisation).
+    #[serde(default)]
+    pub trained: bool,
+    /// Free text shown to users (what the model is, how it was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the weights came from: the training command and metrics, or the imported
+    /// checkpoint's episode and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<serde_json::Value>,
+}
+
+impl ModelConfig {
+    pub fn new(arch: Architecture, d_state: usize, hidden_channels: usize) -> Self {
+        Self {
+            arch,
+            d_state,
+            hidden_channels,
+            gamma: DEFAULT_GAMMA,
+            trained: false,
+            description: None,
+            provenance: None,
+        }
+    }
+
+    /// Checks the values a file or a flag could get wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.d_state == 0 || self.d_state > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "d_state must be between 1 and 4096, got {}",
+                self.d_state
+            )));
+        }
+        if self.hidden_channels == 0 || self.hidden_channels > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "hidden_channels must be between 1 and 4096, got {}",
+                self.hidden_channels
+            )));
+        }
+        check_gamma(self.gamma)
+    }
+
+    /// Checks that a grid fits the architecture (the U-Net pools twice).
+    pub fn check_grid(&self, height: usize, width: usize) -> Result<()> {
+        check_grid(self.arch, height, width)
+    }
+}
+
+/// Checks a decay rate: finite and in [0, 1].
+pub fn check_gamma(gamma: f64) -> Result<()> {
+    if gamma.is_finite() && (0.0..=1.0).contains(&gamma) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("gamma must be in [0, 1], got {gamma}")))
+    }
+}
+
+/// Checks that a grid is non-empty and, for the U-Nets, a multiple of 4 on both sides.
+pub fn check_grid(arch: Architecture, height: usize, width: usize) -> Result<()> {
+    if height == 0 || width == 0 {
+        return Err(Error::InvalidGrid { height, width, reason: "the grid is empty".into() });
+    }
+    if arch.is_unet() && (height % 4 != 0 || width % 4 != 0) {
+        return Err(Error::InvalidGrid {
+            height,
+            width,
+            reason: format!(
+                "the {arch} pools twice, so height and width must be multiples of 4"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The recurrent memory of the ConvLSTM U-Net: hidden and cell states, [B, 4h, H/4, W/4].
+#[derive(Debug, Clone)]
+pub struct Memory<B: Backend> {
+    pub hidden: Tensor<B, 4>,
+    pub cell: Tensor<B, 4>,
+}
+
+/// The network of a law M.
+#[derive(Module, Debug)]
+pub enum Law<B: Backend> {
+    UNet(UNet<B>),
+    Mlp(Mlp<B>),
+}
+
+impl<B: EngineBackend> Law<B> {
+    /// Builds the network of `config`, drawing parameters from `source`.
+    pub(crate) fn build<S: ParamSource<B>>(config: &ModelConfig, source: &mut S) -> Result<Self> {
+        config.validate()?;
+        Ok(match config.arch {
+            Architecture::Mlp => Law::Mlp(Mlp::build(source, config.d_state, config.hidden_channels)?),
+            arch => Law::UNet(UNet::build(source, arch, config.d_state, config.hidden_channels)?),
+        })
+    }
+
+    /// `M(x)`: x [B, 2d, H, W] (real parts, then imaginary parts) to the same shape.
+    /// The memory is used and returned by the ConvLSTM U-Net; other laws pass `None` through.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        memory: Option<Memory<B>>,
+    ) -> (Tensor<B, 4>, Option<Memory<B>>) {
+        match self {
+            Law::UNet(net) => net.forward(x, memory),
+            Law::Mlp(net) => (net.forward(x), None),
+        }
+    }
+}
+
+/// A law M with its configuration: what `atheria run` loads and `atheria train` produces.
+#[derive(Debug, Clone)]
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub law: Law<B>,
+}
+
+impl<B: EngineBackend> Model<B> {
+    /// A freshly initialised model (PyTorch's default initialisation, `outc` at N(0, 1e-5)),
+    /// reproducible from `seed` on every backend.
+    pub fn seeded(config: ModelConfig, seed: u64, device: &B::Device) -> Result<Self> {
+        let law = Law::build(&config, &mut SeededInit::<B>::new(seed, device))?;
+        Ok(Self { config, law })
+    }
+
+    /// A model whose parameters come from PyTorch-named tensors. Every tensor the
+    /// architecture needs must be present with its exact shape, and nothing else may be.
+    pub fn from_weights(config: ModelConfig, weights: &WeightFile, device: &B::Device) -> Result<Self> {
+        let mut source = NamedWeights::<B>::new(weights, config.arch.name(), device);
+        let law = Law::build(&config, &mut source)?;
+        source.finish()?;
+        Ok(Self { config, law })
+    }
+
+    /// Parameters in the network.
+    pub fn num_params(&self) -> usize {
+        self.law.num_params()
+    }
+}

@@ -1,0 +1,131 @@
+//! Where a model's parameters come from: a seeded initialiser (a fresh, reproducible model) or
+//! a set of named tensors read from a file (PyTorch's state_dict names). Models are built
+//! through one constructor for both, so the names a model asks for are exactly the ones a
+//! checkpoint must contain.
+
+use std::collections::BTreeSet;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::{Error, Result};
+use crate::io::weights::WeightFile;
+
+/// How a freshly initialised parameter is drawn.
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    /// U(-bound, bound), PyTorch's default for convolutions.
+    Uniform { bound: f64 },
+    /// N(0, std).
+    Normal { std: f64 },
+    Zeros,
+    Ones,
+}
+
+/// Supplies tensors by name and shape while a model is built.
+pub trait ParamSource<B: Backend> {
+    fn take<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Tensor<B, D>>;
+}
+
+/// Draws every parameter from a seeded ChaCha stream on the host, so that the same seed gives
+/// the same model on every backend.
+pub struct SeededInit<'a, B: Backend> {
+    rng: ChaCha8Rng,
+    device: &'a B::Device,
+}
+
+impl<'a, B: Backend> SeededInit<'a, B> {
+    pub fn new(seed: u64, device: &'a B::Device) -> Self {
+        Self { rng: ChaCha8Rng::seed_from_u64(seed), device }
+    }
+}
+
+impl<B: Backend> ParamSource<B> for SeededInit<'_, B> {
+    fn take<const D: usize>(
+        &mut self,
+        _name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Tensor<B, D>> {
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = match init {
+            Init::Uniform { bound } => {
+                (0..count).map(|_| self.rng.gen_range(-bound..bound) as f32).collect()
+            }
+            Init::Normal { std } => {
+                let normal = Normal::new(0.0, std).map_err(|error| {
+                    Error::InvalidArgument(format!("invalid initialisation std {std}: {error}"))
+                })?;
+                (0..count).map(|_| normal.sample(&mut self.rng) as f32).collect()
+            }
+            Init::Zeros => vec![0.0; count],
+            Init::Ones => vec![1.0; count],
+        };
+        Ok(Tensor::from_data(TensorData::new(values, shape), self.device))
+    }
+}
+
+/// Hands out the tensors of a weights file, checking names and shapes, and remembers which
+/// were used so that leftovers are reported instead of silently ignored.
+pub struct NamedWeights<'a, B: Backend> {
+    file: &'a WeightFile,
+    arch: String,
+    used: BTreeSet<String>,
+    device: &'a B::Device,
+}
+
+impl<'a, B: Backend> NamedWeights<'a, B> {
+    pub fn new(file: &'a WeightFile, arch: impl Into<String>, device: &'a B::Device) -> Self {
+        Self { file, arch: arch.into(), used: BTreeSet::new(), device }
+    }
+
+    /// Fails if the file holds tensors the model did not ask for.
+    pub fn finish(self) -> Result<()> {
+        let unused: Vec<String> = self
+            .file
+            .tensors
+            .keys()
+            .filter(|name| !self.used.contains(*name))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnexpectedTensors { path: self.file.path.clone(), names: unused, arch: self.arch })
+        }
+    }
+}
+
+impl<B: Backend> ParamSource<B> for NamedWeights<'_, B> {
+    fn take<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        _init: Init,
+    ) -> Result<Tensor<B, D>> {
+        let tensor = self.file.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.file.path.clone(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            arch: self.arch.clone(),
+        })?;
+        if tensor.shape != shape {
+            return Err(Error::ShapeMismatch {
+                path: self.file.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: tensor.shape.clone(),
+            });
+        }
+        self.used.insert(name.to_string());
+        Ok(Tensor::from_data(TensorData::new(tensor.data.clone(), shape), self.device))
+    }
+}

@@ -1,0 +1,270 @@
+//! The state of a universe: psi, complex [H, W, d_state] per universe, stored for the network as
+//! real channels [B, 2d, H, W] (real parts in channels 0..d, imaginary parts in d..2d).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::{Error, Result};
+use crate::io::state_file::HostState;
+use crate::io::HostTensor;
+use crate::models::Memory;
+
+/// Added to the per-cell norm before dividing, as in the original lab.
+pub const NORM_EPSILON: f64 = 1e-9;
+
+/// The lab's default phase-noise strength for `complex-noise`.
+pub const DEFAULT_NOISE_STRENGTH: f64 = 0.1;
+
+/// A batch of universes on a device.
+#[derive(Debug, Clone)]
+pub struct Universe<B: Backend> {
+    /// [B, 2d, H, W].
+    pub psi: Tensor<B, 4>,
+    /// The ConvLSTM memory, when the model has one (absent until the first step).
+    pub memory: Option<Memory<B>>,
+    /// Steps taken since the initial state.
+    pub step: u64,
+}
+
+impl<B: Backend> Universe<B> {
+    pub fn new(psi: Tensor<B, 4>) -> Self {
+        Self { psi, memory: None, step: 0 }
+    }
+
+    /// [batch, height, width, d_state].
+    pub fn dims(&self) -> [usize; 4] {
+        let [batch, channels, height, width] = self.psi.dims();
+        [batch, height, width, channels / 2]
+    }
+
+    /// Uploads a host state.
+    pub fn from_host(state: &HostState, device: &B::Device) -> Self {
+        let [batch, height, width, d] = state.dims();
+        let upload = |tensor: &HostTensor| {
+            Tensor::<B, 4>::from_data(
+                TensorData::new(tensor.data.clone(), [batch, height, width, d]),
+                device,
+            )
+        };
+        let psi = Tensor::cat(vec![upload(&state.re), upload(&state.im)], 3).permute([0, 3, 1, 2]);
+        let memory = state.memory.as_ref().map(|(hidden, cell)| {
+            let make = |t: &HostTensor| {
+                let shape: [usize; 4] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+                Tensor::<B, 4>::from_data(TensorData::new(t.data.clone(), shape), device)
+            };
+            Memory { hidden: make(hidden), cell: make(cell) }
+        });
+        Self { psi, memory, step: state.step }
+    }
+
+    /// Downloads to the host layout of state files.
+    pub fn to_host(&self) -> Result<HostState> {
+        let [batch, height, width, d] = self.dims();
+        let channels_last = self.psi.clone().permute([0, 2, 3, 1]);
+        let download = |tensor: Tensor<B, 4>| -> Result<HostTensor> {
+            let shape = tensor.dims().to_vec();
+            let data = tensor
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|error| Error::InvalidArgument(format!("cannot read tensor: {error:?}")))?;
+            Ok(HostTensor { shape, data })
+        };
+        let re = download(channels_last.clone().narrow(3, 0, d))?;
+        let im = download(channels_last.narrow(3, d, d))?;
+        debug_assert_eq!(re.shape, vec![batch, height, width, d]);
+        let memory = match &self.memory {
+            Some(memory) => Some((download(memory.hidden.clone())?, download(memory.cell.clone())?)),
+            None => None,
+        };
+        Ok(HostState { re, im, memory, step: self.step })
+    }
+}
+
+/// How to make the initial state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitialState {
+    /// Complex normal per channel, normalised per cell.
+    Random,
+    /// `exp(i * strength * N(0, 1))` per channel, normalised per cell (a near-uniform vacuum).
+    ComplexNoise { strength: f64 },
+    /// All zeros.
+    Zeros,
+    /// A state file; tiled when the requested grid is a multiple of the file's.
+    File(PathBuf),
+}
+
+impl FromStr for InitialState {
+    type Err = Error;
+
+    /// `random`, `complex-noise`, `complex-noise:STRENGTH`, `zeros`, or a file path.
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "random" => Ok(InitialState::Random),
+            "zeros" => Ok(InitialState::Zeros),
+            "complex-noise" => Ok(InitialState::ComplexNoise { strength: DEFAULT_NOISE_STRENGTH }),
+            _ => match text.strip_prefix("complex-noise:") {
+                Some(value) => match value.parse::<f64>() {
+                    Ok(strength) if strength.is_finite() && strength >= 0.0 => {
+                        Ok(InitialState::ComplexNoise { strength })
+                    }
+                    _ => Err(Error::InvalidArgument(format!(
+                        "complex-noise strength must be a non-negative number, got '{value}'"
+                    ))),
+                },
+                None => Ok(InitialState::File(PathBuf::from(text))),
+            },
+        }
+    }
+}
+
+/// Generates a seeded initial state on the host, [batch, height, width, d].
+/// The same seed gives the same state on every backend and machine.
+pub fn generate(
+    kind: &InitialState,
+    batch: usize,
+    height: usize,
+    width: usize,
+    d_state: usize,
+    seed: u64,
+) -> Result<HostState> {
+    let shape = vec![batch, height, width, d_state];
+    let count = batch * height * width * d_state;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (re, im) = match kind {
+        InitialState::Random => {
+            let mut normal = || -> f32 { StandardNormal.sample(&mut rng) };
+            let re: Vec<f32> = (0..count).map(|_| normal()).collect();
+            let im: Vec<f32> = (0..count).map(|_| normal()).collect();
+            (re, im)
+        }
+        InitialState::ComplexNoise { strength } => {
+            let phases: Vec<f64> = (0..count)
+                .map(|_| { let z: f64 = StandardNormal.sample(&mut rng); strength * z })
+                .collect();
+            (
+                phases.iter().map(|phase| phase.cos() as f32).collect(),
+                phases.iter().map(|phase| phase.sin() as f32).collect(),
+            )
+        }
+        InitialState::Zeros => (vec![0.0; count], vec![0.0; count]),
+        InitialState::File(path) => {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a file; load it with state_file::load_state",
+                path.display()
+            )))
+        }
+    };
+    let mut state = HostState {
+        re: HostTensor { shape: shape.clone(), data: re },
+        im: HostTensor { shape, data: im },
+        memory: None,
+        step: 0,
+    };
+    normalize_cells(&mut state);
+    Ok(state)
+}
+
+/// Divides every cell by its L2 norm over channels (plus epsilon), on the host.
+pub fn normalize_cells(state: &mut HostState) {
+    let d = state.re.shape[3];
+    for (re, im) in state.re.data.chunks_mut(d).zip(state.im.data.chunks_mut(d)) {
+        let norm: f64 = re
+            .iter()
+            .zip(im.iter())
+            .map(|(r, i)| (*r as f64).powi(2) + (*i as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let scale = 1.0 / (norm + NORM_EPSILON);
+        for value in re.iter_mut().chain(im.iter_mut()) {
+            *value = (*value as f64 * scale) as f32;
+        }
+    }
+}
+
+/// Repeats a smaller state over a larger grid (`height`, `width` multiples of the base's).
+/// Memory is not tiled: a tiled state starts without one.
+pub fn tile(base: &HostState, height: usize, width: usize) -> Result<HostState> {
+    let [batch, base_height, base_width, d] = base.dims();
+    if height % base_height != 0 || width % base_width != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "cannot tile a {base_height}x{base_width} state over a {height}x{width} grid: \
+             the grid must be a multiple of the state in both dimensions"
+        )));
+    }
+    let repeat = |source: &HostTensor| {
+        let mut data = Vec::with_capacity(batch * height * width * d);
+        for b in 0..batch {
+            for y in 0..height {
+                let row = (b * base_height + y % base_height) * base_width;
+                for x in 0..width {
+                    let start = (row + x % base_width) * d;
+                    data.extend_from_slice(&source.data[start..start + d]);
+                }
+            }
+        }
+        HostTensor { shape: vec![batch, height, width, d], data }
+    };
+    Ok(HostState { re: repeat(&base.re), im: repeat(&base.im), memory: None, step: base.step })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_state_is_normalised_and_seeded() {
+        let a = generate(&InitialState::Random, 2, 4, 8, 3, 7).unwrap();
+        let b = generate(&InitialState::Random, 2, 4, 8, 3, 7).unwrap();
+        let c = generate(&InitialState::Random, 2, 4, 8, 3, 8).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.re.data, c.re.data);
+        for (re, im) in a.re.data.chunks(3).zip(a.im.data.chunks(3)) {
+            let norm: f32 = re.iter().chain(im).map(|v| v * v).sum();
+            assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+        }
+    }
+
+    #[test]
+    fn complex_noise_has_equal_magnitudes_and_small_phases() {
+        let state = generate(&InitialState::ComplexNoise { strength: 0.1 }, 1, 4, 4, 4, 1).unwrap();
+        for (re, im) in state.re.data.iter().zip(&state.im.data) {
+            let magnitude = (re * re + im * im).sqrt();
+            assert!((magnitude - 0.5).abs() < 1e-5, "{magnitude}");
+            assert!(im.atan2(*re).abs() < 0.6);
+        }
+    }
+
+    #[test]
+    fn tiling_repeats_the_base() {
+        let base = generate(&InitialState::Random, 1, 4, 4, 2, 3).unwrap();
+        let tiled = tile(&base, 8, 12).unwrap();
+        let at = |s: &HostState, y: usize, x: usize| {
+            let w = s.re.shape[2];
+            s.re.data[(y * w + x) * 2]
+        };
+        assert_eq!(at(&tiled, 5, 9), at(&base, 1, 1));
+        assert_eq!(at(&tiled, 7, 11), at(&base, 3, 3));
+        assert!(tile(&base, 6, 8).is_err());
+    }
+
+    #[test]
+    fn parses_initial_states() {
+        assert_eq!("random".parse::<InitialState>().unwrap(), InitialState::Random);
+        assert_eq!(
+            "complex-noise:0.3".parse::<InitialState>().unwrap(),
+            InitialState::ComplexNoise { strength: 0.3 }
+        );
+        assert!("complex-noise:-1".parse::<InitialState>().is_err());
+        assert_eq!(
+            "seed.safetensors".parse::<InitialState>().unwrap(),
+            InitialState::File("seed.safetensors".into())
+        );
+    }
+}
