@@ -258,20 +258,26 @@ impl DeviceReport {
             }
             _ => format!("device: requested {}, no backend started", self.requested),
         };
-        let failures: Vec<String> = self
-            .attempts
+        let failures = self.failures();
+        if !failures.is_empty() {
+            text.push_str("\n  skipped ");
+            text.push_str(&failures.join("; "));
+        }
+        text
+    }
+}
+
+impl DeviceReport {
+    /// `backend: cause (message)` for every attempt that failed.
+    pub fn failures(&self) -> Vec<String> {
+        self.attempts
             .iter()
             .filter_map(|attempt| {
                 attempt.failure.as_ref().map(|failure| {
                     format!("{}: {} ({})", attempt.backend, failure.cause, failure.summary)
                 })
             })
-            .collect();
-        if !failures.is_empty() {
-            text.push_str("\n  skipped ");
-            text.push_str(&failures.join("; "));
-        }
-        text
+            .collect()
     }
 }
 
@@ -345,12 +351,15 @@ pub fn select_device(request: DeviceRequest, options: &SelectOptions) -> Result<
         }
         if options.strict && position == 0 && request != DeviceRequest::Auto {
             return Err(Error::DeviceUnavailable(format!(
-                "{} (--strict-device forbids falling back)",
-                report.summary()
+                "requested {request} did not start, and strict device selection forbids falling back: {}",
+                report.failures().join("; ")
             )));
         }
     }
-    Err(Error::DeviceUnavailable(report.summary()))
+    Err(Error::DeviceUnavailable(format!(
+        "requested {request}, no backend started: {}",
+        report.failures().join("; ")
+    )))
 }
 
 /// Probes every compiled backend (for `atheria devices`).

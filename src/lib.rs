@@ -13,6 +13,7 @@
 //! println!("{}", selection.report);
 //! ```
 
+pub mod app;
 pub mod backend;
 pub mod dynamics;
 pub mod error;

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use atheria::backend::{select_device, DeviceRequest, SelectOptions, Selection};
+use anyhow::bail;
+use atheria::backend::{DeviceReport, DeviceRequest};
 use atheria::io::model_dir::ModelSource;
 use atheria::models::{Architecture, ModelConfig};
 use clap::Args;
@@ -25,15 +25,13 @@ fn parse_device(text: &str) -> Result<DeviceRequest, String> {
 }
 
 impl DeviceArgs {
-    /// Runs the guarded constructor and prints its report in one or two lines.
-    pub fn select(&self, verbose: bool) -> anyhow::Result<Selection> {
-        let options = SelectOptions { strict: self.strict_device, ..SelectOptions::default() };
-        let selection = select_device(self.device, &options)?;
-        eprintln!("{}", selection.report);
+    /// Prints the guarded constructor's report in one or two lines (and, with --verbose,
+    /// everything it captured).
+    pub fn print_report(&self, report: &DeviceReport, verbose: bool) {
+        eprintln!("{report}");
         if verbose {
-            print_captured(&selection.report.attempts);
+            print_captured(&report.attempts);
         }
-        Ok(selection)
     }
 }
 
@@ -145,20 +143,4 @@ impl std::fmt::Display for GridSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.height, self.width)
     }
-}
-
-/// A progress bar on stderr (drawn only on a terminal).
-pub fn progress_bar(length: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(length);
-    let style = indicatif::ProgressStyle::with_template(&format!(
-        "{what} [{{elapsed_precise}}] {{bar:32}} {{pos}}/{{len}} {{per_sec}} {{msg}}"
-    ))
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
-}
-
-/// Creates a directory, naming it on failure.
-pub fn create_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }

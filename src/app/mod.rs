@@ -1,0 +1,24 @@
+//! Ready-made programs over the engine: what the CLI and the examples call.
+//!
+//! Each entry point takes plain options, selects the backend with the guarded constructor and
+//! runs the generic engine on it. They are concrete (not generic) functions on purpose: the
+//! engine is instantiated for the three backends once, here, instead of again in every binary
+//! that uses it.
+
+pub mod run;
+
+pub use run::{run, RunOptions, RunReport};
+
+/// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).
+pub(crate) fn progress_bar(length: u64, what: &str, visible: bool) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{what} [{{elapsed_precise}}] {{bar:32}} {{pos}}/{{len}} {{per_sec}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}

@@ -1,0 +1,96 @@
+//! The guarded constructor. On a machine without an NVIDIA driver (CI) CUDA fails to start and
+//! these tests check the fallback; on a GPU machine the same tests check that CUDA is selected.
+
+use atheria::backend::{
+    probe_all, select_device, BackendKind, DeviceRequest, FailureCause, SelectOptions,
+};
+use atheria::Error;
+
+fn cuda_starts() -> bool {
+    probe_all(&SelectOptions::default())[0].failure.is_none()
+}
+
+#[test]
+fn cuda_request_runs_somewhere_and_says_why() {
+    let selection =
+        select_device(DeviceRequest::Cuda { index: 0 }, &SelectOptions::default()).unwrap();
+    let report = &selection.report;
+    let cuda = &report.attempts[0];
+    assert_eq!(cuda.backend, BackendKind::Cuda);
+    match &cuda.failure {
+        None => {
+            assert_eq!(report.selected, Some(BackendKind::Cuda));
+            assert!(!report.fell_back());
+        }
+        Some(failure) => {
+            assert_ne!(report.selected, Some(BackendKind::Cuda));
+            assert!(report.fell_back());
+            // The runner thread's real cause, not the caller's `RecvError`.
+            assert!(!failure.summary.contains("RecvError"), "{}", failure.summary);
+            assert_ne!(failure.cause, FailureCause::Other, "unclassified: {}", failure.summary);
+            let summary = report.summary();
+            assert!(summary.contains("requested cuda:0"), "{summary}");
+            assert!(summary.contains(&failure.cause.to_string()), "{summary}");
+            assert!(summary.lines().count() <= 2, "{summary}");
+        }
+    }
+}
+
+#[test]
+fn strict_request_refuses_to_fall_back() {
+    let options = SelectOptions { strict: true, ..SelectOptions::default() };
+    // No machine has 1000 CUDA devices, so this request fails everywhere.
+    match select_device(DeviceRequest::Cuda { index: 999 }, &options) {
+        Err(Error::DeviceUnavailable(message)) => {
+            assert!(message.contains("strict"), "{message}");
+            assert_eq!(message.lines().count(), 1, "{message}");
+            assert!(message.contains("cuda:999"), "{message}");
+        }
+        other => panic!("expected DeviceUnavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_cuda_device_falls_back_without_strict() {
+    let selection =
+        select_device(DeviceRequest::Cuda { index: 999 }, &SelectOptions::default()).unwrap();
+    assert!(selection.report.fell_back());
+    assert!(selection.report.attempts[0].failure.is_some());
+    // The engine still works after a GPU runtime panicked during the probe.
+    let device = burn::backend::ndarray::NdArrayDevice::Cpu;
+    let tensor = burn::tensor::Tensor::<burn::backend::NdArray, 1>::from_floats([3.0], &device);
+    assert_eq!(crate::support::to_vec(tensor * 2.0), vec![6.0]);
+}
+
+#[test]
+fn auto_prefers_cuda_and_otherwise_never_picks_a_software_adapter() {
+    let selection = select_device(DeviceRequest::Auto, &SelectOptions::default()).unwrap();
+    let report = &selection.report;
+    if cuda_starts() {
+        assert_eq!(report.selected, Some(BackendKind::Cuda));
+        return;
+    }
+    let wgpu = report.attempts.iter().find(|a| a.backend == BackendKind::Wgpu).unwrap();
+    if report.selected == Some(BackendKind::Wgpu) {
+        assert!(!wgpu.device.contains("software"), "{}", wgpu.device);
+    } else {
+        assert_eq!(report.selected, Some(BackendKind::Cpu));
+        assert!(wgpu.failure.is_some());
+    }
+}
+
+#[test]
+fn explicit_wgpu_starts_on_a_software_adapter() {
+    // CI installs lavapipe; `--device wgpu` must use it even though `auto` does not.
+    let _device = crate::support::wgpu_device();
+    let selection = select_device(DeviceRequest::Wgpu, &SelectOptions::default()).unwrap();
+    assert_eq!(selection.report.selected, Some(BackendKind::Wgpu));
+}
+
+#[test]
+fn cpu_request_probes_nothing_else() {
+    let selection = select_device(DeviceRequest::Cpu, &SelectOptions::default()).unwrap();
+    assert_eq!(selection.report.selected, Some(BackendKind::Cpu));
+    assert_eq!(selection.report.attempts.len(), 1);
+    assert!(!selection.report.fell_back());
+}

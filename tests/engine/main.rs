@@ -1,0 +1,8 @@
+//! Integration tests, one binary (each file under tests/ would link all of burn again).
+
+mod cli;
+mod devices;
+mod dynamics;
+mod files;
+mod pytorch_reference;
+mod support;
