@@ -5,8 +5,10 @@
 //! engine is instantiated for the three backends once, here, instead of again in every binary
 //! that uses it.
 
+pub mod bench;
 pub mod run;
 
+pub use bench::{bench, BenchOptions, BenchRecord};
 pub use run::{run, RunOptions, RunReport};
 
 /// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).

@@ -1,5 +1,6 @@
 //! Argument parsing and the subcommands.
 
+mod bench;
 mod common;
 mod devices;
 mod run;
@@ -24,12 +25,15 @@ pub enum Command {
     Run(run::RunArgs),
     /// Probe every compiled backend and report which start, and why the others do not.
     Devices(devices::DevicesArgs),
+    /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
+    Bench(bench::BenchArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose),
+        Command::Bench(args) => bench::bench(args, cli.verbose),
     }
 }
 

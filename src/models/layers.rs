@@ -40,12 +40,14 @@ impl<B: EngineBackend> Conv3x3<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let bias = self.bias.as_ref().map(|bias| bias.val().into_primitive().tensor());
-        Tensor::from_primitive(TensorPrimitive::Float(B::conv3x3(
+        let y = Tensor::from_primitive(TensorPrimitive::Float(B::conv3x3(
             x.into_primitive().tensor(),
             self.weight.val().into_primitive().tensor(),
-            bias,
-        )))
+        )));
+        match &self.bias {
+            Some(bias) => add_channel_bias(y, bias.val()),
+            None => y,
+        }
     }
 }
 
@@ -117,11 +119,11 @@ impl<B: EngineBackend> UpConv2x2<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::conv_transpose2x2(
+        let y = Tensor::from_primitive(TensorPrimitive::Float(B::conv_transpose2x2(
             x.into_primitive().tensor(),
             self.weight.val().into_primitive().tensor(),
-            Some(self.bias.val().into_primitive().tensor()),
-        )))
+        )));
+        add_channel_bias(y, self.bias.val())
     }
 }
 
@@ -149,17 +151,39 @@ impl<B: EngineBackend> GroupNorm<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        const EPS: f64 = 1e-5;
-        let [batch, channels, height, width] = x.dims();
-        let grouped = x.reshape([batch, self.groups, (channels / self.groups) * height * width]);
-        let mean = grouped.clone().mean_dim(2);
-        let centered = grouped - mean;
-        let variance = centered.clone().square().mean_dim(2);
-        let normalized = centered / (variance + EPS).sqrt();
-        let normalized = normalized.reshape([batch, channels, height, width]);
-        normalized * self.weight.val().reshape([1, channels, 1, 1])
-            + self.bias.val().reshape([1, channels, 1, 1])
+        group_norm(x, self.weight.val(), self.bias.val(), self.groups)
     }
+
+    /// `elu(forward(x))`, through the backend's (possibly fused) kernel.
+    pub fn forward_elu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        Tensor::from_primitive(TensorPrimitive::Float(B::group_norm_elu(
+            x.into_primitive().tensor(),
+            self.weight.val().into_primitive().tensor(),
+            self.bias.val().into_primitive().tensor(),
+            self.groups,
+        )))
+    }
+}
+
+/// Epsilon of PyTorch's `nn.GroupNorm`.
+pub const GROUP_NORM_EPS: f64 = 1e-5;
+
+/// GroupNorm of [N, C, H, W] over `groups` channel groups (biased variance, as PyTorch), then
+/// the per-channel affine `weight`, `bias`.
+pub fn group_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    groups: usize,
+) -> Tensor<B, 4> {
+    let [batch, channels, height, width] = x.dims();
+    let grouped = x.reshape([batch, groups, (channels / groups) * height * width]);
+    let mean = grouped.clone().mean_dim(2);
+    let centered = grouped - mean;
+    let variance = centered.clone().square().mean_dim(2);
+    let normalized = centered / (variance + GROUP_NORM_EPS).sqrt();
+    let normalized = normalized.reshape([batch, channels, height, width]);
+    normalized * weight.reshape([1, channels, 1, 1]) + bias.reshape([1, channels, 1, 1])
 }
 
 /// The lab's group rule: c/8 groups when c > 8, else 1; 1 when that does not divide c.
@@ -212,6 +236,14 @@ impl<B: EngineBackend> Norm<B> {
             Norm::Rms(norm) => norm.forward(x),
         }
     }
+
+    /// `elu(forward(x))`.
+    pub fn forward_elu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Norm::Group(norm) => norm.forward_elu(x),
+            Norm::Rms(norm) => elu(norm.forward(x)),
+        }
+    }
 }
 
 /// Which normalisation a U-Net uses.
@@ -257,8 +289,8 @@ impl<B: EngineBackend> ConvBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = elu(self.norm1.forward(self.conv1.forward(x)));
-        elu(self.norm2.forward(self.conv2.forward(x)))
+        let x = self.norm1.forward_elu(self.conv1.forward(x));
+        self.norm2.forward_elu(self.conv2.forward(x))
     }
 }
 
@@ -271,6 +303,12 @@ pub fn elu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// 2x2 max pooling with stride 2.
 pub fn max_pool2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     burn::tensor::module::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+}
+
+/// Adds a per-channel bias [C] to [N, C, H, W].
+fn add_channel_bias<B: Backend>(x: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
+    let channels = bias.dims()[0];
+    x + bias.reshape([1, channels, 1, 1])
 }
 
 /// PyTorch's default initialisation bound for weights and biases: 1/sqrt(fan_in).

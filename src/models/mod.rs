@@ -256,3 +256,34 @@ impl<B: EngineBackend> Model<B> {
         self.law.num_params()
     }
 }
+
+/// Floating-point operations of one forward pass of the law on a `height` x `width` grid per
+/// universe: two per multiply-add of every convolution, counted as a direct convolution
+/// (whatever algorithm a backend uses), elementwise work excluded. This is the convention of
+/// the benchmarks' GFLOP/s.
+pub fn forward_flops(config: &ModelConfig, height: usize, width: usize) -> f64 {
+    let (d, h) = (config.d_state as f64, config.hidden_channels as f64);
+    let cells = (height * width) as f64;
+    let conv3 = |c_in: f64, c_out: f64, scale: f64| 2.0 * 9.0 * c_in * c_out * cells * scale;
+    let block = |c_in: f64, c_out: f64, scale: f64| conv3(c_in, c_out, scale) + conv3(c_out, c_out, scale);
+    match config.arch {
+        Architecture::Mlp => 2.0 * cells * (2.0 * d * h + h * h + h * 2.0 * d),
+        arch => {
+            let (half, quarter) = (0.25, 1.0 / 16.0);
+            let mut flops = block(2.0 * d, h, 1.0)
+                + block(h, 2.0 * h, half)
+                + block(2.0 * h, 4.0 * h, quarter)
+                + block(4.0 * h, 8.0 * h, quarter)
+                // Transposed 2x2 convolutions: every input cell feeds 4 outputs.
+                + 2.0 * 8.0 * h * 4.0 * h * 4.0 * cells * quarter
+                + block(6.0 * h, 4.0 * h, half)
+                + 2.0 * 4.0 * h * 2.0 * h * 4.0 * cells * half
+                + block(3.0 * h, h, 1.0)
+                + 2.0 * h * 2.0 * d * cells;
+            if arch.has_memory() {
+                flops += conv3(8.0 * h, 16.0 * h, quarter);
+            }
+            flops
+        }
+    }
+}

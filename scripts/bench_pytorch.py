@@ -1,0 +1,126 @@
+"""The QCA step in PyTorch eager on the CPU, timed like `atheria bench`, printing the same JSON.
+
+    pip install torch safetensors
+    python scripts/bench_pytorch.py --grid 64 128 256                 # PyTorch alone
+    python scripts/bench_pytorch.py --grid 64 128 256 --compare target/release/atheria
+
+The model is the lab's U-Net (d_state 8, hidden 32 unless told otherwise) with its default
+initialisation. With --compare, the same weights are written to a safetensors file, the given
+atheria binary measures the same step on its CPU backend in the same run, and a side-by-side
+table with the speed ratio is printed.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from lab_models import ARCHS, build, qca_step  # noqa: E402
+
+
+def flops(arch, d, h, grid):
+    """Convolution FLOPs of one forward, counted like atheria's `forward_flops`."""
+    cells = grid * grid
+
+    def conv3(cin, cout, scale):
+        return 2 * 9 * cin * cout * cells * scale
+
+    def block(cin, cout, scale):
+        return conv3(cin, cout, scale) + conv3(cout, cout, scale)
+
+    if arch == "mlp":
+        return 2 * cells * (2 * d * h + h * h + h * 2 * d)
+    total = (block(2 * d, h, 1) + block(h, 2 * h, 0.25) + block(2 * h, 4 * h, 1 / 16)
+             + block(4 * h, 8 * h, 1 / 16) + 2 * 8 * h * 4 * h * 4 * cells / 16
+             + block(6 * h, 4 * h, 0.25) + 2 * 4 * h * 2 * h * 4 * cells / 4
+             + block(3 * h, h, 1) + 2 * h * 2 * d * cells)
+    if arch == "unet-convlstm":
+        total += conv3(8 * h, 16 * h, 1 / 16)
+    return total
+
+
+def measure(model, arch, d, h, grid, batch, steps, warmup, gamma, threads):
+    unitary = ARCHS[arch]["unitary"]
+    generator = torch.Generator().manual_seed(0)
+    psi = torch.complex(torch.randn(batch, grid, grid, d, generator=generator),
+                        torch.randn(batch, grid, grid, d, generator=generator))
+    psi = psi / (psi.abs().pow(2).sum(-1, keepdim=True).sqrt() + 1e-9)
+    memory = None
+    times = []
+    with torch.no_grad():
+        for index in range(warmup + steps):
+            started = time.perf_counter()
+            psi, memory = qca_step(model, psi, gamma, unitary, memory)
+            elapsed = time.perf_counter() - started
+            if index >= warmup:
+                times.append(elapsed)
+    median = statistics.median(times)
+    cells = batch * grid * grid
+    return {
+        "backend": "pytorch",
+        "device": f"cpu, {threads} threads, torch {torch.__version__}",
+        "arch": arch, "d_state": d, "hidden": h, "grid": grid, "batch": batch,
+        "ms_per_step": median * 1e3,
+        "steps_per_s": 1.0 / median,
+        "mcells_per_s": cells / median / 1e6,
+        "gflops": flops(arch, d, h, grid) * batch / median / 1e9,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--arch", default="unet", choices=sorted(ARCHS))
+    parser.add_argument("--d-state", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--gamma", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare", metavar="ATHERIA", help="atheria binary to measure side by side")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = build(args.arch, args.d_state, args.hidden).eval()
+    records = []
+    for grid in args.grid:
+        record = measure(model, args.arch, args.d_state, args.hidden, grid, args.batch,
+                         args.steps, args.warmup, args.gamma, args.threads)
+        records.append(record)
+        print(json.dumps(record), flush=True)
+    if not args.compare:
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+        command = [args.compare, "bench", "--json", "--device", "cpu",
+                   "--weights", weights, "--arch", args.arch, "--d-state", str(args.d_state),
+                   "--hidden", str(args.hidden), "--batch", str(args.batch),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--grid", *map(str, args.grid)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    ours = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    for record in ours:
+        print(json.dumps(record), flush=True)
+    print()
+    print(f"{args.arch} d{args.d_state} h{args.hidden}, batch {args.batch}, {args.threads} threads")
+    print("| grid | PyTorch ms/step | atheria cpu ms/step | atheria speed vs PyTorch |")
+    print("|---:|---:|---:|---:|")
+    for theirs, mine in zip(records, ours):
+        ratio = theirs["ms_per_step"] / mine["ms_per_step"]
+        print(f"| {theirs['grid']} | {theirs['ms_per_step']:.1f} | {mine['ms_per_step']:.1f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+//! A quick benchmark of the step, without criterion, for comparing machines and backends:
+//! median time per step over several timed steps after warm-up, with the device synchronised
+//! around each step.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
+use crate::error::{Error, Result};
+use crate::io::model_dir::ModelSource;
+use crate::kernels::EngineBackend;
+use crate::models::forward_flops;
+use crate::state::{generate, InitialState, Universe};
+use crate::Simulation;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub model: ModelSource,
+    pub devices: Vec<DeviceRequest>,
+    /// Square grid sides.
+    pub grids: Vec<usize>,
+    pub batch: usize,
+    /// Timed steps per configuration (the median is reported).
+    pub steps: usize,
+    /// Untimed steps first (kernel compilation, autotuning, allocator warm-up).
+    pub warmup: usize,
+    pub seed: u64,
+}
+
+/// One measured configuration; the JSON fields of `atheria bench --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRecord {
+    pub backend: String,
+    pub device: String,
+    pub arch: String,
+    pub d_state: usize,
+    pub hidden: usize,
+    pub grid: usize,
+    pub batch: usize,
+    /// Median over the timed steps.
+    pub ms_per_step: f64,
+    pub steps_per_s: f64,
+    pub mcells_per_s: f64,
+    /// Convolution arithmetic per second, counted as direct convolution (see
+    /// [`crate::models::forward_flops`]).
+    pub gflops: f64,
+}
+
+/// Runs every (device, grid) configuration. `on_record` sees each result as it arrives and
+/// `on_device` each device report.
+pub fn bench(
+    options: &BenchOptions,
+    on_device: &dyn Fn(&DeviceReport),
+    on_record: &dyn Fn(&BenchRecord),
+) -> Result<Vec<BenchRecord>> {
+    if options.steps == 0 || options.batch == 0 || options.grids.is_empty() {
+        return Err(Error::InvalidArgument(
+            "bench needs at least one grid, one timed step and a batch of one".into(),
+        ));
+    }
+    let mut records = Vec::new();
+    for &request in &options.devices {
+        let selection = select_device(request, &SelectOptions::default())?;
+        on_device(&selection.report);
+        let device_name = selection.report.selected_device.clone().unwrap_or_default();
+        for &grid in &options.grids {
+            let job = BenchJob { options, grid, device_name: &device_name };
+            let record = selection.device.run(job)?;
+            on_record(&record);
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+struct BenchJob<'a> {
+    options: &'a BenchOptions,
+    grid: usize,
+    device_name: &'a str,
+}
+
+impl BackendJob for BenchJob<'_> {
+    type Output = Result<BenchRecord>;
+
+    fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
+        let options = self.options;
+        let model = options.model.load::<B>(&device)?;
+        let config = model.config.clone();
+        let host = generate(
+            &InitialState::Random,
+            options.batch,
+            self.grid,
+            self.grid,
+            config.d_state,
+            options.seed,
+        )?;
+        let gamma = config.gamma;
+        let mut simulation = Simulation::new(model, Universe::from_host(&host, &device), gamma)?;
+        let sync = |device: &B::Device| {
+            B::sync(device).map_err(|error| Error::InvalidArgument(format!("device error: {error:?}")))
+        };
+        for _ in 0..options.warmup {
+            simulation.step();
+        }
+        sync(&device)?;
+        let mut times = Vec::with_capacity(options.steps);
+        for _ in 0..options.steps {
+            let started = Instant::now();
+            simulation.step();
+            sync(&device)?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let cells = (options.batch * self.grid * self.grid) as f64;
+        let flops = forward_flops(&config, self.grid, self.grid) * options.batch as f64;
+        Ok(BenchRecord {
+            backend: B::engine_name().to_string(),
+            device: self.device_name.to_string(),
+            arch: config.arch.to_string(),
+            d_state: config.d_state,
+            hidden: config.hidden_channels,
+            grid: self.grid,
+            batch: options.batch,
+            ms_per_step: median * 1e3,
+            steps_per_s: 1.0 / median,
+            mcells_per_s: cells / median / 1e6,
+            gflops: flops / median / 1e9,
+        })
+    }
+}

@@ -1,0 +1,91 @@
+//! `atheria bench`: a quick table of step speed per backend and grid.
+
+use atheria::app::{self, BenchOptions, BenchRecord};
+use atheria::backend::DeviceRequest;
+use clap::Args;
+
+use super::common::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Square grid sides to measure.
+    #[arg(long, num_args = 1.., default_values_t = vec![64, 128])]
+    pub grid: Vec<usize>,
+
+    /// Devices to measure (auto, cpu, wgpu, cuda, cuda:N).
+    #[arg(long, num_args = 1.., default_values = ["auto"], value_parser = parse_device)]
+    pub device: Vec<DeviceRequest>,
+
+    /// Universes stepped together.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+
+    /// Timed steps per configuration; the median is reported.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+
+    /// Untimed steps before timing (kernel compilation, autotuning).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_device(text: &str) -> Result<DeviceRequest, String> {
+    text.parse().map_err(|error: atheria::Error| error.to_string())
+}
+
+pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
+    let source = match (&args.model.model, &args.model.weights, args.model.arch) {
+        // Without a model flag, measure the lab's default U-Net (d_state 8, hidden 32).
+        (None, None, None) => atheria::io::model_dir::ModelSource::Seeded {
+            config: atheria::ModelConfig::new(atheria::Architecture::Unet, 8, 32),
+            seed: args.model.model_seed,
+        },
+        _ => args.model.source()?,
+    };
+    let options = BenchOptions {
+        model: source,
+        devices: args.device.clone(),
+        grids: args.grid.clone(),
+        batch: args.batch,
+        steps: args.steps,
+        warmup: args.warmup,
+        seed: 0,
+    };
+    let json = args.json;
+    if !json {
+        println!(
+            "{:<6} {:>6} {:>5} {:>10} {:>9} {:>9} {:>8}",
+            "backend", "grid", "batch", "ms/step", "steps/s", "Mcells/s", "GFLOP/s"
+        );
+    }
+    let print = move |record: &BenchRecord| {
+        if json {
+            println!("{}", serde_json::to_string(record).unwrap_or_default());
+        } else {
+            println!(
+                "{:<6} {:>6} {:>5} {:>10.2} {:>9.2} {:>9.2} {:>8.1}",
+                record.backend,
+                record.grid,
+                record.batch,
+                record.ms_per_step,
+                record.steps_per_s,
+                record.mcells_per_s,
+                record.gflops
+            );
+        }
+    };
+    app::bench(&options, &|report| {
+        eprintln!("{report}");
+        if verbose {
+            super::common::print_captured(&report.attempts);
+        }
+    }, &print)?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The operations of the law M that a backend may implement better than the generic path.
+//!
+//! The models call these hooks instead of burn's modules so that a backend can swap in a faster
+//! kernel while every backend keeps the same maths. The default of each hook is burn's own
+//! operation. The CPU backend overrides the convolutions with GEMM-based kernels
+//! ([`cpu`]); autodiff wraps any backend's hooks in custom backward steps ([`autodiff`]), so
+//! training gets the fast kernels too.
+
+mod autodiff;
+pub mod cpu;
+
+use burn::backend::{Cuda, NdArray, Wgpu};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::models::layers::{elu, group_norm};
+
+/// Options of a 3x3 convolution with stride 1 and zero padding 1.
+pub(crate) fn conv3x3_options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
+}
+
+/// Options of a transposed convolution with kernel 2 and stride 2.
+pub(crate) fn up2x2_options() -> ConvTransposeOptions<2> {
+    ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1)
+}
+
+/// GroupNorm + ELU from burn's tensor operations (what autodiff differentiates).
+pub(crate) fn group_norm_elu_composed<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    groups: usize,
+) -> FloatTensor<B> {
+    let x = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+    let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
+    let bias = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(bias));
+    elu(group_norm(x, weight, bias, groups)).into_primitive().tensor()
+}
+
+/// A burn backend the engine can run on: burn's `Backend` plus the hooks above.
+pub trait EngineBackend: Backend {
+    /// 3x3 convolution, stride 1, zero padding 1, no bias.
+    /// `x` [N, C, H, W], `weight` [K, C, 3, 3] -> [N, K, H, W].
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, conv3x3_options())
+    }
+
+    /// Gradients of [`conv3x3`](Self::conv3x3) for `x` and `weight`, given the output's gradient.
+    fn conv3x3_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let grad_x = Self::conv2d_x_backward(
+            x.clone(),
+            weight.clone(),
+            output_grad.clone(),
+            conv3x3_options(),
+        );
+        let grad_weight = Self::conv2d_weight_backward(x, weight, output_grad, conv3x3_options());
+        (grad_x, grad_weight)
+    }
+
+    /// Transposed convolution, kernel 2, stride 2, no bias (exact 2x upsampling).
+    /// `x` [N, C, H, W], `weight` [C, O, 2, 2] (PyTorch's layout) -> [N, O, 2H, 2W].
+    fn conv_transpose2x2(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv_transpose2d(x, weight, None, up2x2_options())
+    }
+
+    /// Gradients of [`conv_transpose2x2`](Self::conv_transpose2x2) for `x` and `weight`.
+    fn conv_transpose2x2_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let grad_x =
+            Self::conv_transpose2d_x_backward(weight.clone(), output_grad.clone(), up2x2_options());
+        let grad_weight =
+            Self::conv_transpose2d_weight_backward(x, weight, output_grad, up2x2_options());
+        (grad_x, grad_weight)
+    }
+
+    /// GroupNorm (eps 1e-5, affine) followed by ELU: `x` [N, C, H, W], `weight` and `bias` [C].
+    fn group_norm_elu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        group_norm_elu_composed::<Self>(x, weight, bias, groups)
+    }
+
+    /// A short name for reports ("cpu", "wgpu", "cuda").
+    fn engine_name() -> &'static str;
+}
+
+// The GPU backends' own convolution kernels (cubecl, with autotuning) are used as they are.
+impl EngineBackend for Wgpu {
+    fn engine_name() -> &'static str {
+        "wgpu"
+    }
+}
+
+impl EngineBackend for Cuda {
+    fn engine_name() -> &'static str {
+        "cuda"
+    }
+}
+
+impl EngineBackend for NdArray {
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        cpu::conv3x3(x, weight)
+    }
+
+    fn conv3x3_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cpu::conv3x3_backward(x, weight, output_grad)
+    }
+
+    fn conv_transpose2x2(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        cpu::conv_transpose2x2(x, weight)
+    }
+
+    fn conv_transpose2x2_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cpu::conv_transpose2x2_backward(x, weight, output_grad)
+    }
+
+    fn group_norm_elu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        cpu::group_norm_elu(x, weight, bias, groups)
+    }
+
+    fn engine_name() -> &'static str {
+        "cpu"
+    }
+}
