@@ -21,9 +21,11 @@ mod guard;
 pub mod io;
 pub mod kernels;
 pub mod models;
+pub mod noise;
 pub mod observables;
 pub mod render;
 pub mod state;
+pub mod training;
 
 pub use backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
 pub use dynamics::{step, Simulation, StepOutput};

@@ -7,9 +7,11 @@
 
 pub mod bench;
 pub mod run;
+pub mod train;
 
 pub use bench::{bench, BenchOptions, BenchRecord};
 pub use run::{run, RunOptions, RunReport};
+pub use train::{train, TrainOptions, TrainReport};
 
 /// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).
 pub(crate) fn progress_bar(length: u64, what: &str, visible: bool) -> indicatif::ProgressBar {

@@ -209,7 +209,7 @@ fn initial_state(options: &RunOptions, d_state: usize) -> Result<HostState> {
 }
 
 /// Writes the density of universe 0 as `DIR/frame_STEP.png`.
-pub fn write_density_frame<B: EngineBackend>(dir: &Path, psi: &Tensor<B, 4>, step: u64) -> Result<()> {
+pub fn write_density_frame<B: burn::tensor::backend::Backend>(dir: &Path, psi: &Tensor<B, 4>, step: u64) -> Result<()> {
     let [_, _, height, width] = psi.dims();
     let map = observables::density(psi.clone().narrow(0, 0, 1))
         .into_data()

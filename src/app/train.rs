@@ -1,0 +1,219 @@
+//! Training runs: `atheria train`'s work, on any backend through the guarded constructor.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+
+use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::kernels::EngineBackend;
+use crate::training::checkpoint::{self, BEST, LAST};
+use crate::training::{provenance, EpisodeReport, TrainConfig, Trainer};
+
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const CONFIG_FILE: &str = "train.toml";
+pub const FRAMES_DIR: &str = "frames";
+
+/// What to train and where.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub config: TrainConfig,
+    /// Holds the checkpoints, `metrics.csv`, the plots and the frames.
+    pub out: PathBuf,
+    /// Continue from `out/last`; only `config.episodes` is taken from `config`.
+    pub resume: bool,
+    pub device: DeviceRequest,
+    pub strict_device: bool,
+    pub progress: bool,
+    /// The command line, recorded in the trained model's provenance.
+    pub command: String,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub device: Option<DeviceReport>,
+    pub backend: &'static str,
+    /// Episodes run by this invocation (not counting those before a resume).
+    pub episodes_run: u64,
+    pub episodes_total: u64,
+    pub seconds: f64,
+    pub last_metrics: Vec<(String, f64)>,
+    pub last: Option<PathBuf>,
+    pub best: Option<PathBuf>,
+}
+
+/// Trains as `options` say. The device report goes to `on_device` before training starts.
+pub fn train(options: &TrainOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<TrainReport> {
+    let select = SelectOptions { strict: options.strict_device, ..SelectOptions::default() };
+    let selection = select_device(options.device, &select)?;
+    on_device(&selection.report);
+    let mut report = selection.device.run(TrainJob { options })?;
+    report.device = Some(selection.report);
+    Ok(report)
+}
+
+struct TrainJob<'a> {
+    options: &'a TrainOptions,
+}
+
+impl BackendJob for TrainJob<'_> {
+    type Output = Result<TrainReport>;
+
+    fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
+        run_training::<Autodiff<B>>(self.options, &device)
+    }
+}
+
+fn run_training<B>(options: &TrainOptions, device: &B::Device) -> Result<TrainReport>
+where
+    B: burn::tensor::backend::AutodiffBackend + EngineBackend,
+{
+    let out = &options.out;
+    fs::create_dir_all(out).map_err(|error| Error::io(out, error))?;
+    checkpoint::clean_leftovers(out);
+    let last = checkpoint::resolve(out, LAST);
+    let mut trainer = match (&last, options.resume) {
+        (Some(dir), true) => Trainer::<B>::resume(dir, Some(options.config.episodes), device)?,
+        (None, true) => {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds no checkpoint to resume from (no '{LAST}')",
+                out.display()
+            )))
+        }
+        (Some(_), false) => {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds a training run; pass --resume to continue it, or choose another --out",
+                out.display()
+            )))
+        }
+        (None, false) => Trainer::<B>::new(options.config.clone(), device)?,
+    };
+    let config = trainer.config.clone();
+    let config_text = toml::to_string_pretty(&config)
+        .map_err(|error| Error::format(out.join(CONFIG_FILE), error.to_string()))?;
+    write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
+
+    let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), trainer.state.episode)?;
+    let frames = out.join(FRAMES_DIR);
+    let first = trainer.state.episode;
+    let bar = super::progress_bar(config.episodes, "train", options.progress);
+    bar.set_position(first);
+    let started = Instant::now();
+    let mut checkpointed_at = Instant::now();
+    let mut window: Vec<f64> = Vec::new();
+    while !trainer.finished() {
+        let (report, psi) = trainer.episode()?;
+        metrics.append(&report, started.elapsed().as_secs_f64())?;
+        window.push(report.metric);
+        bar.set_message(progress_message(&report));
+        bar.inc(1);
+        let done = report.episode + 1;
+        if config.frame_every > 0 && done % config.frame_every == 0 {
+            fs::create_dir_all(&frames).map_err(|error| Error::io(&frames, error))?;
+            super::run::write_density_frame(&frames, &psi, done)?;
+        }
+        if done % config.checkpoint_every == 0 || trainer.finished() {
+            trainer.state.seconds += checkpointed_at.elapsed().as_secs_f64();
+            checkpointed_at = Instant::now();
+            let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+            window.clear();
+            let finished = trainer.finished();
+            if finished {
+                trainer.model.config.provenance = Some(provenance(&config, &trainer.state, &options.command));
+            }
+            trainer.checkpoint(out, mean)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(TrainReport {
+        device: None,
+        backend: B::engine_name(),
+        episodes_run: trainer.state.episode - first,
+        episodes_total: trainer.state.episode,
+        seconds: started.elapsed().as_secs_f64(),
+        last_metrics: trainer.state.metrics.clone(),
+        last: checkpoint::resolve(out, LAST),
+        best: checkpoint::resolve(out, BEST),
+    })
+}
+
+fn progress_message(report: &EpisodeReport) -> String {
+    let terms: Vec<String> = report.terms.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
+    format!("loss {:.4} ({}) lr {:.1e}", report.loss, terms.join(", "), report.lr)
+}
+
+/// `metrics.csv`, one row per episode, appended as training goes. On resume, rows of episodes
+/// after the checkpoint (run before a crash, about to be run again) are dropped first.
+struct MetricsLog {
+    path: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, next_episode: u64) -> Result<Self> {
+        if path.exists() {
+            let text = fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
+            let kept: Vec<&str> = text
+                .lines()
+                .enumerate()
+                .filter(|(index, line)| {
+                    *index == 0
+                        || line
+                            .split(',')
+                            .next()
+                            .and_then(|episode| episode.parse::<u64>().ok())
+                            .is_some_and(|episode| episode < next_episode)
+                })
+                .map(|(_, line)| line)
+                .collect();
+            let mut joined = kept.join("\n");
+            if !joined.is_empty() {
+                joined.push('\n');
+            }
+            write_atomic(path, joined.as_bytes())?;
+        } else if next_episode > 0 {
+            // A resumed run whose log was lost starts a new one.
+            write_atomic(path, b"")?;
+        }
+        Ok(Self { path: path.to_path_buf(), file: None })
+    }
+
+    fn append(&mut self, report: &EpisodeReport, seconds: f64) -> Result<()> {
+        if self.file.is_none() {
+            let empty = fs::metadata(&self.path).map(|m| m.len() == 0).unwrap_or(true);
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|error| Error::io(&self.path, error))?;
+            if empty {
+                let names: Vec<&str> = report.terms.iter().map(|(name, _)| name.as_str()).collect();
+                writeln!(file, "episode,loss,{},metric,lr,noise,grad_norm,seconds", names.join(","))
+                    .map_err(|error| Error::io(&self.path, error))?;
+            }
+            self.file = Some(file);
+        }
+        let values: Vec<String> = report.terms.iter().map(|(_, value)| format!("{value:.6e}")).collect();
+        if let Some(file) = &mut self.file {
+            writeln!(
+                file,
+                "{},{:.6e},{},{:.6e},{:.3e},{:.4e},{:.4e},{:.2}",
+                report.episode,
+                report.loss,
+                values.join(","),
+                report.metric,
+                report.lr,
+                report.noise,
+                report.grad_norm,
+                seconds
+            )
+            .map_err(|error| Error::io(&self.path, error))?;
+        }
+        Ok(())
+    }
+}

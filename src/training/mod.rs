@@ -1,0 +1,387 @@
+//! Training the law M on burn's autodiff backend: each episode unrolls the shared step from a
+//! fresh random universe with gradients through time, injects the noise curriculum, and takes
+//! one AdamW step on the loss.
+
+pub mod checkpoint;
+pub mod loss;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::dynamics::step;
+use crate::error::{Error, Result};
+use crate::io::model_dir::{load_model, save_model};
+use crate::io::{read_file, write_atomic};
+use crate::kernels::EngineBackend;
+use crate::models::{check_gamma, check_grid, Architecture, Law, Model, ModelConfig, DEFAULT_GAMMA};
+use crate::noise::{bit_flip, phase_flip};
+use crate::state::{generate, InitialState, Universe};
+use checkpoint::{TrainerState, OPTIMIZER_FILE};
+use loss::{LossKind, LossWeights};
+use schedule::{noise_level, ReduceOnPlateau};
+
+/// A training run's settings (`atheria train --config FILE.toml`); every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Architecture, width and channels of a new model (ignored with `init_model`).
+    pub arch: Architecture,
+    pub d_state: usize,
+    pub hidden: usize,
+    /// Start from this model directory's weights instead of a seeded initialisation.
+    pub init_model: Option<PathBuf>,
+    /// Lindblad decay rate during training (and the trained model's default).
+    pub gamma: f64,
+    pub episodes: u64,
+    /// Side of the square training grid.
+    pub grid: usize,
+    /// Steps unrolled per episode (gradients flow through all of them).
+    pub qca_steps: usize,
+    /// Universes per episode.
+    pub batch: usize,
+    pub loss: LossKind,
+    pub loss_weights: LossWeights,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// The global gradient norm is clipped to this (as PyTorch's `clip_grad_norm_`).
+    pub grad_clip: f64,
+    /// Noise curriculum: phase flips at `min(max_noise, max_noise * episode / ramp)` every
+    /// step, and with probability `bit_flip_chance` per step bit flips at a tenth of that.
+    pub max_noise: f64,
+    pub noise_ramp_episodes: u64,
+    pub bit_flip_chance: f64,
+    /// Reduce-on-plateau of the learning rate.
+    pub plateau_patience: u64,
+    pub plateau_factor: f64,
+    pub min_lr: f64,
+    /// Checkpoint every this many episodes (and at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept: the best by the lab's combined metric, and the newest.
+    pub keep_best: usize,
+    pub keep_last: usize,
+    /// A picture of the final state every this many episodes (0: never).
+    pub frame_every: u64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            arch: Architecture::Unet,
+            d_state: 8,
+            hidden: 16,
+            init_model: None,
+            gamma: DEFAULT_GAMMA,
+            episodes: 2000,
+            grid: 64,
+            qca_steps: 16,
+            batch: 1,
+            loss: LossKind::Evolutionary,
+            loss_weights: LossWeights::default(),
+            lr: 1e-4,
+            weight_decay: 1e-5,
+            grad_clip: 1.0,
+            max_noise: 0.05,
+            noise_ramp_episodes: 2000,
+            bit_flip_chance: 0.2,
+            plateau_patience: 200,
+            plateau_factor: 0.5,
+            min_lr: 1e-6,
+            checkpoint_every: 100,
+            keep_best: 3,
+            keep_last: 2,
+            frame_every: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; fields it does not name keep their defaults.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
+        toml::from_str(&text).map_err(|error| Error::format(path, format!("invalid training config: {error}")))
+    }
+
+    /// Checks every value a file or flag could get wrong.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |message: String| Err(Error::InvalidArgument(message));
+        if self.init_model.is_none() {
+            ModelConfig::new(self.arch, self.d_state, self.hidden).validate()?;
+            check_grid(self.arch, self.grid, self.grid)?;
+        }
+        check_gamma(self.gamma)?;
+        if self.episodes == 0 || self.qca_steps == 0 || self.batch == 0 || self.grid < 2 {
+            return fail("episodes, qca_steps and batch must be at least 1, grid at least 2".into());
+        }
+        for (name, value) in [("lr", self.lr), ("grad_clip", self.grad_clip), ("plateau_factor", self.plateau_factor)] {
+            if !(value.is_finite() && value > 0.0) {
+                return fail(format!("{name} must be a positive number, got {value}"));
+            }
+        }
+        for (name, value) in [("weight_decay", self.weight_decay), ("min_lr", self.min_lr)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return fail(format!("{name} must be a non-negative number, got {value}"));
+            }
+        }
+        for (name, value) in [("max_noise", self.max_noise), ("bit_flip_chance", self.bit_flip_chance)] {
+            if !(0.0..=1.0).contains(&value) {
+                return fail(format!("{name} must be in [0, 1], got {value}"));
+            }
+        }
+        if self.checkpoint_every == 0 {
+            return fail("checkpoint_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What one episode did.
+#[derive(Debug, Clone)]
+pub struct EpisodeReport {
+    /// The episode's index (0-based).
+    pub episode: u64,
+    pub loss: f64,
+    pub terms: Vec<(String, f64)>,
+    /// The metric the best checkpoint is chosen by: the lab's `10 survival + 5 symmetry`, or
+    /// the loss for losses without those terms.
+    pub metric: f64,
+    /// Learning rate used for this episode's update.
+    pub lr: f64,
+    pub noise: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+type Adam<B> = OptimizerAdaptor<AdamW, Law<B>, B>;
+type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// A model being trained, its optimizer and schedule. Generic over an autodiff backend whose
+/// inner backend runs the engine.
+pub struct Trainer<B: AutodiffBackend + EngineBackend> {
+    pub config: TrainConfig,
+    pub model: Model<B>,
+    optimizer: Adam<B>,
+    pub state: TrainerState,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
+    /// A new run: a seeded model (or `init_model`'s weights) and a fresh optimizer.
+    pub fn new(config: TrainConfig, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        let model = match &config.init_model {
+            Some(dir) => {
+                let mut model = load_model::<B>(dir, device)?;
+                model.config.gamma = config.gamma;
+                model
+            }
+            None => {
+                let mut model_config = ModelConfig::new(config.arch, config.d_state, config.hidden);
+                model_config.gamma = config.gamma;
+                Model::seeded(model_config, config.seed, device)?
+            }
+        };
+        check_grid(model.config.arch, config.grid, config.grid)?;
+        let state = TrainerState {
+            schedule: ReduceOnPlateau::new(config.lr, config.plateau_factor, config.plateau_patience, config.min_lr),
+            config: config.clone(),
+            episode: 0,
+            metrics: vec![],
+            metric: f64::INFINITY,
+            kept: vec![],
+            seconds: 0.0,
+        };
+        let optimizer = optimizer_for(&config);
+        Ok(Self { config, model, optimizer, state, device: device.clone() })
+    }
+
+    /// Continues from a checkpoint directory (model, optimizer moments, schedule, episode).
+    /// `episodes` may extend the run; every other setting is the checkpoint's.
+    pub fn resume(checkpoint: &Path, episodes: Option<u64>, device: &B::Device) -> Result<Self> {
+        let mut state = checkpoint::read_state(checkpoint)?;
+        if let Some(episodes) = episodes {
+            state.config.episodes = episodes;
+        }
+        let config = state.config.clone();
+        config.validate()?;
+        let model = load_model::<B>(checkpoint, device)?;
+        let path = checkpoint.join(OPTIMIZER_FILE);
+        let record = Bytes::default()
+            .load(read_file(&path)?, device)
+            .map_err(|error| Error::format(&path, format!("invalid optimizer state: {error}")))?;
+        let optimizer = optimizer_for(&config).load_record(record);
+        Ok(Self { config, model, optimizer, state, device: device.clone() })
+    }
+
+    /// Whether every episode has run.
+    pub fn finished(&self) -> bool {
+        self.state.episode >= self.config.episodes
+    }
+
+    /// Runs the next episode and updates the weights. Returns the report and the final state
+    /// of the rollout (detached from the graph).
+    pub fn episode(&mut self) -> Result<(EpisodeReport, Tensor<B::InnerBackend, 4>)> {
+        let config = &self.config;
+        let episode = self.state.episode;
+        let mut rng = episode_rng(config.seed, episode);
+        let d_state = self.model.config.d_state;
+        let host = generate(&InitialState::Random, config.batch, config.grid, config.grid, d_state, rng.gen())?;
+        let psi0 = Universe::<B>::from_host(&host, &self.device).psi;
+        let noise = noise_level(config.max_noise, config.noise_ramp_episodes, episode);
+        let unitary = self.model.config.arch.is_unitary();
+
+        let (mut psi, mut memory) = (psi0.clone(), None);
+        for _ in 0..config.qca_steps {
+            let output = step(&self.model.law, unitary, config.gamma, psi, memory);
+            psi = phase_flip(output.psi, noise, &mut rng)?;
+            if rng.gen::<f64>() < config.bit_flip_chance {
+                psi = bit_flip(psi, noise / 10.0, &mut rng)?;
+            }
+            memory = output.memory;
+        }
+        let output = loss::compute(config.loss, &config.loss_weights, psi0, psi.clone())?;
+        let (total, terms) = output.values();
+        if !total.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "episode {episode}: the loss is {total}; lower the learning rate or check the model"
+            )));
+        }
+        let gradients = output.total.backward();
+        let mut gradients = GradientsParams::from_grads(gradients, &self.model.law);
+        let grad_norm = clip_global_norm(&self.model.law, &mut gradients, config.grad_clip);
+
+        let lr = self.state.schedule.lr;
+        let law = self.model.law.clone();
+        self.model.law = self.optimizer.step(lr, law, gradients);
+
+        let terms: Vec<(String, f64)> = terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect();
+        let borrowed: Vec<(&str, f64)> = terms.iter().map(|(name, value)| (name.as_str(), *value)).collect();
+        let metric = loss::combined_metric(&borrowed).unwrap_or(total);
+        self.state.schedule.step(episode, total);
+        self.state.episode = episode + 1;
+        self.state.metrics = [("loss".to_string(), total)].into_iter().chain(terms.clone()).collect();
+        let report = EpisodeReport { episode, loss: total, terms, metric, lr, noise, grad_norm };
+        Ok((report, psi.inner()))
+    }
+
+    /// Writes a checkpoint of the current state into `out` and moves `last` (and `best` when
+    /// `metric` is the lowest so far) to it; prunes old checkpoints.
+    pub fn checkpoint(&mut self, out: &Path, metric: f64) -> Result<PathBuf> {
+        let is_best = metric < self.state.metric || checkpoint::resolve(out, checkpoint::BEST).is_none();
+        if is_best {
+            self.state.metric = metric;
+        }
+        let episode = self.state.episode;
+        self.state.kept.retain(|(kept, _)| *kept != episode);
+        self.state.kept.push((episode, metric));
+        let mut model = self.model.clone();
+        model.config.trained = true;
+        let optimizer = Bytes::default()
+            .record(self.optimizer.to_record(), ())
+            .map_err(|error| Error::format(out, format!("cannot encode the optimizer state: {error}")))?;
+        let state = self.state.clone();
+        let path = checkpoint::publish(out, episode, is_best, |dir| {
+            save_model(dir, &model)?;
+            write_atomic(&dir.join(OPTIMIZER_FILE), &optimizer)?;
+            checkpoint::write_state(dir, &state)
+        })?;
+        self.state.kept = checkpoint::prune(out, &self.state.kept, self.config.keep_best, self.config.keep_last);
+        Ok(path)
+    }
+}
+
+fn optimizer_for<B: AutodiffBackend + EngineBackend>(config: &TrainConfig) -> Adam<B> {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init::<B, Law<B>>()
+}
+
+/// The random stream of one episode: ChaCha8 seeded with the run's seed, on the episode's own
+/// stream, so an episode's randomness depends on nothing but (seed, episode).
+pub fn episode_rng(seed: u64, episode: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(episode);
+    rng
+}
+
+/// Scales all gradients together so that their global L2 norm is at most `max_norm`
+/// (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    gradients: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    struct SquaredNorm<'a, B: AutodiffBackend> {
+        gradients: &'a GradientsParams,
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(gradient) = self.gradients.get::<B::InnerBackend, D>(param.id) {
+                let squared = gradient.square().sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + squared,
+                    None => squared,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        gradients: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(gradient) = self.gradients.remove::<B::InnerBackend, D>(param.id) {
+                self.gradients.register(param.id, gradient * self.factor);
+            }
+        }
+    }
+
+    let mut squared = SquaredNorm::<B> { gradients, total: None };
+    module.visit(&mut squared);
+    let norm = match squared.total {
+        Some(total) => total.into_scalar().elem::<f64>().sqrt(),
+        None => 0.0,
+    };
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        module.visit(&mut Scale { gradients, factor });
+    }
+    norm
+}
+
+/// The model of a finished or checkpointed run, with its training recorded in `provenance`.
+pub fn provenance(config: &TrainConfig, state: &TrainerState, command: &str) -> serde_json::Value {
+    serde_json::json!({
+        "trained_with": command,
+        "episodes": state.episode,
+        "seconds": state.seconds,
+        "final_metrics": state.metrics.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "grid": config.grid,
+        "qca_steps": config.qca_steps,
+        "batch": config.batch,
+        "loss": config.loss,
+        "seed": config.seed,
+    })
+}
+
+/// The inner (non-autodiff) model, e.g. for evaluation after training.
+pub fn inference_model<B: AutodiffBackend + EngineBackend>(model: &Model<B>) -> Model<B::InnerBackend>
+where
+    B::InnerBackend: EngineBackend,
+{
+    Model { config: model.config.clone(), law: model.law.valid() }
+}
