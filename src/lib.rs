@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod models;
 pub mod noise;
 pub mod observables;
+pub mod plot;
 pub mod render;
 pub mod state;
 pub mod training;

@@ -11,7 +11,7 @@ pub mod train;
 
 pub use bench::{bench, BenchOptions, BenchRecord};
 pub use run::{run, RunOptions, RunReport};
-pub use train::{train, TrainOptions, TrainReport};
+pub use train::{train, TrainOptions, TrainReport, TrainStart};
 
 /// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).
 pub(crate) fn progress_bar(length: u64, what: &str, visible: bool) -> indicatif::ProgressBar {

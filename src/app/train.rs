@@ -11,21 +11,29 @@ use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, Sel
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::EngineBackend;
+use crate::plot::{plot_series, Series};
 use crate::training::checkpoint::{self, BEST, LAST};
 use crate::training::{provenance, EpisodeReport, TrainConfig, Trainer};
 
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const CONFIG_FILE: &str = "train.toml";
 pub const FRAMES_DIR: &str = "frames";
+pub const PLOT_FILE: &str = "metrics.png";
+
+/// A new run, or the continuation of the one in `out`.
+#[derive(Debug, Clone)]
+pub enum TrainStart {
+    New(TrainConfig),
+    /// Continue from `out/last` with its saved settings; `episodes` may change the run's length.
+    Resume { episodes: Option<u64> },
+}
 
 /// What to train and where.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    pub config: TrainConfig,
+    pub start: TrainStart,
     /// Holds the checkpoints, `metrics.csv`, the plots and the frames.
     pub out: PathBuf,
-    /// Continue from `out/last`; only `config.episodes` is taken from `config`.
-    pub resume: bool,
     pub device: DeviceRequest,
     pub strict_device: bool,
     pub progress: bool,
@@ -45,6 +53,28 @@ pub struct TrainReport {
     pub last_metrics: Vec<(String, f64)>,
     pub last: Option<PathBuf>,
     pub best: Option<PathBuf>,
+}
+
+impl TrainReport {
+    /// One line: what ran where, how long, and the final metrics.
+    pub fn summary(&self) -> String {
+        let metrics: Vec<String> = self.last_metrics.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
+        let mut line = format!(
+            "trained {} episode(s) on {} in {:.1} s (run total {}); {}",
+            self.episodes_run,
+            self.backend,
+            self.seconds,
+            self.episodes_total,
+            metrics.join(", ")
+        );
+        if let Some(last) = &self.last {
+            line.push_str(&format!("\nlast checkpoint: {}", last.display()));
+        }
+        if let Some(best) = &self.best {
+            line.push_str(&format!("\nbest checkpoint: {}", best.display()));
+        }
+        line
+    }
 }
 
 /// Trains as `options` say. The device report goes to `on_device` before training starts.
@@ -77,21 +107,21 @@ where
     fs::create_dir_all(out).map_err(|error| Error::io(out, error))?;
     checkpoint::clean_leftovers(out);
     let last = checkpoint::resolve(out, LAST);
-    let mut trainer = match (&last, options.resume) {
-        (Some(dir), true) => Trainer::<B>::resume(dir, Some(options.config.episodes), device)?,
-        (None, true) => {
+    let mut trainer = match (&last, &options.start) {
+        (Some(dir), TrainStart::Resume { episodes }) => Trainer::<B>::resume(dir, *episodes, device)?,
+        (None, TrainStart::Resume { .. }) => {
             return Err(Error::InvalidArgument(format!(
                 "{} holds no checkpoint to resume from (no '{LAST}')",
                 out.display()
             )))
         }
-        (Some(_), false) => {
+        (Some(_), TrainStart::New(_)) => {
             return Err(Error::InvalidArgument(format!(
                 "{} already holds a training run; pass --resume to continue it, or choose another --out",
                 out.display()
             )))
         }
-        (None, false) => Trainer::<B>::new(options.config.clone(), device)?,
+        (None, TrainStart::New(config)) => Trainer::<B>::new(config.clone(), device)?,
     };
     let config = trainer.config.clone();
     let config_text = toml::to_string_pretty(&config)
@@ -127,6 +157,7 @@ where
                 trainer.model.config.provenance = Some(provenance(&config, &trainer.state, &options.command));
             }
             trainer.checkpoint(out, mean)?;
+            write_metrics_plot(out)?;
         }
     }
     bar.finish_and_clear();
@@ -140,6 +171,30 @@ where
         last: checkpoint::resolve(out, LAST),
         best: checkpoint::resolve(out, BEST),
     })
+}
+
+/// Redraws `metrics.png` from `metrics.csv`: loss, its terms, learning rate and gradient norm
+/// against episode.
+pub fn write_metrics_plot(out: &Path) -> Result<()> {
+    let path = out.join(METRICS_FILE);
+    let text = fs::read_to_string(&path).map_err(|error| Error::io(&path, error))?;
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else { return Ok(()) };
+    let names: Vec<&str> = header.split(',').collect();
+    let rows: Vec<Vec<f64>> = lines
+        .map(|line| line.split(',').map(|field| field.parse::<f64>().unwrap_or(f64::NAN)).collect())
+        .filter(|row: &Vec<f64>| row.len() == names.len())
+        .collect();
+    let series: Vec<Series> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !matches!(**name, "episode" | "seconds" | "noise"))
+        .map(|(column, name)| Series {
+            name: name.to_string(),
+            points: rows.iter().map(|row| (row[0] + 1.0, row[column])).collect(),
+        })
+        .collect();
+    plot_series(&out.join(PLOT_FILE), &series)
 }
 
 fn progress_message(report: &EpisodeReport) -> String {

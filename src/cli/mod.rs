@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod devices;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Evolve a universe under a law M and write frames and the final state.
     Run(run::RunArgs),
+    /// Train a law M: checkpoints that resume exactly, metrics.csv and plots.
+    Train(train::TrainArgs),
     /// Probe every compiled backend and report which start, and why the others do not.
     Devices(devices::DevicesArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
@@ -32,6 +35,7 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.verbose),
+        Command::Train(args) => train::train(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
     }

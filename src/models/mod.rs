@@ -12,7 +12,7 @@ mod unet;
 use std::fmt;
 use std::str::FromStr;
 
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -255,6 +255,45 @@ impl<B: EngineBackend> Model<B> {
     pub fn num_params(&self) -> usize {
         self.law.num_params()
     }
+
+    /// The parameters' PyTorch names with their ids, in declaration order.
+    pub fn parameter_names(&self) -> Result<Vec<(String, ParamId)>> {
+        let layout = parameter_layout(&self.config)?;
+        let found: Vec<(ParamId, Vec<usize>)> = params::collect_parameters(&self.law)
+            .into_iter()
+            .map(|(id, tensor)| (id, tensor.shape))
+            .collect();
+        if layout.len() != found.len() || layout.iter().zip(&found).any(|((_, a), (_, b))| a != b) {
+            return Err(Error::InvalidArgument(format!(
+                "the {} network does not have the layout of its configuration",
+                self.config.arch
+            )));
+        }
+        Ok(layout.into_iter().zip(found).map(|((name, _), (id, _))| (name, id)).collect())
+    }
+
+    /// The weights under the lab's state_dict names (what `from_weights` reads back).
+    pub fn export_weights(&self, path: &std::path::Path) -> Result<WeightFile> {
+        let names = parameter_layout(&self.config)?;
+        let values = params::collect_parameters(&self.law);
+        if names.len() != values.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the {} network does not have the layout of its configuration",
+                self.config.arch
+            )));
+        }
+        let tensors = names.into_iter().zip(values).map(|((name, _), (_, tensor))| (name, tensor)).collect();
+        Ok(WeightFile { path: path.to_path_buf(), tensors })
+    }
+}
+
+/// The PyTorch names and shapes of an architecture's parameters, in declaration order.
+pub fn parameter_layout(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    type Host = burn::backend::NdArray;
+    let device = Default::default();
+    let mut recorder = params::NameRecorder::<Host>::new(&device);
+    Law::<Host>::build(config, &mut recorder)?;
+    Ok(recorder.names)
 }
 
 /// Floating-point operations of one forward pass of the law on a `height` x `width` grid per

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -13,6 +14,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::error::{Error, Result};
 use crate::io::weights::WeightFile;
+use crate::io::HostTensor;
 
 /// How a freshly initialised parameter is drawn.
 #[derive(Debug, Clone, Copy)]
@@ -128,4 +130,45 @@ impl<B: Backend> ParamSource<B> for NamedWeights<'_, B> {
         self.used.insert(name.to_string());
         Ok(Tensor::from_data(TensorData::new(tensor.data.clone(), shape), self.device))
     }
+}
+
+/// Records the names and shapes a network asks for, in the order it asks (which is also the
+/// order its fields are declared in, and so the order a module visitor meets them).
+pub(crate) struct NameRecorder<'a, B: Backend> {
+    pub names: Vec<(String, Vec<usize>)>,
+    device: &'a B::Device,
+}
+
+impl<'a, B: Backend> NameRecorder<'a, B> {
+    pub fn new(device: &'a B::Device) -> Self {
+        Self { names: Vec::new(), device }
+    }
+}
+
+impl<B: Backend> ParamSource<B> for NameRecorder<'_, B> {
+    fn take<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        _init: Init,
+    ) -> Result<Tensor<B, D>> {
+        self.names.push((name.to_string(), shape.to_vec()));
+        Ok(Tensor::zeros(shape, self.device))
+    }
+}
+
+/// Every float parameter of a module, in declaration order: its id and its values on the host.
+pub fn collect_parameters<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, HostTensor)> {
+    struct Collect(Vec<(ParamId, HostTensor)>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            let shape = value.dims().to_vec();
+            let data = value.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+            self.0.push((param.id, HostTensor { shape, data }));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    collect.0
 }

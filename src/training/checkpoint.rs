@@ -42,6 +42,7 @@ pub struct TrainerState {
     /// Metrics of the last completed episode.
     pub metrics: Vec<(String, f64)>,
     /// The metric the best checkpoint is chosen by (lower is better).
+    #[serde(with = "super::schedule::infinity_as_null")]
     pub metric: f64,
     /// Kept checkpoints: (episode, metric).
     pub kept: Vec<(u64, f64)>,

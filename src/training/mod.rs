@@ -8,7 +8,7 @@ pub mod schedule;
 
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::dynamics::step;
 use crate::error::{Error, Result};
 use crate::io::model_dir::{load_model, save_model};
-use crate::io::{read_file, write_atomic};
+use crate::io::{read_file, write_atomic, HostTensor};
 use crate::kernels::EngineBackend;
 use crate::models::{check_gamma, check_grid, Architecture, Law, Model, ModelConfig, DEFAULT_GAMMA};
 use crate::noise::{bit_flip, phase_flip};
@@ -110,7 +110,12 @@ impl TrainConfig {
     /// Reads a TOML file; fields it does not name keep their defaults.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
-        toml::from_str(&text).map_err(|error| Error::format(path, format!("invalid training config: {error}")))
+        toml::from_str(&text).map_err(|error| {
+            // One line: the message and where, instead of toml's multi-line excerpt.
+            let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let at = line.map(|line| format!(" (line {line})")).unwrap_or_default();
+            Error::format(path, format!("invalid training config: {}{at}", error.message().trim()))
+        })
     }
 
     /// Checks every value a file or flag could get wrong.
@@ -361,6 +366,33 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         module.visit(&mut Scale { gradients, factor });
     }
     norm
+}
+
+/// The gradients of a model's parameters under the lab's names (to compare with PyTorch's).
+pub fn named_gradients<B: AutodiffBackend + EngineBackend>(
+    model: &Model<B>,
+    gradients: &GradientsParams,
+) -> Result<Vec<(String, HostTensor)>> {
+    struct Collect<'a> {
+        gradients: &'a GradientsParams,
+        found: std::collections::HashMap<ParamId, HostTensor>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(gradient) = self.gradients.get::<B::InnerBackend, D>(param.id) {
+                let shape = gradient.dims().to_vec();
+                let data = gradient.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                self.found.insert(param.id, HostTensor { shape, data });
+            }
+        }
+    }
+    let mut collect = Collect { gradients, found: Default::default() };
+    model.law.visit(&mut collect);
+    Ok(model
+        .parameter_names()?
+        .into_iter()
+        .filter_map(|(name, id)| collect.found.remove(&id).map(|gradient| (name, gradient)))
+        .collect())
 }
 
 /// The model of a finished or checkpointed run, with its training recorded in `provenance`.

@@ -24,6 +24,7 @@ pub struct ReduceOnPlateau {
     pub smoothing: f64,
     pub lr: f64,
     pub average: Option<f64>,
+    #[serde(with = "infinity_as_null")]
     pub best: f64,
     pub episodes_without_improvement: u64,
     /// Episodes at which the rate was reduced.
@@ -100,5 +101,22 @@ mod tests {
             schedule.step(episode, 100.0);
         }
         assert_eq!(schedule.lr, 1e-5, "never below the minimum");
+    }
+}
+
+/// JSON has no infinity: "no best value yet" (+inf) is written as null and read back as +inf.
+pub(crate) mod infinity_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::INFINITY))
     }
 }

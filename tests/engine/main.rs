@@ -6,3 +6,4 @@ mod dynamics;
 mod files;
 mod pytorch_reference;
 mod support;
+mod training;
