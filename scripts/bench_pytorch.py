@@ -61,16 +61,56 @@ def measure(model, arch, d, h, grid, batch, steps, warmup, gamma, threads):
             elapsed = time.perf_counter() - started
             if index >= warmup:
                 times.append(elapsed)
+    return record(times, arch, d, h, grid, batch, threads, "step", 1)
+
+
+def evolutionary_loss(psi0, psi):
+    """The lab's default loss (see scripts/make_training_fixtures.py)."""
+    e0, e = (psi0.abs() ** 2).sum(dim=(1, 2, 3)), (psi.abs() ** 2).sum(dim=(1, 2, 3))
+    survival = ((e - 0.8 * e0).abs() / (e0 + 1e-6)).mean()
+    magnitude = psi.abs()
+    symmetry = ((magnitude - torch.rot90(magnitude, 1, dims=[1, 2])) ** 2).mean()
+    complexity = (-torch.log(magnitude.sum(dim=-1).flatten(1).std(dim=1) + 1e-6)).mean()
+    return 10 * survival + 5 * symmetry + complexity
+
+
+def measure_train(model, arch, d, h, grid, batch, steps, warmup, gamma, threads):
+    """One training step as the lab's trainer takes it: a fresh random universe, one QCA step,
+    the evolutionary loss, backward, gradient clipping at 1.0 and AdamW."""
+    unitary = ARCHS[arch]["unitary"]
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for index in range(warmup + steps):
+        started = time.perf_counter()
+        psi0 = torch.complex(torch.randn(batch, grid, grid, d, generator=generator),
+                             torch.randn(batch, grid, grid, d, generator=generator))
+        psi0 = psi0 / (psi0.abs().pow(2).sum(-1, keepdim=True).sqrt() + 1e-9)
+        psi, _ = qca_step(model, psi0, gamma, unitary, None)
+        loss = evolutionary_loss(psi0, psi)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        elapsed = time.perf_counter() - started
+        if index >= warmup:
+            times.append(elapsed)
+    model.eval()
+    return record(times, arch, d, h, grid, batch, threads, "train_step", 3)
+
+
+def record(times, arch, d, h, grid, batch, threads, mode, forwards):
     median = statistics.median(times)
     cells = batch * grid * grid
     return {
         "backend": "pytorch",
         "device": f"cpu, {threads} threads, torch {torch.__version__}",
-        "arch": arch, "d_state": d, "hidden": h, "grid": grid, "batch": batch,
+        "arch": arch, "d_state": d, "hidden": h, "grid": grid, "batch": batch, "mode": mode,
         "ms_per_step": median * 1e3,
         "steps_per_s": 1.0 / median,
         "mcells_per_s": cells / median / 1e6,
-        "gflops": flops(arch, d, h, grid) * batch / median / 1e9,
+        "gflops": forwards * flops(arch, d, h, grid) * batch / median / 1e9,
     }
 
 
@@ -86,6 +126,8 @@ def main():
     parser.add_argument("--gamma", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", action="store_true",
+                        help="time a training step (forward, loss, backward, AdamW) instead")
     parser.add_argument("--compare", metavar="ATHERIA", help="atheria binary to measure side by side")
     args = parser.parse_args()
 
@@ -94,10 +136,11 @@ def main():
     model = build(args.arch, args.d_state, args.hidden).eval()
     records = []
     for grid in args.grid:
-        record = measure(model, args.arch, args.d_state, args.hidden, grid, args.batch,
-                         args.steps, args.warmup, args.gamma, args.threads)
-        records.append(record)
-        print(json.dumps(record), flush=True)
+        measure_one = measure_train if args.train else measure
+        result = measure_one(model, args.arch, args.d_state, args.hidden, grid, args.batch,
+                             args.steps, args.warmup, args.gamma, args.threads)
+        records.append(result)
+        print(json.dumps(result), flush=True)
     if not args.compare:
         return
 
@@ -108,14 +151,15 @@ def main():
                    "--weights", weights, "--arch", args.arch, "--d-state", str(args.d_state),
                    "--hidden", str(args.hidden), "--batch", str(args.batch),
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--grid", *map(str, args.grid)]
+                   "--grid", *map(str, args.grid)] + (["--train"] if args.train else [])
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     ours = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     for record in ours:
         print(json.dumps(record), flush=True)
     print()
-    print(f"{args.arch} d{args.d_state} h{args.hidden}, batch {args.batch}, {args.threads} threads")
-    print("| grid | PyTorch ms/step | atheria cpu ms/step | atheria speed vs PyTorch |")
+    what = "training step" if args.train else "step"
+    print(f"{what}: {args.arch} d{args.d_state} h{args.hidden}, batch {args.batch}, {args.threads} threads")
+    print(f"| grid | PyTorch ms/{what} | atheria cpu ms/{what} | atheria speed vs PyTorch |")
     print("|---:|---:|---:|---:|")
     for theirs, mine in zip(records, ours):
         ratio = theirs["ms_per_step"] / mine["ms_per_step"]

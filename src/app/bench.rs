@@ -10,7 +10,9 @@ use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, Sel
 use crate::error::{Error, Result};
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
-use crate::models::forward_flops;
+use crate::models::{forward_flops, ModelConfig};
+use crate::training::{TrainConfig, Trainer};
+use burn::backend::Autodiff;
 use crate::state::{generate, InitialState, Universe};
 use crate::Simulation;
 
@@ -27,6 +29,9 @@ pub struct BenchOptions {
     /// Untimed steps first (kernel compilation, autotuning, allocator warm-up).
     pub warmup: usize,
     pub seed: u64,
+    /// Time a training step instead: one step forward, the evolutionary loss, backward,
+    /// gradient clipping and AdamW (an episode of one unrolled step, without noise).
+    pub train: bool,
 }
 
 /// One measured configuration; the JSON fields of `atheria bench --json`.
@@ -39,12 +44,15 @@ pub struct BenchRecord {
     pub hidden: usize,
     pub grid: usize,
     pub batch: usize,
+    /// `step` or `train_step`.
+    pub mode: String,
     /// Median over the timed steps.
     pub ms_per_step: f64,
     pub steps_per_s: f64,
     pub mcells_per_s: f64,
     /// Convolution arithmetic per second, counted as direct convolution (see
-    /// [`crate::models::forward_flops`]).
+    /// [`crate::models::forward_flops`]); a training step counts three forwards (the backward
+    /// pass computes two products per forward one).
     pub gflops: f64,
 }
 
@@ -88,6 +96,9 @@ impl BackendJob for BenchJob<'_> {
         let options = self.options;
         let model = options.model.load::<B>(&device)?;
         let config = model.config.clone();
+        if options.train {
+            return self.train::<B>(&config, device);
+        }
         let host = generate(
             &InitialState::Random,
             options.batch,
@@ -112,11 +123,51 @@ impl BackendJob for BenchJob<'_> {
             sync(&device)?;
             times.push(started.elapsed().as_secs_f64());
         }
+        Ok(self.record::<B>(&config, times, "step", 1.0))
+    }
+}
+
+impl BenchJob<'_> {
+    fn train<B: EngineBackend>(&self, config: &ModelConfig, device: B::Device) -> Result<BenchRecord> {
+        let options = self.options;
+        let train_config = TrainConfig {
+            arch: config.arch,
+            d_state: config.d_state,
+            hidden: config.hidden_channels,
+            gamma: config.gamma,
+            grid: self.grid,
+            batch: options.batch,
+            qca_steps: 1,
+            max_noise: 0.0,
+            episodes: u64::MAX,
+            seed: options.seed,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::<Autodiff<B>>::new(train_config, &device)?;
+        let sync = |device: &B::Device| {
+            B::sync(device).map_err(|error| Error::InvalidArgument(format!("device error: {error:?}")))
+        };
+        for _ in 0..options.warmup {
+            trainer.episode()?;
+        }
+        sync(&device)?;
+        let mut times = Vec::with_capacity(options.steps);
+        for _ in 0..options.steps {
+            let started = Instant::now();
+            trainer.episode()?;
+            sync(&device)?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        Ok(self.record::<B>(config, times, "train_step", 3.0))
+    }
+
+    fn record<B: EngineBackend>(&self, config: &ModelConfig, mut times: Vec<f64>, mode: &str, forwards: f64) -> BenchRecord {
+        let options = self.options;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         let cells = (options.batch * self.grid * self.grid) as f64;
-        let flops = forward_flops(&config, self.grid, self.grid) * options.batch as f64;
-        Ok(BenchRecord {
+        let flops = forwards * forward_flops(config, self.grid, self.grid) * options.batch as f64;
+        BenchRecord {
             backend: B::engine_name().to_string(),
             device: self.device_name.to_string(),
             arch: config.arch.to_string(),
@@ -124,10 +175,11 @@ impl BackendJob for BenchJob<'_> {
             hidden: config.hidden_channels,
             grid: self.grid,
             batch: options.batch,
+            mode: mode.to_string(),
             ms_per_step: median * 1e3,
             steps_per_s: 1.0 / median,
             mcells_per_s: cells / median / 1e6,
             gflops: flops / median / 1e9,
-        })
+        }
     }
 }

@@ -31,6 +31,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
 
+    /// Time a training step (forward, loss, backward, AdamW) instead of an inference step.
+    #[arg(long)]
+    pub train: bool,
+
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -57,6 +61,7 @@ pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         seed: 0,
+        train: args.train,
     };
     let json = args.json;
     if !json {

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod devices;
+mod eval;
 mod run;
 mod train;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Train a law M: checkpoints that resume exactly, metrics.csv and plots.
     Train(train::TrainArgs),
+    /// A model's loss over a long noiseless rollout (compare trained and untrained models).
+    Eval(eval::EvalArgs),
     /// Probe every compiled backend and report which start, and why the others do not.
     Devices(devices::DevicesArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
@@ -36,6 +39,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.verbose),
         Command::Train(args) => train::train(args, cli.verbose),
+        Command::Eval(args) => eval::eval(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
     }

@@ -38,6 +38,16 @@ impl std::str::FromStr for LossKind {
     }
 }
 
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossKind::Evolutionary => "evolutionary",
+            LossKind::MseEnergy => "mse-energy",
+            LossKind::Structure => "structure",
+        })
+    }
+}
+
 /// Term weights (the lab's values by default).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

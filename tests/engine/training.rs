@@ -19,6 +19,7 @@ use atheria::training::checkpoint::{read_state, resolve, LAST};
 use atheria::training::loss::{self, LossKind, LossWeights};
 use atheria::training::{named_gradients, TrainConfig};
 use burn::backend::{Autodiff, NdArray};
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use safetensors::SafeTensors;
 
@@ -344,4 +345,88 @@ fn train_command_refuses_what_would_lose_or_mix_runs() {
         .output()
         .unwrap();
     one_line_error(&output, "multiples of 4");
+}
+
+/// The evolutionary loss of a rollout from a fixed universe, on any backend.
+fn rollout_loss<B: atheria::EngineBackend>(model: &Model<B>, psi0: &HostState, steps: usize) -> loss::LossOutput<B> {
+    let device = model.law.devices()[0].clone();
+    let psi0 = Universe::<B>::from_host(psi0, &device).psi;
+    let (mut psi, mut memory) = (psi0.clone(), None);
+    for _ in 0..steps {
+        let output = step(&model.law, model.config.arch.is_unitary(), 0.05, psi, memory);
+        (psi, memory) = (output.psi, output.memory);
+    }
+    loss::compute(LossKind::Evolutionary, &LossWeights::default(), psi0, psi).unwrap()
+}
+
+#[test]
+fn gradients_agree_with_finite_differences_on_tiny_models() {
+    use rand::{Rng, SeedableRng};
+
+    for config in [ModelConfig::new(Architecture::Mlp, 2, 4), ModelConfig::new(Architecture::UnetUnitary, 2, 4)] {
+        let device = Default::default();
+        let psi0 = atheria::state::generate(&atheria::state::InitialState::Random, 1, 8, 8, 2, 21).unwrap();
+        let seeded = Model::<Cpu>::seeded(config.clone(), 5, &device).unwrap();
+        // Make the learned term large enough to matter (outc starts at N(0, 1e-5)).
+        let mut weights = seeded.export_weights(Path::new("tiny")).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for (name, tensor) in weights.tensors.iter_mut() {
+            if name.starts_with("outc") {
+                tensor.data.iter_mut().for_each(|v| *v = rng.gen_range(-0.3..0.3));
+            }
+        }
+
+        let trained = Model::<Train>::from_weights(config.clone(), &weights, &device).unwrap();
+        let output = rollout_loss(&trained, &psi0, 3);
+        let gradients = GradientsParams::from_grads(output.total.backward(), &trained.law);
+        let gradients: HashMap<String, HostTensor> = named_gradients(&trained, &gradients).unwrap().into_iter().collect();
+
+        // A direction mixing the gradient with noise, normalised over all parameters.
+        let mut direction: HashMap<String, Vec<f32>> = HashMap::new();
+        for (name, gradient) in &gradients {
+            direction.insert(name.clone(), gradient.data.iter().map(|g| g + rng.gen_range(-1.0..1.0) * 0.05).collect());
+        }
+        let norm = direction.values().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let analytic: f64 = gradients
+            .iter()
+            .map(|(name, gradient)| gradient.data.iter().zip(&direction[name]).map(|(g, v)| *g as f64 * *v as f64).sum::<f64>())
+            .sum::<f64>()
+            / norm;
+
+        let shifted = |epsilon: f64| {
+            let mut moved = weights.clone();
+            for (name, tensor) in moved.tensors.iter_mut() {
+                for (value, v) in tensor.data.iter_mut().zip(&direction[name]) {
+                    *value += (epsilon * *v as f64 / norm) as f32;
+                }
+            }
+            let model = Model::<Cpu>::from_weights(config.clone(), &moved, &device).unwrap();
+            rollout_loss(&model, &psi0, 3).values().0
+        };
+        let epsilon = 1e-2;
+        let numeric = (shifted(epsilon) - shifted(-epsilon)) / (2.0 * epsilon);
+        assert!(analytic.abs() > 1e-3, "{}: the check needs a non-trivial slope, got {analytic}", config.arch);
+        assert!(
+            (numeric - analytic).abs() <= 2e-2 * analytic.abs(),
+            "{}: directional derivative {analytic} by backprop, {numeric} by finite differences",
+            config.arch
+        );
+    }
+}
+
+#[test]
+fn training_runs_on_wgpu() {
+    crate::support::wgpu_device();
+    let dir = scratch("train-wgpu");
+    let out = dir.join("run");
+    let config = TrainConfig { episodes: 3, checkpoint_every: 3, batch: 1, ..small_config() };
+    let mut options = options(TrainStart::New(config), &out);
+    options.device = DeviceRequest::Wgpu;
+    let report = app::train(&options, &|_| {}).unwrap();
+    assert_eq!(report.backend, "wgpu");
+    assert_eq!(report.episodes_total, 3);
+    assert!(report.last_metrics.iter().all(|(_, value)| value.is_finite()), "{:?}", report.last_metrics);
+    let untrained = Model::<Cpu>::seeded(ModelConfig::new(Architecture::Mlp, 3, 8), 11, &Default::default()).unwrap();
+    let before: Vec<HostTensor> = untrained.export_weights(&out).unwrap().tensors.into_values().collect();
+    assert_ne!(weights_of(&resolve(&out, LAST).unwrap()), before, "three AdamW steps on wgpu changed nothing");
 }

@@ -1,0 +1,165 @@
+//! Criterion benchmarks of the engine on every backend that starts on this machine.
+//!
+//! ```text
+//! cargo bench --bench engine                      # everything
+//! cargo bench --bench engine -- 'step/cpu'        # a filter (criterion's regex)
+//! ```
+//!
+//! Throughput is in cells (grid cells times universes), so reports read cells/s. The device is
+//! synchronised inside every timed iteration, and each configuration runs untimed first, so
+//! that shader compilation and autotuning stay out of the numbers. Backends are started with
+//! the guarded constructor in strict mode: one that does not start here is reported and left
+//! out (CUDA on a machine without an NVIDIA driver).
+//!
+//! Sizes: the CPU runs grids 32 to 256 with batch 1 and 4. wgpu on a software Vulkan driver
+//! (lavapipe) is about ten times slower than the CPU backend, so it runs 32 and 64 unless a
+//! hardware adapter is found; CUDA runs everything.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use atheria::backend::{select_device, BackendJob, DeviceRequest, SelectOptions, SelectedDevice};
+use atheria::models::{Architecture, Model, ModelConfig};
+use atheria::observables;
+use atheria::state::{generate, InitialState, Universe};
+use atheria::training::loss::{self, LossKind, LossWeights};
+use atheria::training::{TrainConfig, Trainer};
+use atheria::{step, EngineBackend};
+use burn::backend::Autodiff;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const GAMMA: f64 = 0.01;
+
+/// The networks measured: the shipped default U-Net and a per-cell MLP.
+fn laws() -> Vec<ModelConfig> {
+    vec![ModelConfig::new(Architecture::Unet, 8, 16), ModelConfig::new(Architecture::Mlp, 8, 32)]
+}
+
+struct Sizes {
+    grids: Vec<usize>,
+    batches: Vec<usize>,
+}
+
+struct EngineBenches<'a> {
+    criterion: &'a mut Criterion,
+    name: &'static str,
+    sizes: Sizes,
+}
+
+fn sync<B: EngineBackend>(device: &B::Device) {
+    B::sync(device).expect("the device failed while benchmarking");
+}
+
+impl BackendJob for EngineBenches<'_> {
+    type Output = ();
+
+    fn run<B: EngineBackend>(self, device: B::Device) {
+        let Self { criterion, name, sizes } = self;
+
+        let mut group = criterion.benchmark_group(format!("step/{name}"));
+        group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+        for config in laws() {
+            let model = Model::<B>::seeded(config.clone(), 0, &device).unwrap();
+            let unitary = config.arch.is_unitary();
+            for &batch in &sizes.batches {
+                for &grid in &sizes.grids {
+                    let host = generate(&InitialState::Random, batch, grid, grid, config.d_state, 1).unwrap();
+                    let psi = Universe::<B>::from_host(&host, &device).psi;
+                    for _ in 0..2 {
+                        step(&model.law, unitary, GAMMA, psi.clone(), None);
+                    }
+                    sync::<B>(&device);
+                    group.throughput(Throughput::Elements((batch * grid * grid) as u64));
+                    let id = BenchmarkId::new(format!("{}/batch{batch}", config.arch), grid);
+                    group.bench_function(id, |bench| {
+                        bench.iter(|| {
+                            let output = step(&model.law, unitary, GAMMA, psi.clone(), None);
+                            sync::<B>(&device);
+                            black_box(output.psi)
+                        })
+                    });
+                }
+            }
+        }
+        group.finish();
+
+        // One training step: forward, backward through the step, clipping and AdamW, on
+        // burn's autodiff over this backend (an episode of one unrolled step).
+        let mut group = criterion.benchmark_group(format!("train_step/{name}"));
+        group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+        for grid in [32, 64] {
+            let config = TrainConfig {
+                grid,
+                qca_steps: 1,
+                episodes: u64::MAX,
+                max_noise: 0.0,
+                ..TrainConfig::default()
+            };
+            let mut trainer = Trainer::<Autodiff<B>>::new(config, &device).unwrap();
+            trainer.episode().unwrap();
+            sync::<B>(&device);
+            group.throughput(Throughput::Elements((grid * grid) as u64));
+            group.bench_function(BenchmarkId::new("unet", grid), |bench| {
+                bench.iter(|| {
+                    let (report, _) = trainer.episode().unwrap();
+                    sync::<B>(&device);
+                    black_box(report.loss)
+                })
+            });
+        }
+        group.finish();
+
+        // State initialisation (host generation and upload) and the observables.
+        let mut group = criterion.benchmark_group(format!("state/{name}"));
+        group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        let (grid, d_state) = (256, 8);
+        group.throughput(Throughput::Elements((grid * grid) as u64));
+        group.bench_function(BenchmarkId::new("init_random", grid), |bench| {
+            bench.iter(|| {
+                let host = generate(&InitialState::Random, 1, grid, grid, d_state, 3).unwrap();
+                let psi = Universe::<B>::from_host(&host, &device).psi;
+                sync::<B>(&device);
+                black_box(psi)
+            })
+        });
+        let host = generate(&InitialState::Random, 1, grid, grid, d_state, 3).unwrap();
+        let psi = Universe::<B>::from_host(&host, &device).psi;
+        let later = Universe::<B>::from_host(&generate(&InitialState::Random, 1, grid, grid, d_state, 4).unwrap(), &device).psi;
+        group.bench_function(BenchmarkId::new("density", grid), |bench| {
+            bench.iter(|| {
+                let map = observables::density(psi.clone());
+                sync::<B>(&device);
+                black_box(map)
+            })
+        });
+        group.bench_function(BenchmarkId::new("evolutionary_loss", grid), |bench| {
+            bench.iter(|| {
+                let output = loss::compute(LossKind::Evolutionary, &LossWeights::default(), psi.clone(), later.clone()).unwrap();
+                black_box(output.values())
+            })
+        });
+        group.finish();
+    }
+}
+
+fn engine(criterion: &mut Criterion) {
+    let everything = || Sizes { grids: vec![32, 64, 128, 256], batches: vec![1, 4] };
+    let strict = SelectOptions { strict: true, ..SelectOptions::default() };
+    for (request, name) in [(DeviceRequest::Cpu, "cpu"), (DeviceRequest::Wgpu, "wgpu"), (DeviceRequest::Cuda { index: 0 }, "cuda")] {
+        let selection = match select_device(request, &strict) {
+            Ok(selection) => selection,
+            Err(error) => {
+                eprintln!("{name}: not benchmarked: {error}");
+                continue;
+            }
+        };
+        eprintln!("{name}: {}", selection.report);
+        let software_wgpu = matches!(selection.device, SelectedDevice::Wgpu(_))
+            && selection.report.selected_device.as_deref().unwrap_or("").to_lowercase().contains("llvmpipe");
+        let sizes = if software_wgpu { Sizes { grids: vec![32, 64], batches: vec![1] } } else { everything() };
+        selection.device.run(EngineBenches { criterion, name, sizes });
+    }
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);
