@@ -25,6 +25,7 @@ pub mod noise;
 pub mod observables;
 pub mod render;
 pub mod state;
+pub mod tools;
 pub mod training;
 
 pub use backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
@@ -33,3 +34,4 @@ pub use error::{Error, Result};
 pub use kernels::EngineBackend;
 pub use models::{Architecture, Law, Model, ModelConfig};
 pub use state::{InitialState, Universe};
+pub use tools::{ScheduledTool, Tool};

@@ -4,5 +4,8 @@ mod cli;
 mod devices;
 mod dynamics;
 mod files;
+mod observables;
+mod pictures;
 mod pytorch_reference;
 mod support;
+mod tools;
