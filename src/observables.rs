@@ -101,13 +101,15 @@ pub fn entropy<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
 pub fn channel_activity<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
     let concentration = probabilities(psi).square().sum_dim(1).squeeze_dim(1);
     let empty = concentration.clone().equal_elem(0.0);
-    concentration.mask_fill(empty.clone(), 1.0).recip().mask_fill(empty, 0.0)
+    // A true division: burn's `recip` may use an approximate reciprocal on the CPU.
+    (concentration.ones_like() / concentration.mask_fill(empty.clone(), 1.0)).mask_fill(empty, 0.0)
 }
 
 /// Coherence with the right neighbour (wrapping), in [0, 1].
 pub fn coherence<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
-    // right[.., x] = psi[.., x + 1 mod W].
-    let right = psi.clone().roll_dim(-1, 3);
+    // right[.., x] = psi[.., x + 1 mod W]: burn's roll by +1 moves elements toward lower
+    // indices (the opposite of numpy's and torch's).
+    let right = psi.clone().roll_dim(1, 3);
     let (a_re, a_im) = parts(psi.clone());
     let (b_re, b_im) = parts(right.clone());
     let inner_re = (a_re.clone() * b_re.clone() + a_im.clone() * b_im.clone()).sum_dim(1);

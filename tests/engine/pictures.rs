@@ -86,7 +86,7 @@ fn one_view_per_frame_draws_the_map_alone() {
     let frames = dir.join("frames");
     for view in ["phase", "spectral", "physics", "energy", "coherence", "activity", "gradient"] {
         let output = atheria(&[
-            "run", "--device", "cpu", "--grid", "8", "--steps", "1", "--view", view,
+            "run", "--device", "cpu", "--grid", "16", "--steps", "1", "--view", view,
             "--frames", frames.to_str().unwrap(),
         ]);
         assert!(output.status.success(), "{view}: {}", stderr(&output));
@@ -98,12 +98,14 @@ fn one_view_per_frame_draws_the_map_alone() {
 #[test]
 fn bad_tool_and_view_flags_fail_with_one_line() {
     let run = ["run", "--device", "cpu", "--grid", "8", "--steps", "2"];
-    let with = |extra: &[&str]| [&run[..], extra].concat();
-    assert_fails_with(&with(&["--tool", "swirl"]), "unknown tool 'swirl'");
-    assert_fails_with(&with(&["--tool", "vortex:q=1"]), "valid keys: x, y, radius, m, strength");
-    assert_fails_with(&with(&["--tool", "vortex:radius=-1"]), "radius must be positive");
-    assert_fails_with(&with(&["--tool", "collapse:x=8"]), "outside the 8x8 grid");
-    assert_fails_with(&with(&["--tool", "wave", "--tool-at", "3"]), "after the last step (2)");
-    assert_fails_with(&with(&["--tool-at", "1"]), "1 --tool-at for 0 --tool");
-    assert_fails_with(&with(&["--view", "density,colour"]), "unknown view 'colour'");
+    fn with<'a>(run: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [run, extra].concat()
+    }
+    assert_fails_with(&with(&run, &["--tool", "swirl"]), "unknown tool 'swirl'");
+    assert_fails_with(&with(&run, &["--tool", "vortex:q=1"]), "valid keys: x, y, radius, m, strength");
+    assert_fails_with(&with(&run, &["--tool", "vortex:radius=-1"]), "radius must be positive");
+    assert_fails_with(&with(&run, &["--tool", "collapse:x=8"]), "outside the 8x8 grid");
+    assert_fails_with(&with(&run, &["--tool", "wave", "--tool-at", "3"]), "after the last step (2)");
+    assert_fails_with(&with(&run, &["--tool-at", "1"]), "1 --tool-at for 0 --tool");
+    assert_fails_with(&with(&run, &["--view", "density,colour"]), "unknown view 'colour'");
 }
