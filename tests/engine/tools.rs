@@ -433,3 +433,46 @@ fn tools_pair_with_steps_in_order() {
     let error = ScheduledTool::pair(vec![tool("wave")], &[1, 2]).unwrap_err().to_string();
     assert!(error.contains("2 --tool-at for 1 --tool"), "{error}");
 }
+
+/// Every tool and every view on backend `Q`, from the same host state: the outputs in order.
+fn tools_and_views_on<Q: burn::tensor::backend::Backend>(device: &Q::Device) -> Vec<(String, Vec<f32>)> {
+    let host = generate(&InitialState::Random, 2, 12, 16, 3, 21).unwrap();
+    let psi = Universe::<Q>::from_host(&host, device).psi;
+    let delta = Universe::<Q>::from_host(&generate(&InitialState::Random, 2, 12, 16, 3, 22).unwrap(), device).psi * 0.1;
+    let mut outputs = Vec::new();
+    for spec in [
+        "vortex:x=5,y=6,radius=5,m=2,strength=0.9",
+        "wave:kx=0.5,ky=0.3,amplitude=0.7",
+        "collapse:x=8,y=4,radius=4,intensity=0.6,seed=1",
+        "click-out:chance=1,seed=3",
+        "phase-flip:rate=0.3,seed=4",
+        "bit-flip:rate=0.3,seed=5",
+    ] {
+        outputs.push((spec.to_string(), to_vec(tool(spec).apply(psi.clone(), 2).unwrap())));
+    }
+    for view in atheria::observables::View::ALL {
+        let map = view.map(psi.clone(), Some(psi.clone()), Some(delta.clone())).unwrap();
+        outputs.push((view.name().to_string(), to_vec(map)));
+    }
+    outputs
+}
+
+#[test]
+fn tools_and_views_agree_on_wgpu_and_the_cpu() {
+    let on_cpu = tools_and_views_on::<NdArray>(&Default::default());
+    let on_wgpu = tools_and_views_on::<burn::backend::Wgpu>(&crate::support::wgpu_device());
+    for ((name, cpu), (_, wgpu)) in on_cpu.iter().zip(&on_wgpu) {
+        if name == "phase" {
+            // Angles near +-pi may land on either side.
+            let wrapped: Vec<f32> = cpu
+                .iter()
+                .zip(wgpu)
+                .map(|(a, b)| { let d = (a - b).rem_euclid(std::f32::consts::TAU); d.min(std::f32::consts::TAU - d) })
+                .collect();
+            assert_close(name, &wrapped, &vec![0.0; wrapped.len()], 1e-4);
+        } else {
+            let scale = cpu.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert_close(name, wgpu, cpu, 1e-4 * scale);
+        }
+    }
+}
