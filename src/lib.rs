@@ -26,6 +26,7 @@ pub mod observables;
 pub mod plot;
 pub mod render;
 pub mod state;
+pub mod tools;
 pub mod training;
 
 pub use backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
@@ -34,3 +35,4 @@ pub use error::{Error, Result};
 pub use kernels::EngineBackend;
 pub use models::{Architecture, Law, Model, ModelConfig};
 pub use state::{InitialState, Universe};
+pub use tools::{ScheduledTool, Tool};

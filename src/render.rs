@@ -1,10 +1,11 @@
 //! Pictures: scalar maps to colour images (viridis for magnitudes, a cyclic OKLCh wheel for
-//! phases), written as PNG.
+//! phases), labelled side-by-side panels, written as PNG frames or an animated GIF.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{ImageFormat, RgbImage};
+use image::codecs::gif::{GifEncoder, Repeat};
+use image::{Delay, Frame, ImageFormat, Rgb, RgbImage};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -126,6 +127,170 @@ pub fn save_png(path: &Path, image: &RgbImage) -> Result<()> {
     write_atomic(path, bytes.get_ref())
 }
 
+/// Draws a map and writes it as a PNG, scaled up so that small grids stay visible.
+pub fn save_map(
+    path: &Path,
+    map: &[f32],
+    height: usize,
+    width: usize,
+    colormap: Colormap,
+    range: Range,
+) -> Result<()> {
+    save_png(path, &map_image(map, height, width, colormap, range))
+}
+
+/// Draws a map scaled up (nearest neighbour) so that its longer side reaches 256 pixels.
+pub fn map_image(map: &[f32], height: usize, width: usize, colormap: Colormap, range: Range) -> RgbImage {
+    upscale(&colorize(map, height, width, colormap, range), upscale_factor(height, width, 256))
+}
+
+/// A 5x7 bitmap font: one row per byte, bit 4 the leftmost pixel. Upper case, digits and a little
+/// punctuation, enough for panel labels; other characters draw as '?'.
+fn glyph(character: char) -> [u8; 7] {
+    match character.to_ascii_uppercase() {
+        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
+        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
+        'D' => [0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E],
+        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
+        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
+        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
+        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
+        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
+        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
+        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
+        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
+        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
+        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
+        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
+        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
+        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
+        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
+        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
+        'Y' => [0x11, 0x11, 0x0A, 0x04, 0x04, 0x04, 0x04],
+        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
+        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
+        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
+        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
+        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
+        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
+        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
+        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
+        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
+        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
+        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
+        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
+        '=' => [0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00],
+        ' ' => [0x00; 7],
+        _ => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04],
+    }
+}
+
+/// Height in pixels of text drawn at `scale`.
+pub fn text_height(scale: u32) -> u32 {
+    7 * scale
+}
+
+/// Width in pixels of `text` drawn at `scale` (6 columns per character: 5 and a gap).
+pub fn text_width(text: &str, scale: u32) -> u32 {
+    (text.chars().count() as u32 * 6).saturating_sub(1) * scale
+}
+
+/// Draws `text` with its top-left corner at (x, y); pixels off the image are skipped.
+pub fn draw_text(image: &mut RgbImage, x: u32, y: u32, text: &str, scale: u32, color: [u8; 3]) {
+    for (index, character) in text.chars().enumerate() {
+        let left = x + index as u32 * 6 * scale;
+        for (row, bits) in glyph(character).iter().enumerate() {
+            for column in 0..5u32 {
+                if bits & (0x10 >> column) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let (px, py) = (left + column * scale + dx, y + row as u32 * scale + dy);
+                        if px < image.width() && py < image.height() {
+                            image.put_pixel(px, py, Rgb(color));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+const PANEL_BACKGROUND: [u8; 3] = [24, 24, 28];
+const PANEL_TEXT: [u8; 3] = [235, 235, 235];
+const PANEL_GAP: u32 = 6;
+const LABEL_SCALE: u32 = 2;
+
+/// Several pictures side by side on a dark background, each with its label above it, and a
+/// title line (e.g. the step) over all of them.
+pub fn panel(title: &str, tiles: &[(String, RgbImage)]) -> RgbImage {
+    let line = text_height(LABEL_SCALE) + PANEL_GAP;
+    let tiles_height = tiles.iter().map(|(_, tile)| tile.height()).max().unwrap_or(0);
+    let tiles_width: u32 = tiles.iter().map(|(_, tile)| tile.width() + PANEL_GAP).sum::<u32>() + PANEL_GAP;
+    let width = tiles_width.max(text_width(title, LABEL_SCALE) + 2 * PANEL_GAP);
+    let height = PANEL_GAP + 2 * line + tiles_height + PANEL_GAP;
+    let mut image = RgbImage::from_pixel(width, height, Rgb(PANEL_BACKGROUND));
+    draw_text(&mut image, PANEL_GAP, PANEL_GAP, title, LABEL_SCALE, PANEL_TEXT);
+    let mut left = PANEL_GAP;
+    for (label, tile) in tiles {
+        draw_text(&mut image, left, PANEL_GAP + line, label, LABEL_SCALE, PANEL_TEXT);
+        image::imageops::replace(&mut image, tile, left as i64, (PANEL_GAP + 2 * line) as i64);
+        left += tile.width() + PANEL_GAP;
+    }
+    image
+}
+
+/// An animated GIF assembled frame by frame and written at the end (10 frames per second,
+/// looping). Frames are kept in memory until [`GifRecorder::save`].
+#[derive(Debug, Default)]
+pub struct GifRecorder {
+    frames: Vec<RgbImage>,
+}
+
+impl GifRecorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, frame: RgbImage) {
+        self.frames.push(frame);
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Encodes every frame (a 256-colour palette per frame) and writes the file atomically.
+    pub fn save(self, path: &Path) -> Result<()> {
+        let mut bytes = Vec::new();
+        {
+            // Speed 10 of 1..30: a good palette at a few milliseconds per frame.
+            let mut encoder = GifEncoder::new_with_speed(&mut bytes, 10);
+            let failed = |error: image::ImageError| Error::format(path, format!("cannot encode GIF: {error}"));
+            encoder.set_repeat(Repeat::Infinite).map_err(failed)?;
+            for frame in self.frames {
+                let rgba = image::DynamicImage::ImageRgb8(frame).into_rgba8();
+                let frame = Frame::from_parts(rgba, 0, 0, Delay::from_numer_denom_ms(100, 1));
+                encoder.encode_frame(frame).map_err(failed)?;
+            }
+        }
+        write_atomic(path, &bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,21 +303,39 @@ mod tests {
     }
 
     #[test]
+    fn text_draws_known_glyph_pixels() {
+        let mut image = RgbImage::new(12, 7);
+        draw_text(&mut image, 0, 0, "l1", 1, [255, 255, 255]);
+        // 'L': the left column lit on every row, the bottom row lit across.
+        for row in 0..7 {
+            assert_eq!(image.get_pixel(0, row).0, [255, 255, 255]);
+        }
+        for column in 0..5 {
+            assert_eq!(image.get_pixel(column, 6).0, [255, 255, 255]);
+        }
+        assert_eq!(image.get_pixel(4, 0).0, [0, 0, 0]);
+        // '1' starts 6 columns later: its stem is the middle column.
+        assert_eq!(image.get_pixel(8, 3).0, [255, 255, 255]);
+        assert_eq!(text_width("l1", 1), 11);
+    }
+
+    #[test]
+    fn panel_places_tiles_side_by_side() {
+        let red = RgbImage::from_pixel(10, 8, Rgb([255, 0, 0]));
+        let blue = RgbImage::from_pixel(12, 8, Rgb([0, 0, 255]));
+        let image = panel("t", &[("a".into(), red), ("b".into(), blue)]);
+        assert_eq!(image.width(), PANEL_GAP * 3 + 22);
+        let top = PANEL_GAP + 2 * (text_height(LABEL_SCALE) + PANEL_GAP);
+        assert_eq!(image.height(), top + 8 + PANEL_GAP);
+        assert_eq!(image.get_pixel(PANEL_GAP, top).0, [255, 0, 0]);
+        assert_eq!(image.get_pixel(PANEL_GAP * 2 + 10, top + 7).0, [0, 0, 255]);
+        assert_eq!(image.get_pixel(PANEL_GAP + 10, top).0, PANEL_BACKGROUND);
+    }
+
+    #[test]
     fn phase_colormap_is_cyclic() {
         assert_eq!(Colormap::Phase.color(0.0), Colormap::Phase.color(1.0));
         assert_ne!(Colormap::Phase.color(0.0), Colormap::Phase.color(0.5));
     }
 }
 
-/// Draws a map and writes it as a PNG, scaled up so that small grids stay visible.
-pub fn save_map(
-    path: &Path,
-    map: &[f32],
-    height: usize,
-    width: usize,
-    colormap: Colormap,
-    range: Range,
-) -> Result<()> {
-    let image = colorize(map, height, width, colormap, range);
-    save_png(path, &upscale(&image, upscale_factor(height, width, 256)))
-}

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use atheria::app::{self, RunOptions};
+use atheria::observables::View;
 use atheria::state::InitialState;
+use atheria::tools::{ScheduledTool, Tool};
 use clap::Args;
 
 use super::common::{DeviceArgs, GridSize, ModelArgs};
@@ -45,17 +47,48 @@ pub struct RunArgs {
     #[arg(long)]
     pub save_state: Option<PathBuf>,
 
-    /// Write density frames (PNG) into this directory.
+    /// Write frames (PNG) into this directory, one file per frame.
     #[arg(long)]
     pub frames: Option<PathBuf>,
 
     /// Write a frame every K steps (and the first and last).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub every: u64,
+
+    /// What frames show: density, phase, energy, gradient, real, imag, entropy, coherence,
+    /// activity, spectral, physics. Several (comma-separated or repeated) make a labelled panel.
+    #[arg(long, value_delimiter = ',', default_value = "density")]
+    pub view: Vec<String>,
+
+    /// Write an animated GIF of the frames (every K steps) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub gif: Option<PathBuf>,
+
+    /// Write scalar metrics per step and universe (total energy, mean entropy, cells above the
+    /// density threshold) to FILE.csv.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+
+    /// Density above which a cell counts in the metrics' cells_above.
+    #[arg(long, default_value_t = 0.5)]
+    pub density_threshold: f64,
+
+    /// Apply a tool: NAME or NAME:key=value,... with NAME one of vortex, wave, collapse,
+    /// click-out, phase-flip, bit-flip (e.g. vortex:x=32,y=32,radius=8,m=1). Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub tool: Vec<String>,
+
+    /// When the tool at the same position acts: before step STEP (0 = the initial state); a
+    /// click-out acts after every step from STEP on. Tools without one act from step 0.
+    #[arg(long, value_name = "STEP")]
+    pub tool_at: Vec<u64>,
 }
 
 pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
     let init: InitialState = args.init.parse()?;
+    let views = args.view.iter().map(|name| name.parse::<View>()).collect::<Result<Vec<_>, _>>()?;
+    let tools = args.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
+    let tools = ScheduledTool::pair(tools, &args.tool_at)?;
     let options = RunOptions {
         model: args.model.source()?,
         device: args.device.device,
@@ -69,12 +102,23 @@ pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
         save_state: args.save_state.clone(),
         frames: args.frames.clone(),
         every: args.every,
+        views,
+        gif: args.gif.clone(),
+        metrics: args.metrics.clone(),
+        density_threshold: args.density_threshold,
+        tools,
         progress: true,
     };
     let report = app::run(&options, &|device| args.device.print_report(device, verbose))?;
     eprintln!("{}", report.summary());
     if let Some(dir) = &args.frames {
         eprintln!("frames: {} file(s) in {}", report.frames, dir.display());
+    }
+    if let Some(path) = &args.gif {
+        eprintln!("gif: {}", path.display());
+    }
+    if let Some(path) = &args.metrics {
+        eprintln!("metrics: {}", path.display());
     }
     if let Some(path) = &args.save_state {
         eprintln!("state: {}", path.display());

@@ -9,7 +9,7 @@ use atheria::state::{generate, InitialState};
 use crate::files::scratch;
 use crate::support::fixtures;
 
-fn atheria(args: &[&str]) -> Output {
+pub fn atheria(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atheria"))
         .args(args)
         .env_remove("ATHERIA_DEVICE")
@@ -17,12 +17,12 @@ fn atheria(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Asserts a failed run with a one-line error containing `needle` and no panic.
-fn assert_fails_with(args: &[&str], needle: &str) {
+pub fn assert_fails_with(args: &[&str], needle: &str) {
     let output = atheria(args);
     let text = stderr(&output);
     assert!(!output.status.success(), "{args:?} succeeded: {text}");

@@ -1,0 +1,505 @@
+//! Tools: deliberate interventions on a running universe.
+//!
+//! | tool | keys (defaults) | effect |
+//! |---|---|---|
+//! | `vortex` | `x`, `y` (grid centre), `radius` (min(H, W) / 4), `m` (1), `strength` (1) | imprints a phase winding of `m` around (x, y) |
+//! | `wave` | `kx` (0.25), `ky` (0), `amplitude` (1) | imprints a plane wave `exp(i (kx x + ky y))` |
+//! | `collapse` | `x`, `y`, `radius` (as vortex), `intensity` (1), `seed` (0) | projective measurement of every cell in the disc |
+//! | `click-out` | `enabled` (true), `chance` (0.1), `seed` (0) | after each step, maybe swaps random pairs of cells |
+//! | `phase-flip` | `rate` (0.05), `seed` (0) | [`noise::phase_flip`](crate::noise::phase_flip) |
+//! | `bit-flip` | `rate` (0.05), `seed` (0) | [`noise::bit_flip`](crate::noise::bit_flip) |
+//!
+//! Written `NAME` or `NAME:key=value,key=value` (see [`Tool::from_str`](std::str::FromStr)).
+//!
+//! ## Conventions
+//!
+//! - Coordinates: `x` is the column (0 at the left), `y` the row (0 at the top), cell centres at
+//!   integers, so a centre must lie in `[0, W - 1] x [0, H - 1]`. Discs do not wrap around the
+//!   edges (the laws pad with zeros: the grid is not a torus).
+//! - Phase: `phase(z) = atan2(Im z, Re z)` in (-pi, pi]; angles around a centre are
+//!   `theta = atan2(y - y0, x - x0)`, which with rows growing downwards turns clockwise on screen.
+//! - A tool acts on every universe of the batch, on psi only (a ConvLSTM memory is untouched).
+//! - Randomness: a ChaCha8 stream chosen by the tool's `seed` and the universe's step, so a run
+//!   is reproducible and a tool applied at two steps draws different numbers.
+//!
+//! ## The maths, per tool
+//!
+//! - `vortex`: with `d` the distance to the centre, `w = strength * exp(-d^2 / (2 s^2))`,
+//!   `s = radius / 2`, inside the disc `d <= radius` (0 outside), every channel of the cell is
+//!   multiplied by the pure phase `z / |z|`, `z = (1 - w) + w exp(i m theta)`: the blend of the
+//!   identity and the winding, renormalised. Where `w > 1/2` (near the centre for strength 1)
+//!   the phase of `z` winds `m` times around the centre, so a loop there picks up `2 pi m`; at the
+//!   rim of the disc the factor fades to the identity (which needs `m` compensating phase
+//!   singularities on the ring `w = 1/2`: a localised vortex has no net winding far away).
+//! - `wave`: the same blend with the plane wave: `z = (1 - amplitude) + amplitude exp(i (kx x +
+//!   ky y))`, over the whole grid; `kx`, `ky` in radians per cell. Amplitude 1 is a pure momentum
+//!   kick `psi * exp(i k.r)`.
+//! - In both, a cell where `z = 0` exactly (a blend weight of 1/2 against a phase of pi) is left
+//!   unchanged. A pure phase keeps every `|psi_c|`, so normalised cells stay normalised.
+//! - `collapse`: for each cell in the disc, a channel `k` is drawn with probability
+//!   `p_k = |psi_k|^2 / sum_c |psi_c|^2` (the Born rule); the measured state is the projection
+//!   `e_k psi_k / |psi_k|`; the cell becomes `(1 - intensity) psi + intensity e_k psi_k / |psi_k|`,
+//!   divided by its norm. Intensity 1 leaves basis states; cells outside the disc, and all cells
+//!   at intensity 0, are unchanged. Zero cells have nothing to measure and stay as they are.
+//! - `click-out`: after a step, with probability `chance`, `n = floor(0.5 * sqrt(H W))` disjoint
+//!   random pairs of cells exchange their psi (the lab's `floor(0.5 * grid)` with `grid` its
+//!   square side; `sqrt(H W)` is that side for square grids). Independently per universe.
+//! - `phase-flip`, `bit-flip`: the noise injectors of [`crate::noise`] at `rate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::noise;
+
+/// The tool names, as written on the command line.
+pub const TOOL_NAMES: [&str; 6] = ["vortex", "wave", "collapse", "click-out", "phase-flip", "bit-flip"];
+
+/// A disc on the grid; `None` fields take grid-relative defaults (centre, min(H, W) / 4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Disc {
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub radius: Option<f64>,
+}
+
+impl Disc {
+    /// The centre (x, y) and radius on an H x W grid, checked to lie on it.
+    pub fn resolve(&self, tool: &str, height: usize, width: usize) -> Result<(f64, f64, f64)> {
+        let x = self.x.unwrap_or((width / 2) as f64);
+        let y = self.y.unwrap_or((height / 2) as f64);
+        let radius = self.radius.unwrap_or((height.min(width) as f64 / 4.0).max(1.0));
+        let max_x = width.saturating_sub(1) as f64;
+        let max_y = height.saturating_sub(1) as f64;
+        if !(0.0..=max_x).contains(&x) || !(0.0..=max_y).contains(&y) {
+            return Err(Error::InvalidArgument(format!(
+                "{tool}: centre x={x}, y={y} is outside the {height}x{width} grid \
+                 (x is the column in [0, {max_x}], y the row in [0, {max_y}])"
+            )));
+        }
+        Ok((x, y, radius))
+    }
+}
+
+/// One tool with its parameters (validated when parsed; the grid-dependent checks are in
+/// [`Tool::check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tool {
+    Vortex { disc: Disc, m: i64, strength: f64 },
+    Wave { kx: f64, ky: f64, amplitude: f64 },
+    Collapse { disc: Disc, intensity: f64, seed: u64 },
+    ClickOut { enabled: bool, chance: f64, seed: u64 },
+    PhaseFlip { rate: f64, seed: u64 },
+    BitFlip { rate: f64, seed: u64 },
+}
+
+/// A tool and when it acts: before step `at` runs (on the state after `at` steps; 0 is the
+/// initial state). A per-step tool (click-out) acts after every step that starts at `at` or later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledTool {
+    pub at: u64,
+    pub tool: Tool,
+}
+
+impl ScheduledTool {
+    /// Pairs tools with steps in order: the i-th step belongs to the i-th tool; tools without
+    /// one act from step 0.
+    pub fn pair(tools: Vec<Tool>, at: &[u64]) -> Result<Vec<ScheduledTool>> {
+        if at.len() > tools.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} --tool-at for {} --tool: each --tool-at belongs to the --tool at the same position",
+                at.len(),
+                tools.len()
+            )));
+        }
+        Ok(tools
+            .into_iter()
+            .enumerate()
+            .map(|(index, tool)| ScheduledTool { at: at.get(index).copied().unwrap_or(0), tool })
+            .collect())
+    }
+}
+
+impl Tool {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Tool::Vortex { .. } => "vortex",
+            Tool::Wave { .. } => "wave",
+            Tool::Collapse { .. } => "collapse",
+            Tool::ClickOut { .. } => "click-out",
+            Tool::PhaseFlip { .. } => "phase-flip",
+            Tool::BitFlip { .. } => "bit-flip",
+        }
+    }
+
+    /// Whether the tool acts after every step (click-out) rather than once.
+    pub fn is_per_step(&self) -> bool {
+        matches!(self, Tool::ClickOut { .. })
+    }
+
+    /// Checks the parameters that depend on the grid (centres on the grid).
+    pub fn check(&self, height: usize, width: usize) -> Result<()> {
+        match self {
+            Tool::Vortex { disc, .. } | Tool::Collapse { disc, .. } => {
+                disc.resolve(self.name(), height, width).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the tool once to psi [B, 2d, H, W]; `step` is the universe's step (it selects the
+    /// random stream). For click-out this is one after-step event (a swap with probability
+    /// `chance`).
+    pub fn apply<B: Backend>(&self, psi: Tensor<B, 4>, step: u64) -> Result<Tensor<B, 4>> {
+        let [_, _, height, width] = psi.dims();
+        match *self {
+            Tool::Vortex { disc, m, strength } => {
+                let (x0, y0, radius) = disc.resolve(self.name(), height, width)?;
+                let sigma = radius / 2.0;
+                let phases = cell_map(height, width, |x, y| {
+                    let (dx, dy) = (x - x0, y - y0);
+                    let distance2 = dx * dx + dy * dy;
+                    if distance2 > radius * radius {
+                        return 0.0;
+                    }
+                    let weight = strength * (-distance2 / (2.0 * sigma * sigma)).exp();
+                    blended_phase(weight, m as f64 * dy.atan2(dx))
+                });
+                Ok(imprint_phase(psi, &phases))
+            }
+            Tool::Wave { kx, ky, amplitude } => {
+                let phases = cell_map(height, width, |x, y| blended_phase(amplitude, kx * x + ky * y));
+                Ok(imprint_phase(psi, &phases))
+            }
+            Tool::Collapse { disc, intensity, seed } => {
+                let (x0, y0, radius) = disc.resolve(self.name(), height, width)?;
+                if intensity == 0.0 {
+                    return Ok(psi);
+                }
+                collapse(psi, (x0, y0, radius), intensity, &mut random_stream(seed, step))
+            }
+            Tool::ClickOut { enabled, chance, seed } => {
+                if !enabled || chance == 0.0 {
+                    return Ok(psi);
+                }
+                Ok(click_out(psi, chance, &mut random_stream(seed, step)))
+            }
+            Tool::PhaseFlip { rate, seed } => noise::phase_flip(psi, rate, &mut random_stream(seed, step)),
+            Tool::BitFlip { rate, seed } => noise::bit_flip(psi, rate, &mut random_stream(seed, step)),
+        }
+    }
+}
+
+/// The random numbers of one application: the seed picks the generator, the step its stream.
+fn random_stream(seed: u64, step: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(step);
+    rng
+}
+
+/// A value per cell, row-major [H, W], from (x = column, y = row).
+fn cell_map(height: usize, width: usize, value: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    (0..height)
+        .flat_map(|row| (0..width).map(move |column| (column as f64, row as f64)))
+        .map(|(x, y)| value(x, y))
+        .collect()
+}
+
+/// The phase of `(1 - weight) + weight exp(i angle)`; 0 (the identity) where that is 0.
+fn blended_phase(weight: f64, angle: f64) -> f64 {
+    if weight == 0.0 {
+        return 0.0;
+    }
+    let (re, im) = ((1.0 - weight) + weight * angle.cos(), weight * angle.sin());
+    if re.hypot(im) < 1e-12 {
+        0.0
+    } else {
+        im.atan2(re)
+    }
+}
+
+/// Multiplies every channel of each cell (every universe) by `exp(i phases[cell])`.
+/// A phase of 0 gives the factor (1, 0) exactly, so those cells keep their bits.
+fn imprint_phase<B: Backend>(psi: Tensor<B, 4>, phases: &[f64]) -> Tensor<B, 4> {
+    let [_, channels, height, width] = psi.dims();
+    let d = channels / 2;
+    let device = psi.device();
+    let plane = |values: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(values, [1, 1, height, width]), &device);
+    let cos = plane(phases.iter().map(|phase| phase.cos() as f32).collect());
+    let sin = plane(phases.iter().map(|phase| phase.sin() as f32).collect());
+    let (re, im) = (psi.clone().narrow(1, 0, d), psi.narrow(1, d, d));
+    let new_re = re.clone() * cos.clone() - im.clone() * sin.clone();
+    let new_im = re * sin + im * cos;
+    Tensor::cat(vec![new_re, new_im], 1)
+}
+
+/// Projective measurement in a disc (see the module docs), on the host: it needs the
+/// probabilities, and a tool acts once, so the read-back costs nothing that matters.
+fn collapse<B: Backend>(
+    psi: Tensor<B, 4>,
+    (x0, y0, radius): (f64, f64, f64),
+    intensity: f64,
+    rng: &mut impl Rng,
+) -> Result<Tensor<B, 4>> {
+    let [batch, channels, height, width] = psi.dims();
+    let d = channels / 2;
+    let plane = height * width;
+    let device = psi.device();
+    let mut values = read_floats(psi)?;
+    for b in 0..batch {
+        for row in 0..height {
+            for column in 0..width {
+                let (dx, dy) = (column as f64 - x0, row as f64 - y0);
+                if dx * dx + dy * dy > radius * radius {
+                    continue;
+                }
+                let cell = row * width + column;
+                let index = |c: usize| (b * channels + c) * plane + cell;
+                let amplitude: Vec<(f64, f64)> =
+                    (0..d).map(|c| (values[index(c)] as f64, values[index(d + c)] as f64)).collect();
+                let weights: Vec<f64> = amplitude.iter().map(|(re, im)| re * re + im * im).collect();
+                let total: f64 = weights.iter().sum();
+                // One draw per cell in the disc, zero cells included, so the stream's use does
+                // not depend on the state.
+                let draw = rng.gen::<f64>() * total;
+                if total == 0.0 {
+                    continue;
+                }
+                let mut chosen = weights.iter().rposition(|&w| w > 0.0).unwrap_or(0);
+                let mut cumulative = 0.0;
+                for (c, weight) in weights.iter().enumerate() {
+                    cumulative += weight;
+                    if draw < cumulative && *weight > 0.0 {
+                        chosen = c;
+                        break;
+                    }
+                }
+                let magnitude = weights[chosen].sqrt();
+                let mut blended: Vec<(f64, f64)> =
+                    amplitude.iter().map(|(re, im)| ((1.0 - intensity) * re, (1.0 - intensity) * im)).collect();
+                blended[chosen].0 += intensity * amplitude[chosen].0 / magnitude;
+                blended[chosen].1 += intensity * amplitude[chosen].1 / magnitude;
+                let norm = blended.iter().map(|(re, im)| re * re + im * im).sum::<f64>().sqrt();
+                for (c, (re, im)) in blended.into_iter().enumerate() {
+                    values[index(c)] = (re / norm) as f32;
+                    values[index(d + c)] = (im / norm) as f32;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_data(TensorData::new(values, [batch, channels, height, width]), &device))
+}
+
+/// With probability `chance`, swaps `floor(0.5 * sqrt(H W))` disjoint random pairs of cells,
+/// independently per universe (a gather with a host-drawn permutation; psi stays on the device).
+fn click_out<B: Backend>(psi: Tensor<B, 4>, chance: f64, rng: &mut impl Rng) -> Tensor<B, 4> {
+    let [batch, channels, height, width] = psi.dims();
+    let plane = height * width;
+    if rng.gen::<f64>() >= chance {
+        return psi;
+    }
+    let pairs = click_out_pairs(height, width);
+    let mut source: Vec<i64> = Vec::with_capacity(batch * channels * plane);
+    for _ in 0..batch {
+        let mut permutation: Vec<usize> = (0..plane).collect();
+        // Partial Fisher-Yates: the first 2n entries become 2n distinct random cells.
+        let mut cells: Vec<usize> = (0..plane).collect();
+        for i in 0..2 * pairs {
+            let j = rng.gen_range(i..plane);
+            cells.swap(i, j);
+        }
+        for pair in cells[..2 * pairs].chunks_exact(2) {
+            permutation.swap(pair[0], pair[1]);
+        }
+        for _ in 0..channels {
+            source.extend(permutation.iter().map(|&cell| cell as i64));
+        }
+    }
+    let device = psi.device();
+    let indices = Tensor::<B, 3, Int>::from_data(TensorData::new(source, [batch, channels, plane]), &device);
+    psi.reshape([batch, channels, plane]).gather(2, indices).reshape([batch, channels, height, width])
+}
+
+/// The number of pairs click-out swaps on an H x W grid: `floor(0.5 * sqrt(H W))`.
+pub fn click_out_pairs(height: usize, width: usize) -> usize {
+    (0.5 * ((height * width) as f64).sqrt()).floor() as usize
+}
+
+fn read_floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Vec<f32>> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|error| Error::InvalidArgument(format!("cannot read the state: {error:?}")))
+}
+
+/// The keys each tool takes.
+fn keys(name: &str) -> &'static [&'static str] {
+    match name {
+        "vortex" => &["x", "y", "radius", "m", "strength"],
+        "wave" => &["kx", "ky", "amplitude"],
+        "collapse" => &["x", "y", "radius", "intensity", "seed"],
+        "click-out" => &["enabled", "chance", "seed"],
+        "phase-flip" | "bit-flip" => &["rate", "seed"],
+        _ => &[],
+    }
+}
+
+/// The `key=value` pairs of one spec, checked against the tool's keys.
+struct Params<'a> {
+    tool: &'a str,
+    values: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> Params<'a> {
+    fn parse(tool: &'a str, body: &'a str) -> Result<Self> {
+        let valid = keys(tool);
+        let mut values = BTreeMap::new();
+        for pair in body.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(Error::InvalidArgument(format!(
+                    "{tool}: expected key=value, got '{pair}' (keys: {})",
+                    valid.join(", ")
+                )));
+            };
+            let key = key.trim();
+            if !valid.contains(&key) {
+                return Err(Error::InvalidArgument(format!(
+                    "{tool}: unknown key '{key}'; valid keys: {}",
+                    valid.join(", ")
+                )));
+            }
+            if values.insert(key, value.trim()).is_some() {
+                return Err(Error::InvalidArgument(format!("{tool}: key '{key}' given twice")));
+            }
+        }
+        Ok(Self { tool, values })
+    }
+
+    fn error(&self, key: &str, expected: &str) -> Error {
+        Error::InvalidArgument(format!("{}: {key} must be {expected}, got '{}'", self.tool, self.values[key]))
+    }
+
+    /// A finite number, `None` when absent.
+    fn optional(&self, key: &str) -> Result<Option<f64>> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some(text) => match text.parse::<f64>() {
+                Ok(value) if value.is_finite() => Ok(Some(value)),
+                _ => Err(self.error(key, "a finite number")),
+            },
+        }
+    }
+
+    fn number(&self, key: &str, default: f64) -> Result<f64> {
+        Ok(self.optional(key)?.unwrap_or(default))
+    }
+
+    /// A number in [0, 1].
+    fn fraction(&self, key: &str, default: f64) -> Result<f64> {
+        let value = self.number(key, default)?;
+        if (0.0..=1.0).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error(key, "in [0, 1]"))
+        }
+    }
+
+    fn integer<T: FromStr>(&self, key: &str, default: T, expected: &str) -> Result<T> {
+        match self.values.get(key) {
+            None => Ok(default),
+            Some(text) => text.parse::<T>().map_err(|_| self.error(key, expected)),
+        }
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool> {
+        match self.values.get(key).copied() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(self.error(key, "true or false")),
+        }
+    }
+
+    fn disc(&self) -> Result<Disc> {
+        let radius = self.optional("radius")?;
+        if let Some(radius) = radius {
+            if radius <= 0.0 {
+                return Err(self.error("radius", "positive"));
+            }
+        }
+        Ok(Disc { x: self.optional("x")?, y: self.optional("y")?, radius })
+    }
+
+    fn seed(&self) -> Result<u64> {
+        self.integer("seed", 0, "a non-negative integer")
+    }
+}
+
+impl FromStr for Tool {
+    type Err = Error;
+
+    /// `NAME` or `NAME:key=value,key=value`, e.g. `vortex:x=32,y=32,radius=8,m=2`.
+    fn from_str(text: &str) -> Result<Self> {
+        let (name, body) = text.split_once(':').unwrap_or((text, ""));
+        let name = name.trim();
+        if !TOOL_NAMES.contains(&name) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown tool '{name}': expected one of {} (written NAME:key=value,...)",
+                TOOL_NAMES.join(", ")
+            )));
+        }
+        let params = Params::parse(name, body)?;
+        Ok(match name {
+            "vortex" => Tool::Vortex {
+                disc: params.disc()?,
+                m: params.integer("m", 1, "an integer (the winding number)")?,
+                strength: params.fraction("strength", 1.0)?,
+            },
+            "wave" => Tool::Wave {
+                kx: params.number("kx", 0.25)?,
+                ky: params.number("ky", 0.0)?,
+                amplitude: params.fraction("amplitude", 1.0)?,
+            },
+            "collapse" => Tool::Collapse {
+                disc: params.disc()?,
+                intensity: params.fraction("intensity", 1.0)?,
+                seed: params.seed()?,
+            },
+            "click-out" => Tool::ClickOut {
+                enabled: params.boolean("enabled", true)?,
+                chance: params.fraction("chance", 0.1)?,
+                seed: params.seed()?,
+            },
+            "phase-flip" => Tool::PhaseFlip { rate: params.fraction("rate", 0.05)?, seed: params.seed()? },
+            _ => Tool::BitFlip { rate: params.fraction("rate", 0.05)?, seed: params.seed()? },
+        })
+    }
+}
+
+impl fmt::Display for Tool {
+    /// The spec, with every key that is set (parses back to the same tool).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let disc = |disc: &Disc| {
+            [("x", disc.x), ("y", disc.y), ("radius", disc.radius)]
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|value| format!("{key}={value},")))
+                .collect::<String>()
+        };
+        write!(f, "{}:", self.name())?;
+        match self {
+            Tool::Vortex { disc: d, m, strength } => write!(f, "{}m={m},strength={strength}", disc(d)),
+            Tool::Wave { kx, ky, amplitude } => write!(f, "kx={kx},ky={ky},amplitude={amplitude}"),
+            Tool::Collapse { disc: d, intensity, seed } => write!(f, "{}intensity={intensity},seed={seed}", disc(d)),
+            Tool::ClickOut { enabled, chance, seed } => write!(f, "enabled={enabled},chance={chance},seed={seed}"),
+            Tool::PhaseFlip { rate, seed } | Tool::BitFlip { rate, seed } => write!(f, "rate={rate},seed={seed}"),
+        }
+    }
+}
