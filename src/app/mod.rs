@@ -6,10 +6,12 @@
 //! that uses it.
 
 pub mod bench;
+pub mod import;
 pub mod run;
 pub mod train;
 
 pub use bench::{bench, BenchOptions, BenchRecord};
+pub use import::{import, ImportOptions, ImportReport};
 pub use run::{run, RunOptions, RunReport};
 pub use train::{train, TrainOptions, TrainReport};
 

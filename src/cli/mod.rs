@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod devices;
+mod import;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Probe every compiled backend and report which start, and why the others do not.
     Devices(devices::DevicesArgs),
+    /// Convert a checkpoint of the PyTorch lab (.pth/.pt/.safetensors) into a model directory.
+    Import(import::ImportArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
     Bench(bench::BenchArgs),
 }
@@ -34,6 +37,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
+        Command::Import(args) => import::import(args),
     }
 }
 

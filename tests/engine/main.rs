@@ -4,5 +4,6 @@ mod cli;
 mod devices;
 mod dynamics;
 mod files;
+mod import;
 mod pytorch_reference;
 mod support;
