@@ -198,19 +198,35 @@ pub fn strip_wrappers(mut name: &str) -> &str {
     name
 }
 
-/// Reads every entry of a zip file to its end, which checks its CRC. Not a zip: nothing to do
-/// (legacy pickles are handled, and rejected, by the PyTorch reader).
+/// Reads every entry of a zip file to its end, which checks its CRC, and checks that its name
+/// in the central directory is the one in its local header (neither is checksummed, and a
+/// storage whose name no longer matches would be read as zeros). Not a zip: nothing to do
+/// (legacy pickles are handled, and bad ones rejected, by the PyTorch reader).
 fn verify_zip_entries(file: &Path, path: &Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
     let handle = std::fs::File::open(file).map_err(|error| Error::io(path, error))?;
     let Ok(mut archive) = zip::ZipArchive::new(std::io::BufReader::new(handle)) else {
         return Ok(());
     };
+    let mut raw = std::fs::File::open(file).map_err(|error| Error::io(path, error))?;
     let mut sink = [0u8; 64 * 1024];
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
             .map_err(|error| Error::format(path, format!("corrupt zip entry {index}: {error}")))?;
         let name = entry.name().to_string();
+        // Local file header: 30 fixed bytes (name length at 26), then the name.
+        let central = entry.name_raw().to_vec();
+        let mut header = [0u8; 30];
+        let mut local = vec![0u8; central.len()];
+        let local_matches = raw
+            .seek(SeekFrom::Start(entry.header_start()))
+            .and_then(|_| raw.read_exact(&mut header))
+            .and_then(|_| raw.read_exact(&mut local))
+            .is_ok_and(|()| u16::from_le_bytes([header[26], header[27]]) as usize == central.len() && local == central);
+        if !local_matches {
+            return Err(Error::format(path, format!("corrupt zip entry '{name}': its two recorded names differ")));
+        }
         loop {
             match entry.read(&mut sink) {
                 Ok(0) => break,

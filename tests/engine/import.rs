@@ -442,10 +442,11 @@ fn the_import_command_says_what_it_inferred_or_fails_in_one_line() {
 
     let bad_file = dir.join("garbage.pth");
     std::fs::write(&bad_file, b"not a checkpoint at all").unwrap();
+    let (other_x, other_y) = (dir.join("x"), dir.join("y"));
     let cases: [(Vec<&str>, &str); 4] = [
         (vec!["import", checkpoint.to_str().unwrap(), "--out", out.to_str().unwrap()], "--force"),
-        (vec!["import", checkpoint.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap(), "--arch", "mlp"], "--arch mlp does not match"),
-        (vec!["import", bad_file.to_str().unwrap(), "--out", dir.join("y").to_str().unwrap()], "garbage.pth"),
+        (vec!["import", checkpoint.to_str().unwrap(), "--out", other_x.to_str().unwrap(), "--arch", "mlp"], "--arch mlp does not match"),
+        (vec!["import", bad_file.to_str().unwrap(), "--out", other_y.to_str().unwrap()], "garbage.pth"),
         (vec!["run", "--device", "cpu", "--weights", bad_file.to_str().unwrap()], "garbage.pth"),
     ];
     for (args, needle) in cases {
