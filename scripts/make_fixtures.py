@@ -11,6 +11,15 @@ For each architecture:
   pytorch/ARCH_checkpoint.pth  the weights inside a training checkpoint dict, as the lab's
                                trainer writes it (see CHECKPOINTS below)
 
+and, for the import tests, the same weights wrapped the other ways a user's file can be:
+  pytorch/{unet,mlp}_compiled.pt  bare state_dict with torch.compile's `_orig_mod.` prefix (the
+                                  other architectures' checkpoints already carry it)
+  pytorch/mlp_dataparallel.pt     bare state_dict with DataParallel's `module.` prefix
+  pytorch/mlp_legacy.pth          the pre-1.6 (non-zip) serialization
+  pytorch/mlp_f64.pth, mlp_f16.pth, mlp_bf16.pth   the weights in other float dtypes
+  pytorch/mlp_int.pth             the weights plus an int64 tensor `step` (must be rejected)
+  pytorch/mlp_module.pth          a whole pickled nn.Module rather than a state_dict (rejected)
+
 The reference runs in float64 from the f32 values that are stored, so the fixtures measure the
 engine's f32 arithmetic against exact maths rather than against another f32 implementation.
 The learned term is made to matter: outc is scaled far above its N(0, 1e-5) initialisation and
@@ -69,6 +78,21 @@ def make_model(arch, seed):
     return model.float(), hidden
 
 
+def write_variants(arch, model, weights):
+    out = os.path.join(OUT, "pytorch")
+    if arch in ("unet", "mlp"):
+        torch.save({"_orig_mod." + k: v for k, v in weights.items()},
+                   os.path.join(out, f"{arch}_compiled.pt"))
+    if arch != "mlp":
+        return
+    torch.save({"module." + k: v for k, v in weights.items()}, os.path.join(out, "mlp_dataparallel.pt"))
+    torch.save(weights, os.path.join(out, "mlp_legacy.pth"), _use_new_zipfile_serialization=False)
+    for name, dtype in (("f64", torch.float64), ("f16", torch.float16), ("bf16", torch.bfloat16)):
+        torch.save({k: v.to(dtype) for k, v in weights.items()}, os.path.join(out, f"mlp_{name}.pth"))
+    torch.save(dict(weights, step=torch.tensor(3)), os.path.join(out, "mlp_int.pth"))
+    torch.save(model, os.path.join(out, "mlp_module.pth"))
+
+
 def relative_error(a, b):
     return (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
 
@@ -95,6 +119,8 @@ def main():
         save_file(weights, os.path.join(OUT, f"{arch}.safetensors"),
                   metadata={"arch": arch, "d_state": str(D_STATE), "hidden": str(hidden)})
         torch.save(weights, os.path.join(OUT, "pytorch", f"{arch}.pth"))
+
+        write_variants(arch, model, weights)
 
         key, compiled = CHECKPOINTS[arch]
         prefix = "_orig_mod." if compiled else ""

@@ -46,6 +46,18 @@ pub enum Error {
     #[error("{}: tensor '{name}' has dtype {found}, expected a floating-point dtype ({expected})", path.display())]
     DType { path: PathBuf, name: String, found: String, expected: String },
 
+    /// A weights file whose tensors match no architecture of the registry.
+    #[error("{}: cannot tell the architecture: {reason}", path.display())]
+    UnknownLayout { path: PathBuf, reason: String },
+
+    /// A flag (`--arch`, `--d-state`, `--hidden`) that the tensors of a weights file contradict.
+    #[error("{}: {flag} {given} does not match the file: tensor '{tensor}' {found}", path.display())]
+    FlagMismatch { path: PathBuf, flag: String, given: String, tensor: String, found: String },
+
+    /// An output that exists and holds files, which an operation will not replace silently.
+    #[error("{}: already exists and is not empty (pass --force to replace it)", path.display())]
+    OutputExists { path: PathBuf },
+
     /// A loaded state or weight tensor holds NaN or infinity.
     #[error("{}: tensor '{name}' holds {count} non-finite value(s) (NaN or infinity)", path.display())]
     NonFinite { path: PathBuf, name: String, count: usize },

@@ -7,11 +7,13 @@
 
 pub mod bench;
 pub mod eval;
+pub mod import;
 pub mod run;
 pub mod train;
 
 pub use bench::{bench, BenchOptions, BenchRecord};
 pub use eval::{evaluate, EvalOptions, EvalReport};
+pub use import::{import, ImportOptions, ImportReport};
 pub use run::{run, RunOptions, RunReport};
 pub use train::{train, TrainOptions, TrainReport, TrainStart};
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use atheria::backend::{DeviceReport, DeviceRequest};
 use atheria::io::model_dir::ModelSource;
+use atheria::models::infer::ConfigHints;
 use atheria::models::{Architecture, ModelConfig};
 use clap::Args;
 
@@ -53,13 +54,13 @@ pub struct ModelArgs {
     #[arg(long, conflicts_with = "weights")]
     pub model: Option<PathBuf>,
 
-    /// PyTorch weights (.pth, .pt or .safetensors with the lab's names); needs --arch,
-    /// --d-state and --hidden.
+    /// PyTorch weights (.pth, .pt or .safetensors with the lab's names); the architecture and
+    /// sizes are inferred from the tensors unless --arch, --d-state or --hidden say otherwise.
     #[arg(long)]
     pub weights: Option<PathBuf>,
 
     /// Architecture: unet, unet-unitary, unet-unitary-rmsnorm, unet-convlstm or mlp. Without
-    /// --weights, builds an untrained seeded model.
+    /// --weights, builds an untrained seeded model (with --d-state and --hidden).
     #[arg(long, value_parser = parse_arch)]
     pub arch: Option<Architecture>,
 
@@ -90,23 +91,18 @@ impl ModelArgs {
             }
             return Ok(ModelSource::Dir(dir.clone()));
         }
-        let config = match architecture_flags {
+        if let Some(path) = &self.weights {
+            let hints = ConfigHints { arch: self.arch, d_state: self.d_state, hidden: self.hidden };
+            return Ok(ModelSource::Weights { path: path.clone(), hints });
+        }
+        Ok(match architecture_flags {
             (Some(arch), Some(d_state), Some(hidden)) => {
                 let config = ModelConfig::new(arch, d_state, hidden);
                 config.validate()?;
-                Some(config)
+                ModelSource::Seeded { config, seed: self.model_seed }
             }
-            (None, None, None) => None,
+            (None, None, None) => ModelSource::Default,
             _ => bail!("--arch, --d-state and --hidden go together"),
-        };
-        Ok(match (&self.weights, config) {
-            (Some(path), Some(config)) => ModelSource::Weights { path: path.clone(), config },
-            (Some(path), None) => bail!(
-                "--weights {} needs --arch, --d-state and --hidden (or convert it once with `atheria import`)",
-                path.display()
-            ),
-            (None, Some(config)) => ModelSource::Seeded { config, seed: self.model_seed },
-            (None, None) => ModelSource::Default,
         })
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod devices;
 mod eval;
+mod import;
 mod run;
 mod train;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Probe every compiled backend and report which start, and why the others do not.
     Devices(devices::DevicesArgs),
+    /// Convert a checkpoint of the PyTorch lab (.pth/.pt/.safetensors) into a model directory.
+    Import(import::ImportArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
     Bench(bench::BenchArgs),
 }
@@ -42,6 +45,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::eval(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
+        Command::Import(args) => import::import(args),
     }
 }
 

@@ -11,6 +11,7 @@ use super::{read_file, write_atomic};
 use crate::error::{Error, Result};
 use crate::guard::catch_silently;
 use crate::kernels::EngineBackend;
+use crate::models::infer::{resolve, ConfigHints};
 use crate::models::{Law, Model, ModelConfig};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -125,8 +126,9 @@ pub enum ModelSource {
     Default,
     /// A model directory (`config.json` + `model.mpk`).
     Dir(std::path::PathBuf),
-    /// PyTorch-named weights (`.pth`, `.pt`, `.safetensors`) for an architecture.
-    Weights { path: std::path::PathBuf, config: ModelConfig },
+    /// PyTorch-named weights (`.pth`, `.pt`, `.safetensors`); what `hints` leaves open is
+    /// inferred from the tensors.
+    Weights { path: std::path::PathBuf, hints: ConfigHints },
     /// A fresh seeded initialisation.
     Seeded { config: ModelConfig, seed: u64 },
 }
@@ -137,9 +139,13 @@ impl ModelSource {
         match self {
             ModelSource::Default => default_model(device),
             ModelSource::Dir(dir) => load_model(dir, device),
-            ModelSource::Weights { path, config } => {
+            ModelSource::Weights { path, hints } => {
                 let weights = crate::io::weights::WeightFile::read(path)?;
-                Model::from_weights(config.clone(), &weights, device)
+                let resolved = resolve(&weights, hints)?;
+                for note in &resolved.notes {
+                    tracing::info!("{note}");
+                }
+                Model::from_weights(resolved.config, &weights, device)
             }
             ModelSource::Seeded { config, seed } => Model::seeded(config.clone(), *seed, device),
         }

@@ -65,8 +65,12 @@ pub fn save_state(path: &Path, state: &HostState) -> Result<()> {
 /// Reads and validates a state file: f32 `re` and `im` of equal rank-4 shape (a rank-3
 /// [H, W, d] file is read as a batch of one), finite values, and a consistent memory.
 pub fn load_state(path: &Path) -> Result<HostState> {
-    let bytes = read_file(path)?;
-    let parsed = SafeTensors::deserialize(&bytes)
+    parse_state(path, &read_file(path)?)
+}
+
+/// [`load_state`] on the bytes of a state file; `path` is what errors report.
+pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
+    let parsed = SafeTensors::deserialize(bytes)
         .map_err(|error| Error::format(path, format!("not a valid safetensors state: {error}")))?;
     let read = |name: &str| -> Result<Option<HostTensor>> {
         let view = match parsed.tensor(name) {
@@ -145,7 +149,7 @@ pub fn load_state(path: &Path) -> Result<HostState> {
         (None, None) => None,
         _ => return Err(Error::format(path, "a state needs both 'h' and 'c', or neither")),
     };
-    let step = parsed_step(&bytes);
+    let step = parsed_step(bytes);
     Ok(HostState { re, im, memory, step })
 }
 

@@ -4,6 +4,7 @@
 //! state_dicts load by name: the U-Net (GroupNorm or RMSNorm blocks, optionally with a ConvLSTM
 //! memory at the bottleneck) and the per-cell MLP.
 
+pub mod infer;
 pub mod layers;
 pub mod params;
 mod mlp;

@@ -104,9 +104,12 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let fixture = fixtures().join("unet.safetensors");
     assert_fails_with(
         &["run", "--device", "cpu", "--weights", fixture.to_str().unwrap(), "--arch", "unet", "--d-state", "3", "--hidden", "8"],
-        "'inc.conv_block.0.weight' has shape [7, 6, 3, 3], expected [8, 6, 3, 3]",
+        "--hidden 8 does not match the file: tensor 'inc.conv_block.0.weight' has shape [7, 6, 3, 3]: hidden 7",
     );
-    assert_fails_with(&["run", "--device", "cpu", "--weights", fixture.to_str().unwrap()], "needs --arch");
+    assert_fails_with(
+        &["run", "--device", "cpu", "--weights", fixture.to_str().unwrap(), "--arch", "mlp"],
+        "--arch mlp does not match the file",
+    );
 
     let corrupt = dir.join("corrupt.pth");
     std::fs::write(&corrupt, b"PK\x03\x04 not really a zip").unwrap();

@@ -6,6 +6,7 @@ mod dynamics;
 mod files;
 mod observables;
 mod pictures;
+mod import;
 mod pytorch_reference;
 mod support;
 mod tools;
