@@ -284,7 +284,7 @@ impl<B: EngineBackend> Model<B> {
             )));
         }
         let tensors = names.into_iter().zip(values).map(|((name, _), (_, tensor))| (name, tensor)).collect();
-        Ok(WeightFile { path: path.to_path_buf(), tensors })
+        Ok(WeightFile { path: path.to_path_buf(), tensors, origin: Default::default() })
     }
 }
 

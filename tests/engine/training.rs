@@ -430,3 +430,36 @@ fn training_runs_on_wgpu() {
     let before: Vec<HostTensor> = untrained.export_weights(&out).unwrap().tensors.into_values().collect();
     assert_ne!(weights_of(&resolve(&out, LAST).unwrap()), before, "three AdamW steps on wgpu changed nothing");
 }
+
+#[test]
+fn the_shipped_model_beats_its_untrained_initialisation() {
+    use atheria::app::EvalOptions;
+    use atheria::io::model_dir::ModelSource;
+
+    let evaluate = |model: ModelSource| {
+        let options = EvalOptions {
+            model,
+            device: DeviceRequest::Cpu,
+            strict_device: true,
+            grid: 32,
+            steps: 40,
+            universes: 2,
+            seed: 3,
+            loss: LossKind::Evolutionary,
+            gamma: None,
+        };
+        app::evaluate(&options, &|_| {}).unwrap()
+    };
+    let trained = evaluate(ModelSource::Default);
+    let untrained = evaluate(ModelSource::Seeded { config: ModelConfig::new(Architecture::Unet, 8, 16), seed: 0 });
+    assert!(
+        trained.loss < 0.8 * untrained.loss,
+        "shipped {:.4} vs untrained {:.4}",
+        trained.loss,
+        untrained.loss
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(atheria::io::model_dir::DEFAULT_MODEL_CONFIG).unwrap();
+    assert_eq!(config["trained"], true);
+    assert!(config["provenance"]["trained_with"].as_str().unwrap().starts_with("atheria train"));
+}
