@@ -58,7 +58,8 @@ impl ReduceOnPlateau {
         };
         self.average = Some(average);
         // Relative improvement on the magnitude, so that negative losses behave too.
-        if average < self.best - self.threshold * self.best.abs() {
+        // The first average always counts as an improvement (inf - inf would be NaN).
+        if !self.best.is_finite() || average < self.best - self.threshold * self.best.abs() {
             self.best = average;
             self.episodes_without_improvement = 0;
         } else {
