@@ -239,6 +239,11 @@ fn serialize_display<S: serde::Serializer, T: fmt::Display>(
 }
 
 impl DeviceReport {
+    /// The report of a request that has not been through selection yet.
+    pub fn unselected(requested: DeviceRequest) -> Self {
+        Self { requested, selected: None, selected_device: None, attempts: Vec::new() }
+    }
+
     /// True when the selected backend is not what was explicitly asked for.
     pub fn fell_back(&self) -> bool {
         let wanted = match self.requested {

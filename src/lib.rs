@@ -25,6 +25,7 @@ pub mod noise;
 pub mod observables;
 pub mod plot;
 pub mod render;
+pub mod sparse;
 pub mod state;
 pub mod tools;
 pub mod training;

@@ -9,13 +9,33 @@ pub mod bench;
 pub mod eval;
 pub mod import;
 pub mod run;
+pub mod sparse;
 pub mod train;
 
 pub use bench::{bench, BenchOptions, BenchRecord};
 pub use eval::{evaluate, EvalOptions, EvalReport};
 pub use import::{import, ImportOptions, ImportReport};
 pub use run::{run, RunOptions, RunReport};
+pub use sparse::{SparseRunOptions, SparseRunSummary};
 pub use train::{train, TrainOptions, TrainReport, TrainStart};
+
+use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
+use crate::error::Result;
+
+/// Selects a device for `request` with the guarded constructor (`strict`: no fallback), shows
+/// its report to `on_device` before the possibly long job starts, and runs `job` on it.
+pub(crate) fn run_on_device<T, J: BackendJob<Output = Result<T>>>(
+    request: DeviceRequest,
+    strict: bool,
+    on_device: &dyn Fn(&DeviceReport),
+    job: J,
+) -> Result<(T, DeviceReport)> {
+    let select = SelectOptions { strict, ..SelectOptions::default() };
+    let selection = select_device(request, &select)?;
+    on_device(&selection.report);
+    let output = selection.device.run(job)?;
+    Ok((output, selection.report))
+}
 
 /// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).
 pub(crate) fn progress_bar(length: u64, what: &str, visible: bool) -> indicatif::ProgressBar {

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use burn::tensor::{ElementConversion, Tensor};
 
-use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
+use super::sparse::{SparseRunJob, SparseRunOptions, SparseRunSummary};
+use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::io::model_dir::ModelSource;
 use crate::io::state_file::{load_state, save_state, HostState};
@@ -46,6 +47,8 @@ pub struct RunOptions {
     pub density_threshold: f64,
     /// Tools and when they act.
     pub tools: Vec<ScheduledTool>,
+    /// Run the sparse engine on an unbounded universe instead of a dense grid.
+    pub sparse: Option<SparseRunOptions>,
     pub progress: bool,
 }
 
@@ -69,6 +72,7 @@ impl Default for RunOptions {
             metrics: None,
             density_threshold: 0.5,
             tools: Vec::new(),
+            sparse: None,
             progress: false,
         }
     }
@@ -89,13 +93,31 @@ pub struct RunReport {
     pub frames: usize,
     /// Tool applications (a click-out counts every step it is active).
     pub tool_applications: usize,
-    /// Mean `sum_c |delta_c|^2` per cell of the last step.
+    /// Mean `sum_c |delta_c|^2` per cell of the last step (dense runs).
     pub mean_update_energy: f64,
+    /// What a sparse run did.
+    pub sparse: Option<SparseRunSummary>,
 }
 
 impl RunReport {
     /// One line for the terminal.
     pub fn summary(&self) -> String {
+        if let Some(sparse) = &self.sparse {
+            let last = sparse.steps.last().copied().unwrap_or_default();
+            return format!(
+                "ran {} sparse steps of {} on {} in {:.2} s ({:.2} steps/s); {} tiles stored, {} matter cells; \
+                 peak tile memory {:.1} MiB; frames of {}",
+                self.steps,
+                self.model,
+                self.backend,
+                self.seconds,
+                self.steps as f64 / self.seconds.max(1e-9),
+                last.stored_tiles,
+                last.matter_cells,
+                sparse.peak_stored_bytes as f64 / (1024.0 * 1024.0),
+                sparse.window,
+            );
+        }
         format!(
             "ran {} steps of {} on {} at {}x{} x{} in {:.2} s ({:.2} steps/s); mean |delta|^2 {:.3e}",
             self.steps,
@@ -136,11 +158,18 @@ pub fn run(options: &RunOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<Ru
             )));
         }
     }
-    let select = SelectOptions { strict: options.strict_device, ..SelectOptions::default() };
-    let selection = select_device(options.device, &select)?;
-    on_device(&selection.report);
-    let mut report = selection.device.run(RunJob { options })?;
-    report.device = selection.report;
+    if let Some(sparse) = &options.sparse {
+        super::sparse::check(options, sparse)?;
+        let job = SparseRunJob { options, sparse };
+        let ((mut report, summary), device) =
+            super::run_on_device(options.device, options.strict_device, on_device, job)?;
+        report.sparse = Some(summary);
+        report.device = device;
+        return Ok(report);
+    }
+    let (mut report, device) =
+        super::run_on_device(options.device, options.strict_device, on_device, RunJob { options })?;
+    report.device = device;
     Ok(report)
 }
 
@@ -207,19 +236,8 @@ impl BackendJob for RunJob<'_> {
             save_state(path, &simulation.universe.to_host()?)?;
         }
         Ok(RunReport {
-            device: DeviceReport {
-                requested: options.device,
-                selected: None,
-                selected_device: None,
-                attempts: vec![],
-            },
-            model: format!(
-                "{} d{} h{} ({})",
-                config.arch,
-                config.d_state,
-                config.hidden_channels,
-                options.model.describe()
-            ),
+            device: DeviceReport::unselected(options.device),
+            model: describe_model(&config, &options.model),
             backend: B::engine_name(),
             grid: (height, width),
             batch,
@@ -228,8 +246,14 @@ impl BackendJob for RunJob<'_> {
             frames,
             tool_applications,
             mean_update_energy,
+            sparse: None,
         })
     }
+}
+
+/// `unet d8 h16 (where it came from)`.
+pub(super) fn describe_model(config: &crate::models::ModelConfig, source: &ModelSource) -> String {
+    format!("{} d{} h{} ({})", config.arch, config.d_state, config.hidden_channels, source.describe())
 }
 
 /// Generates, loads or tiles the initial state.

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use atheria::app::{self, RunOptions};
+use atheria::app::{self, RunOptions, SparseRunOptions};
+use atheria::sparse::{self, MatterSeed, Region, SparseConfig};
 use atheria::observables::View;
 use atheria::state::InitialState;
 use atheria::tools::{ScheduledTool, Tool};
@@ -82,6 +83,34 @@ pub struct RunArgs {
     /// click-out acts after every step from STEP on. Tools without one act from step 0.
     #[arg(long, value_name = "STEP")]
     pub tool_at: Vec<u64>,
+
+    /// Run the sparse engine: an unbounded universe that stores only the tiles holding matter,
+    /// over a deterministic vacuum. Matter comes from --seed-matter; frames show --window.
+    #[arg(long)]
+    pub sparse: bool,
+
+    /// Sparse: tile side in cells (a multiple of 4).
+    #[arg(long, default_value_t = sparse::DEFAULT_TILE, requires = "sparse")]
+    pub tile: usize,
+
+    /// Sparse: blobs of matter, x,y,radius[;x,y,radius...] (random complex cells in a disc).
+    /// Repeatable.
+    #[arg(long, value_name = "X,Y,R[;...]", requires = "sparse", allow_hyphen_values = true)]
+    pub seed_matter: Vec<String>,
+
+    /// Sparse: the region frames show, X,Y,WxH (top-left cell and size). Default: a window of
+    /// --grid (64) centred on the first blob.
+    #[arg(long, value_name = "X,Y,WxH", requires = "sparse", allow_hyphen_values = true)]
+    pub window: Option<String>,
+
+    /// Sparse: a cell holds matter when the L1 distance of its channel densities |psi_c|^2
+    /// from the vacuum's (1/d each) exceeds this.
+    #[arg(long, default_value_t = sparse::DEFAULT_MATTER_THRESHOLD, requires = "sparse")]
+    pub matter_threshold: f64,
+
+    /// Sparse: seed of the vacuum.
+    #[arg(long, default_value_t = 0, requires = "sparse")]
+    pub vacuum_seed: u64,
 }
 
 pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
@@ -89,6 +118,22 @@ pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
     let views = args.view.iter().map(|name| name.parse::<View>()).collect::<Result<Vec<_>, _>>()?;
     let tools = args.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
     let tools = ScheduledTool::pair(tools, &args.tool_at)?;
+    let sparse = if args.sparse {
+        let mut seeds = Vec::new();
+        for spec in &args.seed_matter {
+            seeds.extend(MatterSeed::parse_list(spec)?);
+        }
+        let window = args.window.as_deref().map(str::parse::<Region>).transpose()?;
+        let config = SparseConfig {
+            tile: args.tile,
+            threshold: args.matter_threshold,
+            vacuum_seed: args.vacuum_seed,
+            ..SparseConfig::default()
+        };
+        Some(SparseRunOptions { config, seeds, window })
+    } else {
+        None
+    };
     let options = RunOptions {
         model: args.model.source()?,
         device: args.device.device,
@@ -107,6 +152,7 @@ pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
         metrics: args.metrics.clone(),
         density_threshold: args.density_threshold,
         tools,
+        sparse,
         progress: true,
     };
     let report = app::run(&options, &|device| args.device.print_report(device, verbose))?;

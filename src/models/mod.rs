@@ -78,6 +78,39 @@ impl Architecture {
     pub fn has_memory(self) -> bool {
         matches!(self, Architecture::UnetConvlstm)
     }
+
+    /// How far, in cells, one step can carry information: an output cell depends on input
+    /// cells at most this far away (Chebyshev distance), counting the convolutions only (the
+    /// U-Net's norm layers couple the whole grid through their statistics). 0 for the MLP.
+    ///
+    /// Walks the U-Net's graph backwards along one axis: the input cells that one output
+    /// cell reads, through every 3x3 convolution (one cell more each side at its resolution),
+    /// transposed convolution (the coarse cell under a fine one), pooling (two fine cells per
+    /// coarse one) and skip connection (the union of both branches), for the four alignments
+    /// of the cell with the pooling grid. 31 cells for the U-Nets, 35 with the ConvLSTM.
+    pub fn receptive_radius(self) -> usize {
+        if !self.is_unet() {
+            return 0;
+        }
+        type Span = (i64, i64);
+        let conv = |(a, b): Span, count: i64| (a - count, b + count);
+        let under = |(a, b): Span| (a.div_euclid(2), b.div_euclid(2));
+        let pooled = |(a, b): Span| (2 * a, 2 * b + 1);
+        let union = |(a, b): Span, (c, d): Span| (a.min(c), b.max(d));
+        let gates = i64::from(self.has_memory());
+        (0..4i64)
+            .map(|cell| {
+                let cat2 = conv((cell, cell), 2); // conv_up2 reads cat[up2(u1), x1]
+                let cat1 = conv(under(cat2), 2); // conv_up1 reads cat[up1(x4), x2]
+                let x3 = conv(under(cat1), 2 + gates); // bot (after the gates) reads x3
+                let x2 = union(cat1, pooled(conv(x3, 2))); // down2 reads pooled x2
+                let x1 = union(cat2, pooled(conv(x2, 2))); // down1 reads pooled x1
+                let input = conv(x1, 2); // inc
+                (cell - input.0).max(input.1 - cell) as usize
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 impl fmt::Display for Architecture {

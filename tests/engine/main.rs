@@ -8,6 +8,7 @@ mod observables;
 mod pictures;
 mod import;
 mod pytorch_reference;
+mod sparse;
 mod support;
 mod tools;
 mod training;
