@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
-use crate::dynamics::step;
+use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
+use crate::dynamics::Simulation;
 use crate::error::Result;
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
@@ -53,10 +53,9 @@ impl EvalReport {
 }
 
 pub fn evaluate(options: &EvalOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<EvalReport> {
-    let select = SelectOptions { strict: options.strict_device, ..SelectOptions::default() };
-    let selection = select_device(options.device, &select)?;
-    on_device(&selection.report);
-    selection.device.run(EvalJob { options })
+    let (report, _) =
+        super::run_on_device(options.device, options.strict_device, on_device, EvalJob { options })?;
+    Ok(report)
 }
 
 struct EvalJob<'a> {
@@ -71,7 +70,6 @@ impl BackendJob for EvalJob<'_> {
         let model = options.model.load::<B>(&device)?;
         check_grid(model.config.arch, options.grid, options.grid)?;
         let gamma = options.gamma.unwrap_or(model.config.gamma);
-        crate::models::check_gamma(gamma)?;
         let host = generate(
             &InitialState::Random,
             options.universes.max(1),
@@ -80,13 +78,13 @@ impl BackendJob for EvalJob<'_> {
             model.config.d_state,
             options.seed,
         )?;
-        let psi0 = Universe::<B>::from_host(&host, &device).psi;
-        let (mut psi, mut memory) = (psi0.clone(), None);
-        let unitary = model.config.arch.is_unitary();
+        let universe = Universe::<B>::from_host(&host, &device);
+        let psi0 = universe.psi.clone();
+        let mut simulation = Simulation::new(model, universe, gamma)?;
         for _ in 0..options.steps {
-            let output = step(&model.law, unitary, gamma, psi, memory);
-            (psi, memory) = (output.psi, output.memory);
+            simulation.step();
         }
+        let psi = simulation.universe.psi;
         let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values();
         Ok(EvalReport {
             model: options.model.describe(),

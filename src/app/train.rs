@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 
-use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
+use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::EngineBackend;
@@ -79,11 +79,9 @@ impl TrainReport {
 
 /// Trains as `options` say. The device report goes to `on_device` before training starts.
 pub fn train(options: &TrainOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<TrainReport> {
-    let select = SelectOptions { strict: options.strict_device, ..SelectOptions::default() };
-    let selection = select_device(options.device, &select)?;
-    on_device(&selection.report);
-    let mut report = selection.device.run(TrainJob { options })?;
-    report.device = Some(selection.report);
+    let (mut report, device) =
+        super::run_on_device(options.device, options.strict_device, on_device, TrainJob { options })?;
+    report.device = Some(device);
     Ok(report)
 }
 
