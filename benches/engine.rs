@@ -13,7 +13,7 @@
 //!
 //! Sizes: the CPU runs grids 32 to 256 with batch 1 and 4. wgpu on a software Vulkan driver
 //! (lavapipe) is about ten times slower than the CPU backend, so it runs 32 and 64 unless a
-//! hardware adapter is found; CUDA runs everything.
+//! hardware adapter is found, and skips the sparse engine; CUDA runs everything.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use atheria::backend::{select_device, BackendJob, DeviceRequest, SelectOptions, SelectedDevice};
 use atheria::models::{Architecture, Model, ModelConfig};
 use atheria::observables;
+use atheria::sparse::{Region, SparseConfig, SparseUniverse};
 use atheria::state::{generate, InitialState, Universe};
 use atheria::training::loss::{self, LossKind, LossWeights};
 use atheria::training::{TrainConfig, Trainer};
@@ -38,6 +39,8 @@ fn laws() -> Vec<ModelConfig> {
 struct Sizes {
     grids: Vec<usize>,
     batches: Vec<usize>,
+    /// Whether to measure the sparse engine (too slow for a software driver).
+    sparse: bool,
 }
 
 struct EngineBenches<'a> {
@@ -139,11 +142,88 @@ impl BackendJob for EngineBenches<'_> {
             })
         });
         group.finish();
+
+        if sizes.sparse {
+            sparse_benches::<B>(criterion, name, &device);
+        }
     }
 }
 
+/// The sparse engine: conversions and the vacuum at 256x256 and 1024x1024 views, and a step
+/// over a 512x512 universe at several occupancies next to the dense step of the same extent
+/// (throughput in universe cells, so the figures compare directly).
+fn sparse_benches<B: EngineBackend>(criterion: &mut Criterion, name: &str, device: &B::Device) {
+    let mut group = criterion.benchmark_group(format!("sparse/{name}"));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let d_state = 8;
+    let config = SparseConfig { tile: 64, ..SparseConfig::default() };
+    for side in [256usize, 1024] {
+        let region = Region::new(-(side as i64) / 2, 17, side, side);
+        let host = generate(&InitialState::Random, 1, side, side, d_state, 2).unwrap();
+        let grid = Universe::<B>::from_host(&host, device).psi;
+        let mut universe = SparseUniverse::<B>::new(config, d_state, device).unwrap();
+        universe.from_dense(grid.clone(), region.x, region.y).unwrap();
+        sync::<B>(device);
+        group.throughput(Throughput::Elements((side * side) as u64));
+        group.bench_function(BenchmarkId::new("to_dense", side), |bench| {
+            bench.iter(|| {
+                let dense = universe.to_dense(region).unwrap();
+                sync::<B>(device);
+                black_box(dense)
+            })
+        });
+        group.bench_function(BenchmarkId::new("from_dense", side), |bench| {
+            bench.iter(|| {
+                universe.from_dense(grid.clone(), region.x, region.y).unwrap();
+                sync::<B>(device);
+            })
+        });
+        let vacuum = *universe.vacuum();
+        group.bench_function(BenchmarkId::new("vacuum", side), |bench| {
+            bench.iter(|| {
+                let tensor = vacuum.tensor::<B>(region, 3, device);
+                sync::<B>(device);
+                black_box(tensor)
+            })
+        });
+    }
+
+    let model = Model::<B>::seeded(ModelConfig::new(Architecture::Unet, d_state, 16), 0, device).unwrap();
+    let side = 512;
+    group.throughput(Throughput::Elements((side * side) as u64));
+    let host = generate(&InitialState::Random, 1, side, side, d_state, 4).unwrap();
+    let dense = Universe::<B>::from_host(&host, device).psi;
+    group.bench_function(BenchmarkId::new("dense_step_unet", side), |bench| {
+        bench.iter(|| {
+            let output = step(&model.law, false, GAMMA, dense.clone(), None);
+            sync::<B>(device);
+            black_box(output.psi)
+        })
+    });
+    // Matter in a square block of 1, 4 or 16 of the universe's 64 tiles.
+    for block in [1usize, 2, 4] {
+        let mut universe = SparseUniverse::<B>::new(config, d_state, device).unwrap();
+        let host = generate(&InitialState::Random, 1, 64 * block, 64 * block, d_state, 5).unwrap();
+        universe.from_dense(Universe::<B>::from_host(&host, device).psi, 0, 0).unwrap();
+        let id = BenchmarkId::new(format!("sparse_step_unet/{}_of_64_tiles", block * block), side);
+        group.bench_function(id, |bench| {
+            bench.iter_batched(
+                || universe.clone(),
+                |mut universe| {
+                    let report = universe.step(&model, GAMMA).unwrap();
+                    sync::<B>(device);
+                    black_box(report)
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn engine(criterion: &mut Criterion) {
-    let everything = || Sizes { grids: vec![32, 64, 128, 256], batches: vec![1, 4] };
+    atheria::kernels::keep_freed_memory();
+    let everything = || Sizes { grids: vec![32, 64, 128, 256], batches: vec![1, 4], sparse: true };
     let strict = SelectOptions { strict: true, ..SelectOptions::default() };
     for (request, name) in [(DeviceRequest::Cpu, "cpu"), (DeviceRequest::Wgpu, "wgpu"), (DeviceRequest::Cuda { index: 0 }, "cuda")] {
         let selection = match select_device(request, &strict) {
@@ -156,7 +236,7 @@ fn engine(criterion: &mut Criterion) {
         eprintln!("{name}: {}", selection.report);
         let software_wgpu = matches!(selection.device, SelectedDevice::Wgpu(_))
             && selection.report.selected_device.as_deref().unwrap_or("").to_lowercase().contains("llvmpipe");
-        let sizes = if software_wgpu { Sizes { grids: vec![32, 64], batches: vec![1] } } else { everything() };
+        let sizes = if software_wgpu { Sizes { grids: vec![32, 64], batches: vec![1], sparse: false } } else { everything() };
         selection.device.run(EngineBenches { criterion, name, sizes });
     }
 }

@@ -8,6 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     quiet_headless_vulkan();
+    atheria::kernels::keep_freed_memory();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
     match cli::dispatch(args) {

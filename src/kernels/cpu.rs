@@ -14,6 +14,8 @@
 //! strided); anything else (another float dtype) takes burn's generic path.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::NdArray;
@@ -22,6 +24,7 @@ use gemm::Parallelism;
 use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
+use super::simd;
 use super::{conv3x3_options, up2x2_options};
 use crate::models::layers::GROUP_NORM_EPS;
 
@@ -91,6 +94,65 @@ unsafe fn matmul(
 // ---------------------------------------------------------------------------------------------
 // Winograd F(2x2, 3x3)
 
+/// The transformed inputs and products of the last convolution on this thread, kept for the
+/// next one: a fresh buffer of that size costs a page fault per 4 KiB and a full memset.
+struct Scratch;
+
+thread_local! {
+    static INPUT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PRODUCT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Scratch {
+    /// A buffer of `len` floats (their values are whatever the last use left).
+    fn take(slot: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, len: usize) -> Vec<f32> {
+        let mut buffer = slot.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    fn give_back(slot: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, buffer: Vec<f32>) {
+        slot.with(|cell| {
+            let mut kept = cell.borrow_mut();
+            if buffer.capacity() > kept.capacity() {
+                *kept = buffer;
+            }
+        });
+    }
+}
+
+/// Kernels transformed recently, with the raw kernels they came from: a model steps with the
+/// same weights again and again, and transforming them costs as much as a small layer. A hit
+/// needs the raw values to be equal, so updated weights (training) are never served stale.
+static TRANSFORMED: Mutex<Vec<TransformedKernels>> = Mutex::new(Vec::new());
+
+/// `(K, C, raw kernels, transformed kernels)`.
+type TransformedKernels = (usize, usize, Vec<f32>, Arc<Vec<f32>>);
+
+/// Kernels kept in [`TRANSFORMED`]: every 3x3 layer of a U-Net, with room to spare.
+const TRANSFORMED_KEPT: usize = 32;
+
+/// [`winograd_weights`] of `weight`, from the cache when the same kernels were seen before.
+fn transformed_weights(weight: &[f32], k: usize, c: usize) -> Arc<Vec<f32>> {
+    let lookup = |cache: &Vec<TransformedKernels>| {
+        cache
+            .iter()
+            .find(|(kept_k, kept_c, raw, _)| (*kept_k, *kept_c) == (k, c) && raw.as_slice() == weight)
+            .map(|(_, _, _, u)| u.clone())
+    };
+    if let Some(u) = TRANSFORMED.lock().ok().and_then(|cache| lookup(&cache)) {
+        return u;
+    }
+    let u = Arc::new(winograd_weights(weight, k, c));
+    if let Ok(mut cache) = TRANSFORMED.lock() {
+        if cache.len() >= TRANSFORMED_KEPT {
+            cache.remove(0);
+        }
+        cache.push((k, c, weight.to_vec(), u.clone()));
+    }
+    u
+}
+
 /// U = G g G^T for every (k, c) kernel, stored [16][K][C].
 fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     let mut u = vec![0.0f32; 16 * k * c];
@@ -116,8 +178,83 @@ fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     u
 }
 
+/// Tiles per image from which [`winograd_conv3x3`] works a few tile rows at a time: the
+/// transformed inputs of a whole 128x128 layer (tens of MB) would not stay in cache.
+const BLOCKED_FROM_TILES: usize = 2048;
+
+/// Tiles per block of the blocked path: small enough for a block's transformed inputs and
+/// products to stay in L2, large enough for efficient GEMMs.
+const TILES_PER_BLOCK: usize = 64;
+
 /// 3x3 convolution, stride 1, zero padding 1, of `x` [N, C, H, W] with `weight` [K, C, 3, 3].
-pub fn winograd_conv3x3(
+pub fn winograd_conv3x3(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
+    let [_, _, h, w] = dims;
+    if h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES {
+        winograd_blocked(x, dims, weight, k, TILES_PER_BLOCK)
+    } else {
+        winograd_whole(x, dims, weight, k)
+    }
+}
+
+/// Winograd over a block of tile rows per task: transform the block's inputs, 16 GEMMs,
+/// transform back, all in cache.
+fn winograd_blocked(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize, target_tiles: usize) -> Vec<f32> {
+    let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let rows_per_block = (target_tiles / tiles_x).clamp(1, tiles_y);
+    let blocks_per_image = tiles_y.div_ceil(rows_per_block);
+    let u = transformed_weights(weight, k, c);
+    let mut out = vec![0.0f32; n * k * h * w];
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    (0..n * blocks_per_image).into_par_iter().for_each_init(
+        || (Vec::<f32>::new(), Vec::<f32>::new(), simd::InputScratch::new(tiles_x), vec![0.0f32; 12 * tiles_x]),
+        |(v, m, scratch, out_scratch), task| {
+            let out_ptr = out_ptr;
+            let (ni, block) = (task / blocks_per_image, task % blocks_per_image);
+            let ty0 = block * rows_per_block;
+            let rows = rows_per_block.min(tiles_y - ty0);
+            let pb = rows * tiles_x;
+            // V [16][C][pb] and M [16][K][pb]: each term's matrix is contiguous.
+            v.resize(16 * c * pb, 0.0);
+            m.resize(16 * k * pb, 0.0);
+            for ci in 0..c {
+                let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
+                for r in 0..rows {
+                    simd::input_tile_row(plane, h, w, ty0 + r, scratch, &mut v[ci * pb + r * tiles_x..], c * pb);
+                }
+            }
+            for e in 0..16 {
+                // SAFETY: U_e is k x c, V_e is c x pb and M_e is k x pb, all contiguous and
+                // inside their buffers; M does not alias U or V.
+                unsafe {
+                    matmul(
+                        k,
+                        pb,
+                        c,
+                        Mat { ptr: u.as_ptr().add(e * k * c), row: c as isize, col: 1 },
+                        Mat { ptr: v.as_ptr().add(e * c * pb), row: pb as isize, col: 1 },
+                        m.as_mut_ptr().add(e * k * pb),
+                        pb as isize,
+                        false,
+                        false,
+                    );
+                }
+            }
+            for ki in 0..k {
+                // SAFETY: the task writes only the output rows of its own tile rows, which no
+                // other task touches, and the plane lies inside `out`.
+                let plane = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((ni * k + ki) * h * w), h * w) };
+                for r in 0..rows {
+                    simd::output_tile_row(&m[ki * pb + r * tiles_x..], k * pb, h, w, ty0 + r, out_scratch, plane);
+                }
+            }
+        },
+    );
+    out
+}
+
+/// Winograd over the whole layer at once: one transform pass, 16 large GEMMs (one per task),
+/// one inverse pass. Better than blocking while the layer is small.
+fn winograd_whole(
     x: &[f32],
     [n, c, h, w]: [usize; 4],
     weight: &[f32],
@@ -127,55 +264,23 @@ pub fn winograd_conv3x3(
     let tiles = tiles_y * tiles_x;
     let p = n * tiles;
 
-    // V = B^T d B for every 4x4 input tile, stored [C][16][P] so that each task owns a block.
-    let mut v = vec![0.0f32; c * 16 * p];
+    // V = B^T d B for every 4x4 input tile, stored [C][16][P] so that each task owns a block
+    // and each tile row's terms are contiguous.
+    let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * p);
     v.par_chunks_mut(16 * p).enumerate().for_each(|(ci, block)| {
+        let mut scratch = simd::InputScratch::new(tiles_x);
         for ni in 0..n {
             let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
             for ty in 0..tiles_y {
-                for tx in 0..tiles_x {
-                    let mut d = [[0.0f32; 4]; 4];
-                    let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
-                    for (i, row) in d.iter_mut().enumerate() {
-                        let y = y0 + i as isize;
-                        if y < 0 || y >= h as isize {
-                            continue;
-                        }
-                        let line = &plane[y as usize * w..(y as usize + 1) * w];
-                        for (j, value) in row.iter_mut().enumerate() {
-                            let xx = x0 + j as isize;
-                            if xx >= 0 && xx < w as isize {
-                                *value = line[xx as usize];
-                            }
-                        }
-                    }
-                    // Rows: d B.
-                    let mut t = [[0.0f32; 4]; 4];
-                    for i in 0..4 {
-                        let r = d[i];
-                        t[i] = [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
-                    }
-                    // Columns: B^T (d B).
-                    let pi = ni * tiles + ty * tiles_x + tx;
-                    for j in 0..4 {
-                        let col = [
-                            t[0][j] - t[2][j],
-                            t[1][j] + t[2][j],
-                            t[2][j] - t[1][j],
-                            t[1][j] - t[3][j],
-                        ];
-                        for (i, value) in col.into_iter().enumerate() {
-                            block[(i * 4 + j) * p + pi] = value;
-                        }
-                    }
-                }
+                let offset = ni * tiles + ty * tiles_x;
+                simd::input_tile_row(plane, h, w, ty, &mut scratch, &mut block[offset..], p);
             }
         }
     });
 
     // M_e = U_e V_e for the 16 tile positions e; M stored [K][16][P].
-    let u = winograd_weights(weight, k, c);
-    let mut m = vec![0.0f32; k * 16 * p];
+    let u = transformed_weights(weight, k, c);
+    let mut m = Scratch::take(&PRODUCT_SCRATCH, k * 16 * p);
     let m_ptr = SharedMut(m.as_mut_ptr());
     (0..16).into_par_iter().for_each(|e| {
         let m_ptr = m_ptr;
@@ -201,33 +306,14 @@ pub fn winograd_conv3x3(
     out.par_chunks_mut(h * w).enumerate().for_each(|(plane_index, plane)| {
         let (ni, ki) = (plane_index / k, plane_index % k);
         let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
+        let mut scratch = vec![0.0f32; 12 * tiles_x];
         for ty in 0..tiles_y {
-            for tx in 0..tiles_x {
-                let pi = ni * tiles + ty * tiles_x + tx;
-                let at = |i: usize, j: usize| block[(i * 4 + j) * p + pi];
-                // A^T M: 2x4.
-                let mut t = [[0.0f32; 4]; 2];
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (at(0, j), at(1, j), at(2, j), at(3, j));
-                    t[0][j] = m0 + m1 + m2;
-                    t[1][j] = m1 - m2 - m3;
-                }
-                for (i, row) in t.iter().enumerate() {
-                    let y = 2 * ty + i;
-                    if y >= h {
-                        continue;
-                    }
-                    let values = [row[0] + row[1] + row[2], row[1] - row[2] - row[3]];
-                    for (j, value) in values.into_iter().enumerate() {
-                        let xx = 2 * tx + j;
-                        if xx < w {
-                            plane[y * w + xx] = value;
-                        }
-                    }
-                }
-            }
+            let offset = ni * tiles + ty * tiles_x;
+            simd::output_tile_row(&block[offset..], p, h, w, ty, &mut scratch, plane);
         }
     });
+    Scratch::give_back(&INPUT_SCRATCH, v);
+    Scratch::give_back(&PRODUCT_SCRATCH, m);
     out
 }
 
@@ -496,13 +582,8 @@ pub fn fused_group_norm_elu(
     groups: usize,
 ) -> Vec<f32> {
     let hw = h * w;
-    // Per-channel sums in f64, combined per group.
-    let sums: Vec<(f64, f64)> = x
-        .par_chunks(hw)
-        .map(|plane| {
-            plane.iter().fold((0.0f64, 0.0f64), |(s, q), &v| (s + v as f64, q + (v as f64) * (v as f64)))
-        })
-        .collect();
+    // Per-channel sums, combined per group in f64.
+    let sums: Vec<(f64, f64)> = x.par_chunks(hw).map(simd::sum_and_squares).collect();
     let per_group = c / groups;
     let count = (per_group * hw) as f64;
     let stats: Vec<(f32, f32)> = (0..n * groups)
@@ -523,10 +604,7 @@ pub fn fused_group_norm_elu(
         let (mean, inv_std) = stats[ni * groups + ci / per_group];
         let scale = inv_std * weight[ci];
         let shift = bias[ci] - mean * scale;
-        for (y, &v) in target.iter_mut().zip(source) {
-            let z = v * scale + shift;
-            *y = if z > 0.0 { z } else { z.exp_m1() };
-        }
+        simd::affine_elu(source, scale, shift, target);
     });
     out
 }
@@ -591,12 +669,17 @@ mod tests {
 
     #[test]
     fn winograd_matches_the_definition_including_odd_sizes() {
-        for (dims, k) in [([2, 3, 8, 12], 5), ([1, 4, 7, 5], 3), ([1, 1, 1, 1], 2), ([3, 2, 4, 4], 1)] {
+        for (dims, k) in [([2, 3, 8, 12], 5), ([1, 4, 7, 5], 3), ([1, 1, 1, 1], 2), ([3, 2, 4, 4], 1), ([2, 5, 40, 44], 7)] {
             let x = random(dims.iter().product(), 1);
             let weight = random(k * dims[1] * 9, 2);
-            let fast = winograd_conv3x3(&x, dims, &weight, k);
-            let error = max_error(&fast, &direct_conv3x3(&x, dims, &weight, k));
+            let exact = direct_conv3x3(&x, dims, &weight, k);
+            let error = max_error(&winograd_conv3x3(&x, dims, &weight, k), &exact);
             assert!(error < 1e-5, "{dims:?} k {k}: {error}");
+            // The blocked path, with blocks of one tile row, of several, and of everything.
+            for tiles in [1, 8, 4096] {
+                let error = max_error(&winograd_blocked(&x, dims, &weight, k, tiles), &exact);
+                assert!(error < 1e-5, "{dims:?} k {k} blocks of {tiles}: {error}");
+            }
         }
     }
 
