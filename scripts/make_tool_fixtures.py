@@ -11,7 +11,7 @@ layout (real parts in channels 0..d, imaginary parts in d..2d):
   input    [B, 2d, H, W]  the state an update was computed from (a few channels below 1e-10)
   delta    [B, 2d, H, W]  that update
   density, phase, energy, gradient, real, imag, entropy, coherence, activity, spectral,
-  physics  [B, H, W]      the maps
+  physics, matter  [B, H, W]  the maps
   total_energy, mean_entropy, cells_above  [B]  the scalar metrics (threshold in the metadata)
   unit     [B, 2d, H, W]  psi normalised per cell (zero cell kept at zero)
   vortex, wave  [B, 2d, H, W]  the tools applied to `unit` (specs in the metadata)
@@ -152,6 +152,8 @@ def main():
         "activity": f32(activity(z)),
         "spectral": f32(spectral(rho)),
         "physics": f32(physics(z_in, dz)),
+        # L1 distance of the channel densities from the vacuum's 1/d (the sparse engine's matter).
+        "matter": f32(np.abs(np.abs(z) ** 2 - 1.0 / D).sum(axis=1)),
         "total_energy": f32(energy.sum(axis=(1, 2))),
         "mean_entropy": f32(ent.mean(axis=(1, 2))),
         "cells_above": f32((rho > THRESHOLD).sum(axis=(1, 2))),

@@ -84,6 +84,15 @@ pub fn imag_mean<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
     parts(psi).1.mean_dim(1).squeeze_dim(1)
 }
 
+/// How far each cell is from the vacuum: the L1 distance of its channel densities `|psi_c|^2`
+/// from the vacuum's `1/d` each, in [0, 2 (1 - 1/d)]. The sparse engine's measure of matter.
+pub fn matter_distance<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
+    let d = psi.dims()[1] / 2;
+    let squared = psi.square();
+    let density = squared.clone().narrow(1, 0, d) + squared.narrow(1, d, d);
+    (density - 1.0 / d as f64).abs().sum_dim(1).squeeze_dim(1)
+}
+
 /// Shannon entropy of the channel probabilities over `ln d`, in [0, 1].
 pub fn entropy<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
     let [batch, channels, height, width] = psi.dims();
@@ -230,10 +239,11 @@ pub enum View {
     Activity,
     Spectral,
     Physics,
+    Matter,
 }
 
 impl View {
-    pub const ALL: [View; 11] = [
+    pub const ALL: [View; 12] = [
         View::Density,
         View::Phase,
         View::Energy,
@@ -245,6 +255,7 @@ impl View {
         View::Activity,
         View::Spectral,
         View::Physics,
+        View::Matter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -260,6 +271,7 @@ impl View {
             View::Activity => "activity",
             View::Spectral => "spectral",
             View::Physics => "physics",
+            View::Matter => "matter",
         }
     }
 
@@ -284,6 +296,7 @@ impl View {
             View::Coherence => coherence(psi),
             View::Activity => channel_activity(psi),
             View::Spectral => spectral(psi)?,
+            View::Matter => matter_distance(psi),
             View::Physics => match (input, delta) {
                 (Some(input), Some(delta)) => physics(input, delta),
                 _ => zeros(),
@@ -305,6 +318,7 @@ impl View {
             View::Density | View::Entropy | View::Coherence => Range::Fixed(0.0, 1.0),
             View::Phase => Range::Fixed(-std::f32::consts::PI, std::f32::consts::PI),
             View::Activity => Range::Fixed(1.0, d_state.max(2) as f32),
+            View::Matter => Range::Fixed(0.0, 2.0 * (1.0 - 1.0 / d_state.max(1) as f32)),
             _ => Range::Auto,
         }
     }

@@ -40,7 +40,7 @@ use crate::dynamics::step;
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::models::{check_gamma, Architecture, Model};
-use crate::observables::read_floats;
+use crate::observables::{matter_distance, read_floats};
 use crate::state::{DEFAULT_NOISE_STRENGTH, NORM_EPSILON};
 
 /// Tile side by default. The U-Net's halo is 32 cells, so a window costs (T + 64)^2 / T^2
@@ -354,13 +354,10 @@ fn split<B: Backend>(grid: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
 
 /// Matter cells per tile of [N, 2d, T, T].
 fn matter_counts<B: Backend>(tiles: Tensor<B, 4>, threshold: f64) -> Result<Vec<usize>> {
-    let [n, channels, t, _] = tiles.dims();
-    let d = channels / 2;
-    let squared = tiles.powi_scalar(2);
-    let density = squared.clone().narrow(1, 0, d) + squared.narrow(1, d, d);
-    let deviation = (density - 1.0 / d as f64).abs().sum_dim(1);
+    let [n, _, t, _] = tiles.dims();
+    let distance = matter_distance(tiles);
     // Counts of at most T^2 <= 2^20 cells are exact in f32.
-    let counts = deviation.greater_elem(threshold).float().reshape([n, t * t]).sum_dim(1);
+    let counts = distance.greater_elem(threshold).float().reshape([n, t * t]).sum_dim(1);
     Ok(read_floats(counts)?.into_iter().map(|count| count as usize).collect())
 }
 

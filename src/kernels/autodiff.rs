@@ -50,6 +50,60 @@ impl<B: EngineBackend> Backward<B, 2> for ConvBackward {
     }
 }
 
+/// GroupNorm + ELU as one tracked operation (the composed form records a dozen).
+#[derive(Debug)]
+struct GroupNormEluBackward {
+    groups: usize,
+}
+
+impl<B: EngineBackend> Backward<B, 3> for GroupNormEluBackward {
+    type State = (NodeId, NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, bias_state) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias_state);
+        let (grad_x, grad_weight, grad_bias) = B::group_norm_elu_backward(x, weight, bias, self.groups, grad);
+        for (node, gradient) in [(node_x, grad_x), (node_weight, grad_weight), (node_bias, grad_bias)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+fn tracked_group_norm_elu<B: EngineBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    groups: usize,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prepared = GroupNormEluBackward { groups }
+        .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+        .compute_bound()
+        .stateful();
+    match prepared {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let weight_state = prep.checkpoint(&weight);
+            let bias_state = prep.checkpoint(&bias);
+            let output = B::group_norm_elu(x.primitive, weight.primitive, bias.primitive, groups);
+            prep.finish((x_state, weight_state, bias_state), output)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(B::group_norm_elu(x.primitive, weight.primitive, bias.primitive, groups))
+        }
+    }
+}
+
 fn tracked_conv<B: EngineBackend, C: CheckpointStrategy>(
     kind: Kind,
     x: FloatTensor<Autodiff<B, C>>,
@@ -81,6 +135,15 @@ impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
 
     fn conv_transpose2x2(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked_conv::<B, C>(Kind::UpConv2x2, x, weight)
+    }
+
+    fn group_norm_elu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        tracked_group_norm_elu::<B, C>(x, weight, bias, groups)
     }
 
     fn engine_name() -> &'static str {

@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::models::layers::{elu, group_norm};
+use crate::models::layers::{elu, group_norm, GROUP_NORM_EPS};
 
 /// Asks glibc's allocator to keep freed blocks (up to 32 MiB each, 256 MiB in all) for reuse
 /// instead of handing them back to the system. The CPU backend allocates a fresh buffer for
@@ -59,6 +59,44 @@ pub(crate) fn group_norm_elu_composed<B: Backend>(
     let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
     let bias = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(bias));
     elu(group_norm(x, weight, bias, groups)).into_primitive().tensor()
+}
+
+/// The gradients of GroupNorm + ELU for `x`, `weight` and `bias`, from burn's tensor
+/// operations (any backend).
+pub(crate) fn group_norm_elu_backward_composed<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    groups: usize,
+    output_grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let x = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+    let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
+    let bias = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(bias));
+    let grad = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(output_grad));
+    let [n, c, h, w] = x.dims();
+    let size = (c / groups) * h * w;
+    let grouped = x.reshape([n, groups, size]);
+    let centered = grouped.clone() - grouped.mean_dim(2);
+    let inv_std = (centered.clone().square().mean_dim(2) + GROUP_NORM_EPS).sqrt().recip();
+    let normalized = (centered * inv_std.clone()).reshape([n, c, h, w]);
+    let gamma = weight.reshape([1, c, 1, 1]);
+    let z = normalized.clone() * gamma.clone() + bias.reshape([1, c, 1, 1]);
+    // ELU'(z) is 1 above zero and exp(z) below: exp(min(z, 0)) covers both.
+    let dz = grad * z.clamp_max(0.0).exp();
+    let per_channel = |t: Tensor<B, 4>| t.sum_dim(3).sum_dim(2).sum_dim(0).reshape([c]);
+    let grad_bias = per_channel(dz.clone());
+    let grad_weight = per_channel(dz.clone() * normalized.clone());
+    let dnorm = (dz * gamma).reshape([n, groups, size]);
+    let normalized = normalized.reshape([n, groups, size]);
+    let grad_x = (dnorm.clone() - dnorm.clone().mean_dim(2)
+        - normalized.clone() * (dnorm * normalized).mean_dim(2))
+        * inv_std;
+    (
+        grad_x.reshape([n, c, h, w]).into_primitive().tensor(),
+        grad_weight.into_primitive().tensor(),
+        grad_bias.into_primitive().tensor(),
+    )
 }
 
 /// A burn backend the engine can run on: burn's `Backend` plus the hooks above.
@@ -114,6 +152,17 @@ pub trait EngineBackend: Backend {
         group_norm_elu_composed::<Self>(x, weight, bias, groups)
     }
 
+    /// Gradients of [`group_norm_elu`](Self::group_norm_elu) for `x`, `weight` and `bias`.
+    fn group_norm_elu_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        groups: usize,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        group_norm_elu_backward_composed::<Self>(x, weight, bias, groups, output_grad)
+    }
+
     /// A short name for reports ("cpu", "wgpu", "cuda").
     fn engine_name() -> &'static str;
 }
@@ -163,6 +212,16 @@ impl EngineBackend for NdArray {
         groups: usize,
     ) -> FloatTensor<Self> {
         cpu::group_norm_elu(x, weight, bias, groups)
+    }
+
+    fn group_norm_elu_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        groups: usize,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        cpu::group_norm_elu_backward(x, weight, bias, groups, output_grad)
     }
 
     fn engine_name() -> &'static str {

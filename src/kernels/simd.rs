@@ -263,6 +263,44 @@ fn affine_elu_generic(x: &[f32], scale: f32, shift: f32, out: &mut [f32]) {
     }
 }
 
+multiversion! {
+    /// The backward step of `ELU(x * scale + shift)`: writes `dz = dy * ELU'(z)` and returns
+    /// the sums of `dz` and of `dz * x` (in f64 across blocks of 4096).
+    pub fn affine_elu_backward(x: &[f32], dy: &[f32], scale: f32, shift: f32, dz: &mut [f32]) -> (f64, f64)
+        => affine_elu_backward_generic
+}
+
+#[inline(always)]
+fn affine_elu_backward_generic(x: &[f32], dy: &[f32], scale: f32, shift: f32, dz: &mut [f32]) -> (f64, f64) {
+    let (mut total, mut weighted) = (0.0f64, 0.0f64);
+    for ((x, dy), dz) in x.chunks(4096).zip(dy.chunks(4096)).zip(dz.chunks_mut(4096)) {
+        let (mut lane_total, mut lane_weighted) = ([0.0f32; 16], [0.0f32; 16]);
+        for (index, ((&v, &g), out)) in x.iter().zip(dy).zip(dz.iter_mut()).enumerate() {
+            // ELU'(z) is 1 above zero and exp(z) below: exp(min(z, 0)) covers both.
+            let z = v * scale + shift;
+            let d = g * (exp_m1_negative(z.min(0.0)) + 1.0);
+            *out = d;
+            lane_total[index % 16] += d;
+            lane_weighted[index % 16] += d * v;
+        }
+        total += lane_total.iter().map(|&v| v as f64).sum::<f64>();
+        weighted += lane_weighted.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (total, weighted)
+}
+
+multiversion! {
+    /// `values = a * values + b * x + c`, element by element.
+    pub fn combine_in_place(values: &mut [f32], x: &[f32], a: f32, b: f32, c: f32) => combine_in_place_generic
+}
+
+#[inline(always)]
+fn combine_in_place_generic(values: &mut [f32], x: &[f32], a: f32, b: f32, c: f32) {
+    for (value, &v) in values.iter_mut().zip(x) {
+        *value = a * *value + b * v + c;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
