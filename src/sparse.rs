@@ -11,10 +11,10 @@
 //! - The vacuum at `(x, y)` after `step` steps is `exp(i * strength * n_c) / sqrt(d)` per channel
 //!   `c`, with `n_c` a standard normal drawn from a counter-based hash of
 //!   `(seed, x, y, step, c)`: the same wherever and whenever it is asked for. It is generated a
-//!   whole tile or region at a time.
+//!   whole tile or region at a time, on the host.
 //! - One step evolves every stored tile and every tile within reach of one (the law's
 //!   receptive radius, at least the eight neighbours). Each is cut out with a halo of
-//!   [`halo`] cells, read from stored tiles or the vacuum, all windows go through the one
+//!   [`halo`] cells, pasted from stored tiles and the vacuum, all windows go through the one
 //!   [`crate::dynamics::step`] as a batch, the interiors are kept and the tiles that hold no
 //!   matter are dropped. The model and the maths are the dense engine's; a window is a small
 //!   dense universe.
@@ -256,11 +256,13 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A standard normal from 64 random bits (Box-Muller on the two 32-bit halves).
-fn standard_normal(bits: u64) -> f64 {
+/// Two independent standard normals from 64 random bits (Box-Muller on the two 32-bit halves).
+fn standard_normals(bits: u64) -> (f64, f64) {
     let u1 = ((bits >> 32) as f64 + 1.0) / 4_294_967_296.0; // (0, 1]
     let u2 = (bits & 0xffff_ffff) as f64 / 4_294_967_296.0; // [0, 1)
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    let radius = (-2.0 * u1.ln()).sqrt();
+    let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
+    (radius * cos, radius * sin)
 }
 
 /// The deterministic vacuum of a sparse universe.
@@ -272,44 +274,64 @@ pub struct Vacuum {
 }
 
 impl Vacuum {
-    /// The random bits of channel `c` of cell `(x, y)` after `step` steps.
-    fn bits(&self, x: i64, y: i64, step: u64, c: usize) -> u64 {
-        let cell = mix(mix(mix(self.seed ^ 0x9e37_79b9_7f4a_7c15) ^ x as u64) ^ y as u64);
-        mix(mix(cell ^ step) ^ c as u64)
+    /// The random bits of channels `2p` and `2p + 1` of cell `(x, y)` after `step` steps.
+    fn bits(cell: u64, pair: usize) -> u64 {
+        mix(cell ^ (pair as u64).wrapping_mul(0xd1b5_4a32_d192_ed03))
     }
 
-    /// Writes the vacuum of `region` into `out`, channel-major [2d, height, width].
+    /// The hash of cell `(x, y)` after `step` steps, from which its channels' bits derive.
+    fn cell(&self, x: i64, y: i64, step: u64) -> u64 {
+        mix(mix(mix(mix(self.seed ^ 0x9e37_79b9_7f4a_7c15) ^ x as u64) ^ y as u64) ^ step)
+    }
+
+    /// Writes the vacuum of `region` into `out`, channel-major [2d, height, width]: channel
+    /// `c` of a cell is `exp(i strength n_c) / sqrt(d)`, the normals drawn two at a time.
     fn fill(&self, region: Region, step: u64, out: &mut [f32]) {
-        let cells = region.cells();
-        let (re, im) = out.split_at_mut(self.d_state * cells);
-        for (c, (re, im)) in re.chunks_mut(cells).zip(im.chunks_mut(cells)).enumerate() {
-            self.fill_channel(region, step, c, re, im);
-        }
-    }
-
-    fn fill_channel(&self, region: Region, step: u64, c: usize, re: &mut [f32], im: &mut [f32]) {
+        let (d, cells) = (self.d_state, region.cells());
         // Every channel has modulus 1 before the per-cell normalisation, as the dense
         // engine's `complex-noise` state.
-        let scale = 1.0 / ((self.d_state as f64).sqrt() + NORM_EPSILON);
+        let scale = 1.0 / ((d as f64).sqrt() + NORM_EPSILON);
         for row in 0..region.height {
             let y = region.y + row as i64;
             for col in 0..region.width {
-                let phase = self.strength * standard_normal(self.bits(region.x + col as i64, y, step, c));
-                let (sin, cos) = phase.sin_cos();
-                re[row * region.width + col] = (cos * scale) as f32;
-                im[row * region.width + col] = (sin * scale) as f32;
+                let cell = self.cell(region.x + col as i64, y, step);
+                let index = row * region.width + col;
+                for pair in 0..d.div_ceil(2) {
+                    let (first, second) = standard_normals(Self::bits(cell, pair));
+                    for (c, normal) in [(2 * pair, first), (2 * pair + 1, second)] {
+                        if c < d {
+                            let (sin, cos) = (self.strength * normal).sin_cos();
+                            out[c * cells + index] = (cos * scale) as f32;
+                            out[(d + c) * cells + index] = (sin * scale) as f32;
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// The vacuum of `region` after `step` steps, channel-major [2d, height, width].
+    /// The vacuum of `region` after `step` steps, channel-major [2d, height, width], generated
+    /// in bands of rows in parallel.
     pub fn host(&self, region: Region, step: u64) -> Vec<f32> {
+        const BAND: usize = 16;
+        let bands: Vec<(Region, Vec<f32>)> = (0..region.height.div_ceil(BAND))
+            .into_par_iter()
+            .map(|band| {
+                let rows = BAND.min(region.height - band * BAND);
+                let part = Region::new(region.x, region.y + (band * BAND) as i64, region.width, rows);
+                let mut data = vec![0.0f32; 2 * self.d_state * part.cells()];
+                self.fill(part, step, &mut data);
+                (part, data)
+            })
+            .collect();
         let cells = region.cells();
         let mut out = vec![0.0f32; 2 * self.d_state * cells];
-        let (re, im) = out.split_at_mut(self.d_state * cells);
-        re.par_chunks_mut(cells).zip(im.par_chunks_mut(cells)).enumerate().for_each(|(c, (re, im))| {
-            self.fill_channel(region, step, c, re, im);
-        });
+        for (part, data) in bands {
+            let offset = (part.y - region.y) as usize * region.width;
+            for (plane, values) in data.chunks(part.cells()).enumerate() {
+                out[plane * cells + offset..plane * cells + offset + part.cells()].copy_from_slice(values);
+            }
+        }
         out
     }
 
@@ -334,22 +356,63 @@ impl Vacuum {
 // ---------------------------------------------------------------------------------------------
 // Tiles <-> grids
 
-/// Tiles [A * ny * nx, C, T, T] (each group of ny * nx row-major) to grids [A, C, ny T, nx T].
-fn assemble<B: Backend>(tiles: Tensor<B, 4>, groups: usize, ny: usize, nx: usize) -> Tensor<B, 4> {
-    let [_, channels, t, _] = tiles.dims();
-    tiles
-        .reshape([groups, ny, nx, channels, t, t])
-        .permute([0, 3, 1, 4, 2, 5])
-        .reshape([groups, channels, ny * t, nx * t])
+/// Where the tiles a gather needs come from: stored tiles by their row in the store, the rest
+/// from a block of vacuum tiles generated for the gather.
+struct Pool<B: Backend> {
+    stored: Option<Tensor<B, 4>>,
+    vacuum: Option<Tensor<B, 4>>,
+    sources: HashMap<TileCoord, Source>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Stored(usize),
+    Vacuum(usize),
+}
+
+impl<B: Backend> Pool<B> {
+    /// Tile `coord` as [1, C, T, T] (a view, not a copy).
+    fn tile(&self, coord: TileCoord) -> Tensor<B, 4> {
+        let (tensor, row) = match self.sources[&coord] {
+            Source::Stored(row) => (&self.stored, row),
+            Source::Vacuum(row) => (&self.vacuum, row),
+        };
+        tensor.as_ref().expect("a tile's source holds it").clone().narrow(0, row, 1)
+    }
+
+    /// Grids [groups, C, height, width] from tile pieces: each `(group, coord, top, left)`
+    /// puts tile `coord` with its top-left cell at (`top`, `left`) of grid `group`, clipped to
+    /// the grid; one slice copy per tile, nothing copied that the grids do not show. The pieces
+    /// must cover every cell (the grids start uninitialised).
+    fn paste(&self, pieces: &[(usize, TileCoord, i64, i64)], groups: usize, height: usize, width: usize) -> Tensor<B, 4> {
+        let sample = self.stored.as_ref().or(self.vacuum.as_ref()).expect("a gather has tiles");
+        let [_, channels, t, _] = sample.dims();
+        let mut grid = Tensor::empty([groups, channels, height, width], &sample.device());
+        for &(group, coord, top, left) in pieces {
+            let (y0, y1) = (top.max(0), (top + t as i64).min(height as i64));
+            let (x0, x1) = (left.max(0), (left + t as i64).min(width as i64));
+            if y0 >= y1 || x0 >= x1 {
+                continue;
+            }
+            let piece = self
+                .tile(coord)
+                .narrow(2, (y0 - top) as usize, (y1 - y0) as usize)
+                .narrow(3, (x0 - left) as usize, (x1 - x0) as usize);
+            let target = [group..group + 1, 0..channels, y0 as usize..y1 as usize, x0 as usize..x1 as usize];
+            grid = grid.slice_assign(target, piece);
+        }
+        grid
+    }
 }
 
 /// One grid [1, C, ny T, nx T] to its tiles [ny * nx, C, T, T], row-major.
-fn split<B: Backend>(grid: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
-    let [_, channels, height, width] = grid.dims();
-    let (ny, nx) = (height / tile, width / tile);
-    grid.reshape([channels, ny, tile, nx, tile])
-        .permute([1, 3, 0, 2, 4])
-        .reshape([ny * nx, channels, tile, tile])
+fn cut<B: Backend>(grid: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
+    let [_, _, height, width] = grid.dims();
+    let blocks = (0..height / tile)
+        .flat_map(|j| (0..width / tile).map(move |i| (j, i)))
+        .map(|(j, i)| grid.clone().narrow(2, j * tile, tile).narrow(3, i * tile, tile))
+        .collect();
+    Tensor::cat(blocks, 0)
 }
 
 /// Matter cells per tile of [N, 2d, T, T].
@@ -469,34 +532,27 @@ impl<B: Backend> SparseUniverse<B> {
         Some(Region::new(i0 * t, j0 * t, ((i1 - i0 + 1) * t) as usize, ((j1 - j0 + 1) * t) as usize))
     }
 
-    /// Tiles at `coords` as [N, 2d, T, T]: stored ones from the store, the others the vacuum
-    /// of the current step.
-    fn gather(&self, coords: &[TileCoord]) -> Tensor<B, 4> {
-        let (pool, slots) = self.pool(coords);
-        let picks = coords.iter().map(|coord| slots[coord] as i64).collect();
-        pool.select(0, indices::<B>(picks, &self.device))
-    }
-
-    /// The stored tiles followed by the vacuum of every tile of `coords` that is not stored,
-    /// with each coordinate's index in it.
-    fn pool(&self, coords: &[TileCoord]) -> (Tensor<B, 4>, HashMap<TileCoord, usize>) {
-        let mut slots = self.slots.clone();
+    /// The sources of the tiles at `coords`: the store, or vacuum of the current step
+    /// generated in one block for all that are not stored.
+    fn pool(&self, coords: &[TileCoord]) -> Pool<B> {
+        let mut sources: HashMap<TileCoord, Source> = HashMap::with_capacity(coords.len());
         let mut missing = Vec::new();
-        for coord in coords {
-            if !slots.contains_key(coord) {
-                slots.insert(*coord, self.coords.len() + missing.len());
-                missing.push(*coord);
+        for &coord in coords {
+            if sources.contains_key(&coord) {
+                continue;
             }
+            let source = match self.slots.get(&coord) {
+                Some(&row) => Source::Stored(row),
+                None => {
+                    missing.push(coord);
+                    Source::Vacuum(missing.len() - 1)
+                }
+            };
+            sources.insert(coord, source);
         }
-        let mut parts = Vec::with_capacity(2);
-        if let Some(tiles) = &self.tiles {
-            parts.push(tiles.clone());
-        }
-        if !missing.is_empty() {
-            parts.push(self.vacuum.tiles::<B>(&missing, self.config.tile, self.step, &self.device));
-        }
-        let pool = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) };
-        (pool, slots)
+        let vacuum = (!missing.is_empty())
+            .then(|| self.vacuum.tiles::<B>(&missing, self.config.tile, self.step, &self.device));
+        Pool { stored: self.tiles.clone(), vacuum, sources }
     }
 
     /// The universe over `region` as a dense grid [1, 2d, height, width] (stored tiles, the
@@ -507,9 +563,10 @@ impl<B: Backend> SparseUniverse<B> {
         let t = self.config.tile as i64;
         let coords: Vec<TileCoord> =
             (0..ny as i64).flat_map(|j| (0..nx as i64).map(move |i| (i0 + i, j0 + j))).collect();
-        let grid = assemble(self.gather(&coords), 1, ny, nx);
-        let (top, left) = ((region.y - j0 * t) as usize, (region.x - i0 * t) as usize);
-        Ok(grid.narrow(2, top, region.height).narrow(3, left, region.width))
+        let pool = self.pool(&coords);
+        let pieces: Vec<_> =
+            coords.iter().map(|&(i, j)| (0, (i, j), j * t - region.y, i * t - region.x)).collect();
+        Ok(pool.paste(&pieces, 1, region.height, region.width))
     }
 
     /// Writes a dense grid [1, 2d, H, W] into the universe with its top-left cell at `(x, y)`.
@@ -540,7 +597,7 @@ impl<B: Backend> SparseUniverse<B> {
         };
         let coords: Vec<TileCoord> =
             (0..ny as i64).flat_map(|j| (0..nx as i64).map(move |i| (i0 + i, j0 + j))).collect();
-        let tiles = split(full, t);
+        let tiles = cut(full, t);
         let counts = matter_counts(tiles.clone(), self.config.threshold)?;
         self.replace(&coords, tiles, counts);
         Ok(())
@@ -660,23 +717,30 @@ impl<B: EngineBackend> SparseUniverse<B> {
             self.step += 1;
             return Ok(self.report(0));
         }
-        let span = (2 * rings + 1) as usize;
         let neighbourhood = |&(i, j): &TileCoord| {
             (-rings..=rings).flat_map(move |dj| (-rings..=rings).map(move |di| (i + di, j + dj)))
         };
         let needed: Vec<TileCoord> = active.iter().flat_map(neighbourhood).collect();
-        let (pool, slots) = self.pool(&needed);
+        let pool = self.pool(&needed);
 
         let window = t + 2 * halo;
-        let offset = rings as usize * t - halo;
         let per_batch = (self.config.max_batch_cells / (window * window)).max(1);
         let unitary = config.arch.is_unitary();
         let mut interiors = Vec::with_capacity(active.len().div_ceil(per_batch));
         for batch in active.chunks(per_batch) {
-            let picks: Vec<i64> =
-                batch.iter().flat_map(neighbourhood).map(|coord| slots[&coord] as i64).collect();
-            let mosaic = assemble(pool.clone().select(0, indices::<B>(picks, &self.device)), batch.len(), span, span);
-            let windows = mosaic.narrow(2, offset, window).narrow(3, offset, window);
+            // Window g holds tile batch[g] with `halo` cells of its neighbours around it.
+            let pieces: Vec<_> = batch
+                .iter()
+                .enumerate()
+                .flat_map(|(group, &(i, j))| {
+                    neighbourhood(&(i, j)).map(move |(ni, nj)| {
+                        let top = (nj - j) * t as i64 + halo as i64;
+                        let left = (ni - i) * t as i64 + halo as i64;
+                        (group, (ni, nj), top, left)
+                    })
+                })
+                .collect();
+            let windows = pool.paste(&pieces, batch.len(), window, window);
             let next = step(&model.law, unitary, gamma, windows, None).psi;
             interiors.push(next.narrow(2, halo, t).narrow(3, halo, t));
         }

@@ -57,7 +57,8 @@ pub struct RunArgs {
     pub every: u64,
 
     /// What frames show: density, phase, energy, gradient, real, imag, entropy, coherence,
-    /// activity, spectral, physics. Several (comma-separated or repeated) make a labelled panel.
+    /// activity, spectral, physics, matter. Several (comma-separated or repeated) make a labelled
+    /// panel.
     #[arg(long, value_delimiter = ',', default_value = "density")]
     pub view: Vec<String>,
 

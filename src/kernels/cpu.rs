@@ -351,8 +351,9 @@ fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 fn conv3x3_weight_grad(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f32], k: usize) -> Vec<f32> {
     let hw = h * w;
     let mut result = vec![0.0f32; k * c * 9];
-    let mut columns = vec![0.0f32; c * 9 * hw];
-    let mut transposed = vec![0.0f32; c * 9 * hw];
+    // Every element of both is written before it is read.
+    let mut columns = Scratch::take(&INPUT_SCRATCH, c * 9 * hw);
+    let mut transposed = Scratch::take(&PRODUCT_SCRATCH, c * 9 * hw);
     for ni in 0..n {
         // im2col: row (ci, dy, dx) holds x[ci] shifted by (dy - 1, dx - 1), zero outside.
         columns.par_chunks_mut(9 * hw).enumerate().for_each(|(ci, rows)| {
@@ -402,6 +403,8 @@ fn conv3x3_weight_grad(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f32], k: usi
             );
         }
     }
+    Scratch::give_back(&INPUT_SCRATCH, columns);
+    Scratch::give_back(&PRODUCT_SCRATCH, transposed);
     result
 }
 

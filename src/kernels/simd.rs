@@ -272,16 +272,27 @@ multiversion! {
 
 #[inline(always)]
 fn affine_elu_backward_generic(x: &[f32], dy: &[f32], scale: f32, shift: f32, dz: &mut [f32]) -> (f64, f64) {
+    // ELU'(z) is 1 above zero and exp(z) below: exp(min(z, 0)) covers both.
+    let slope = |v: f32| exp_m1_negative((v * scale + shift).min(0.0)) + 1.0;
     let (mut total, mut weighted) = (0.0f64, 0.0f64);
     for ((x, dy), dz) in x.chunks(4096).zip(dy.chunks(4096)).zip(dz.chunks_mut(4096)) {
         let (mut lane_total, mut lane_weighted) = ([0.0f32; 16], [0.0f32; 16]);
-        for (index, ((&v, &g), out)) in x.iter().zip(dy).zip(dz.iter_mut()).enumerate() {
-            // ELU'(z) is 1 above zero and exp(z) below: exp(min(z, 0)) covers both.
-            let z = v * scale + shift;
-            let d = g * (exp_m1_negative(z.min(0.0)) + 1.0);
+        let mut xs = x.chunks_exact(16);
+        let mut gs = dy.chunks_exact(16);
+        let mut outs = dz.chunks_exact_mut(16);
+        for ((x, g), out) in (&mut xs).zip(&mut gs).zip(&mut outs) {
+            for k in 0..16 {
+                let d = g[k] * slope(x[k]);
+                out[k] = d;
+                lane_total[k] += d;
+                lane_weighted[k] += d * x[k];
+            }
+        }
+        for ((&v, &g), out) in xs.remainder().iter().zip(gs.remainder()).zip(outs.into_remainder()) {
+            let d = g * slope(v);
             *out = d;
-            lane_total[index % 16] += d;
-            lane_weighted[index % 16] += d * v;
+            lane_total[0] += d;
+            lane_weighted[0] += d * v;
         }
         total += lane_total.iter().map(|&v| v as f64).sum::<f64>();
         weighted += lane_weighted.iter().map(|&v| v as f64).sum::<f64>();
