@@ -9,8 +9,8 @@
 //!   distance. (The total density `sum_c |psi_c|^2` would tell nothing: every step renormalises
 //!   it to 1 in every cell.)
 //! - The vacuum at `(x, y)` after `step` steps is `exp(i * strength * n_c) / sqrt(d)` per channel
-//!   `c`, with `n_c` a standard normal drawn from a counter-based hash of
-//!   `(seed, x, y, step, c)`: the same wherever and whenever it is asked for. It is generated a
+//!   `c`, with `n_c` a standard normal drawn from a counter-based hash of `(seed, x, y, step)`
+//!   and the channel pair: the same wherever and whenever it is asked for. It is generated a
 //!   whole tile or region at a time, on the host.
 //! - One step evolves every stored tile and every tile within reach of one (the law's
 //!   receptive radius, at least the eight neighbours). Each is cut out with a halo of
