@@ -556,7 +556,7 @@ impl<B: Backend> SparseUniverse<B> {
     }
 
     /// The universe over `region` as a dense grid [1, 2d, height, width] (stored tiles, the
-    /// vacuum elsewhere), built from whole tiles in one gather.
+    /// vacuum elsewhere), pasted from the visible parts of the covering tiles.
     pub fn to_dense(&self, region: Region) -> Result<Tensor<B, 4>> {
         region.check()?;
         let ((i0, j0), nx, ny) = region.tiles(self.config.tile);
