@@ -9,7 +9,6 @@ use crate::dynamics::Simulation;
 use crate::error::Result;
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
-use crate::models::check_grid;
 use crate::state::{generate, InitialState, Universe};
 use crate::training::loss::{self, LossKind, LossWeights};
 
@@ -68,7 +67,6 @@ impl BackendJob for EvalJob<'_> {
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
         let options = self.options;
         let model = options.model.load::<B>(&device)?;
-        check_grid(model.config.arch, options.grid, options.grid)?;
         let gamma = options.gamma.unwrap_or(model.config.gamma);
         let host = generate(
             &InitialState::Random,
