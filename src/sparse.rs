@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::dynamics::step;
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
-use crate::models::{check_gamma, Architecture, Model};
+use crate::models::{check_gamma, Architecture, Model, ModelConfig};
 use crate::observables::{matter_distance, read_floats};
 use crate::state::{DEFAULT_NOISE_STRENGTH, NORM_EPSILON};
 
@@ -121,6 +121,18 @@ impl SparseConfig {
 /// multiple of 4, so that every window's pooling grid lines up with the tiles'.
 pub fn halo(arch: Architecture) -> usize {
     arch.receptive_radius().div_ceil(4) * 4
+}
+
+/// Refuses the laws the sparse engine cannot step: the ConvLSTM U-Net's memory would need a
+/// sparse store of its own.
+pub fn check_law(config: &ModelConfig) -> Result<()> {
+    if config.arch.has_memory() {
+        return Err(Error::InvalidArgument(format!(
+            "the sparse engine does not carry the {} model's ConvLSTM memory; use a dense run",
+            config.arch
+        )));
+    }
+    Ok(())
 }
 
 /// A rectangle of cells: columns `x .. x + width`, rows `y .. y + height`.
@@ -514,6 +526,20 @@ impl<B: Backend> SparseUniverse<B> {
         coords
     }
 
+    /// The universe as a step report: steps taken, tiles stored, matter cells (no tile evolved).
+    pub fn status(&self) -> SparseStepReport {
+        self.report_step(0)
+    }
+
+    fn report_step(&self, evolved_tiles: usize) -> SparseStepReport {
+        SparseStepReport {
+            step: self.step,
+            evolved_tiles,
+            stored_tiles: self.stored_tiles(),
+            matter_cells: self.matter_cells(),
+        }
+    }
+
     /// Cells holding matter.
     pub fn matter_cells(&self) -> usize {
         self.matter.iter().sum()
@@ -685,17 +711,12 @@ impl<B: EngineBackend> SparseUniverse<B> {
     pub fn step(&mut self, model: &Model<B>, gamma: f64) -> Result<SparseStepReport> {
         let config = &model.config;
         check_gamma(gamma)?;
+        check_law(config)?;
         if config.d_state != self.d_state() {
             return Err(Error::InvalidArgument(format!(
                 "the universe has d_state {} but the model expects {}",
                 self.d_state(),
                 config.d_state
-            )));
-        }
-        if config.arch.has_memory() {
-            return Err(Error::InvalidArgument(format!(
-                "the sparse engine does not carry the {} model's ConvLSTM memory; use a dense run",
-                config.arch
             )));
         }
         let t = self.config.tile;
@@ -715,7 +736,7 @@ impl<B: EngineBackend> SparseUniverse<B> {
             .collect();
         if active.is_empty() {
             self.step += 1;
-            return Ok(self.report(0));
+            return Ok(self.report_step(0));
         }
         let neighbourhood = |&(i, j): &TileCoord| {
             (-rings..=rings).flat_map(move |dj| (-rings..=rings).map(move |di| (i + di, j + dj)))
@@ -749,16 +770,7 @@ impl<B: EngineBackend> SparseUniverse<B> {
         // Every stored tile is active, so the evolved tiles replace the whole store.
         self.replace(&active, evolved, counts);
         self.step += 1;
-        Ok(self.report(active.len()))
-    }
-
-    fn report(&self, evolved_tiles: usize) -> SparseStepReport {
-        SparseStepReport {
-            step: self.step,
-            evolved_tiles,
-            stored_tiles: self.stored_tiles(),
-            matter_cells: self.matter_cells(),
-        }
+        Ok(self.report_step(active.len()))
     }
 }
 

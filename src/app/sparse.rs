@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::observables::View;
 use crate::render::{save_png, GifRecorder};
-use crate::sparse::{MatterSeed, Region, SparseConfig, SparseStepReport, SparseUniverse};
+use crate::sparse::{check_law, MatterSeed, Region, SparseConfig, SparseStepReport, SparseUniverse};
 use crate::state::InitialState;
 
 /// The sparse part of a run.
@@ -82,12 +82,8 @@ impl BackendJob for SparseRunJob<'_> {
         let config = model.config.clone();
         let gamma = options.gamma.unwrap_or(config.gamma);
         let window = sparse.window(options.grid);
-        if config.arch.has_memory() {
-            return Err(Error::InvalidArgument(format!(
-                "the sparse engine does not carry the {} model's ConvLSTM memory; use a dense run",
-                config.arch
-            )));
-        }
+        // Before seeding and the first frame, not at the first step.
+        check_law(&config)?;
         let mut universe = SparseUniverse::<B>::new(sparse.config, config.d_state, &device)?;
         universe.seed_matter(&sparse.seeds, options.seed)?;
 
@@ -97,12 +93,7 @@ impl BackendJob for SparseRunJob<'_> {
         let mut gif = options.gif.as_ref().map(|_| GifRecorder::new());
         let mut csv = format!("{}\n", SparseStepReport::CSV_HEADER);
         let mut frames = 0;
-        let mut reports = vec![SparseStepReport {
-            step: 0,
-            evolved_tiles: 0,
-            stored_tiles: universe.stored_tiles(),
-            matter_cells: universe.matter_cells(),
-        }];
+        let mut reports = vec![universe.status()];
         let mut peak_stored_bytes = universe.stored_bytes();
         let bar = super::progress_bar(options.steps, "sparse run", options.progress);
         let announce = |report: &SparseStepReport| {
