@@ -906,6 +906,20 @@ mod tests {
     }
 
     #[test]
+    fn changed_kernels_are_never_served_from_the_transform_cache() {
+        // Same shape, then changed values (as a training step does), then the first again.
+        let dims = [1, 3, 6, 5];
+        let x = random(dims.iter().product(), 21);
+        let first = random(2 * 3 * 9, 22);
+        let mut second = first.clone();
+        second[7] += 0.5;
+        for weight in [&first, &second, &first] {
+            let error = max_error(&winograd_conv3x3(&x, dims, weight, 2), &direct_conv3x3(&x, dims, weight, 2));
+            assert!(error < 1e-5, "{error}");
+        }
+    }
+
+    #[test]
     fn transpose_swaps_rows_and_columns() {
         let (rows, cols) = (70, 45);
         let a = random(rows * cols, 12);
