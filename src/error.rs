@@ -18,6 +18,10 @@ pub enum Error {
     #[error("grid {height}x{width} is not supported: {reason}")]
     InvalidGrid { height: usize, width: usize, reason: String },
 
+    /// A CPU kernel path (`ATHERIA_SIMD`) that is unknown or that this processor cannot run.
+    #[error("{0}")]
+    InvalidSimdPath(String),
+
     /// A parameter outside its domain (negative rate, zero steps, unknown name, ...).
     #[error("{0}")]
     InvalidArgument(String),

@@ -11,6 +11,12 @@ fn main() -> ExitCode {
     atheria::kernels::keep_freed_memory();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
+    // A bad ATHERIA_SIMD is refused here, once, rather than ignored by the kernels.
+    let simd = atheria::kernels::isa::from_environment();
+    if let Err(error) = simd.and_then(atheria::kernels::isa::force) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     match cli::dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

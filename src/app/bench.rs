@@ -54,6 +54,9 @@ pub struct BenchRecord {
     /// [`crate::models::forward_flops`]); a training step counts three forwards (the backward
     /// pass computes two products per forward one).
     pub gflops: f64,
+    /// The CPU's vector paths (atheria's kernels and the GEMM) and model, beside every figure:
+    /// the CPU backend's speed depends on them.
+    pub cpu: crate::kernels::isa::CpuKernels,
 }
 
 /// Runs every (device, grid) configuration. `on_record` sees each result as it arrives and
@@ -180,6 +183,7 @@ impl BenchJob<'_> {
             steps_per_s: 1.0 / median,
             mcells_per_s: cells / median / 1e6,
             gflops: flops / median / 1e9,
+            cpu: crate::kernels::isa::CpuKernels::current(),
         }
     }
 }

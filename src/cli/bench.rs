@@ -88,6 +88,7 @@ pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
     };
     app::bench(&options, &|report| {
         eprintln!("{report}");
+        eprintln!("cpu: {}", atheria::kernels::isa::CpuKernels::current());
         if verbose {
             super::common::print_captured(&report.attempts);
         }

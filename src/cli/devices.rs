@@ -1,6 +1,7 @@
 //! `atheria devices`: the probe report for every compiled backend.
 
 use atheria::backend::{probe_all, SelectOptions};
+use atheria::kernels::isa::CpuKernels;
 use clap::Args;
 
 use super::common::print_captured;
@@ -14,8 +15,10 @@ pub struct DevicesArgs {
 
 pub fn devices(args: DevicesArgs, verbose: bool) -> anyhow::Result<()> {
     let attempts = probe_all(&SelectOptions::default());
+    let cpu = CpuKernels::current();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&attempts)?);
+        let report = serde_json::json!({ "attempts": attempts, "cpu_kernels": cpu });
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     for attempt in &attempts {
@@ -27,6 +30,7 @@ pub fn devices(args: DevicesArgs, verbose: bool) -> anyhow::Result<()> {
             ),
         }
     }
+    println!("cpu kernels: {cpu}");
     if verbose {
         print_captured(&attempts);
     }
