@@ -6,6 +6,9 @@
 //! messages from every thread, classifies the cause, and falls back in the order the request
 //! allows. Nothing is printed while probing; the report says what happened.
 
+pub mod driver;
+pub mod isolated;
+
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::str::FromStr;
@@ -17,14 +20,15 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Cuda, NdArray, Wgpu};
 use burn::tensor::{ElementConversion, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use self::driver::DriverInfo;
 use crate::error::{Error, Result};
 use crate::guard::{catch_silently, panic_text, PanicCapture};
 use crate::kernels::EngineBackend;
 
 /// The three compiled backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Cuda,
@@ -86,7 +90,7 @@ impl fmt::Display for DeviceRequest {
 }
 
 /// Why a backend did not start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureCause {
     /// The driver library (libcuda, a Vulkan loader or ICD) is not installed.
@@ -103,6 +107,12 @@ pub enum FailureCause {
     SoftwareOnly,
     /// The probe did not answer within the time limit.
     Timeout,
+    /// The driver's initialisation returned an error code (named in the message).
+    InitError,
+    /// The driver crashed the (isolated) probe with a signal.
+    DriverCrashed,
+    /// CUDA's runtime compiler, which compiles the kernels, is not installed.
+    NvrtcMissing,
     /// Anything else; the message says more.
     Other,
 }
@@ -117,8 +127,32 @@ impl fmt::Display for FailureCause {
             FailureCause::OutOfMemory => "out of memory",
             FailureCause::SoftwareOnly => "only a software adapter",
             FailureCause::Timeout => "timed out",
+            FailureCause::InitError => "driver initialisation error",
+            FailureCause::DriverCrashed => "driver crashed",
+            FailureCause::NvrtcMissing => "NVRTC missing",
             FailureCause::Other => "failed",
         })
+    }
+}
+
+impl FailureCause {
+    /// What a person can do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            FailureCause::DriverMissing => "install the GPU driver, or add its folder to LD_LIBRARY_PATH",
+            FailureCause::NoDevice => "check that the GPU is visible (nvidia-smi, CUDA_VISIBLE_DEVICES) and the index exists",
+            FailureCause::LibraryMismatch => {
+                "the driver libraries come from different releases (e.g. libcusparse and libnvJitLink): install matching versions, or check LD_LIBRARY_PATH for stale copies"
+            }
+            FailureCause::DriverTooOld => "update the GPU driver to one that supports this CUDA release",
+            FailureCause::OutOfMemory => "free GPU memory (other processes) or use a smaller grid",
+            FailureCause::SoftwareOnly => "no GPU driver: the CPU backend is faster than a software adapter",
+            FailureCause::Timeout => "the driver hangs: check dmesg and the driver's state; ATHERIA_PROBE_TIMEOUT sets the limit",
+            FailureCause::InitError => "the driver refused to start: see the error code's meaning; reloading the kernel module or a reboot may help",
+            FailureCause::DriverCrashed => "the driver crashed while starting: reinstall it, or check dmesg",
+            FailureCause::NvrtcMissing => "install CUDA's NVRTC (cuda-nvrtc) matching the driver, or add its folder to LD_LIBRARY_PATH",
+            FailureCause::Other => "run with --verbose to see every message",
+        }
     }
 }
 
@@ -166,7 +200,7 @@ pub fn classify_failure(messages: &[String]) -> FailureCause {
 }
 
 /// A backend that failed to start, with what it said.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     pub cause: FailureCause,
     /// The most informative line of what was captured.
@@ -176,13 +210,23 @@ pub struct Failure {
 }
 
 /// One probe of one backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub backend: BackendKind,
     /// The device as the backend names it (e.g. `Cuda(0)`, the wgpu adapter's name).
     pub device: String,
     /// `None` when the backend started and computed correctly.
     pub failure: Option<Failure>,
+    /// What the driver pre-check found (libraries, version, devices, broken Vulkan ICDs).
+    #[serde(default)]
+    pub driver: DriverInfo,
+}
+
+impl Attempt {
+    pub(crate) fn failed(backend: BackendKind, device: String, cause: FailureCause, summary: String) -> Self {
+        let failure = Some(Failure { cause, summary, messages: vec![] });
+        Self { backend, device, failure, driver: DriverInfo::default() }
+    }
 }
 
 /// A device the engine can run on.
@@ -313,7 +357,7 @@ impl Default for SelectOptions {
         let seconds = std::env::var("ATHERIA_PROBE_TIMEOUT")
             .ok()
             .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(180);
+            .unwrap_or(20);
         Self { strict: false, probe_timeout: Duration::from_secs(seconds) }
     }
 }
@@ -342,7 +386,7 @@ pub fn select_device(request: DeviceRequest, options: &SelectOptions) -> Result<
     let mut report =
         DeviceReport { requested: request, selected: None, selected_device: None, attempts: vec![] };
     for (position, candidate) in candidates.into_iter().enumerate() {
-        let (attempt, device) = candidate.probe(options.probe_timeout);
+        let (attempt, device) = candidate.probe_guarded(options.probe_timeout);
         let started = attempt.failure.is_none();
         let device_name = attempt.device.clone();
         report.attempts.push(attempt);
@@ -371,24 +415,86 @@ pub fn select_device(request: DeviceRequest, options: &SelectOptions) -> Result<
 pub fn probe_all(options: &SelectOptions) -> Vec<Attempt> {
     [Candidate::Cuda(CudaDevice::new(0)), Candidate::Wgpu { allow_software: true }, Candidate::Cpu]
         .into_iter()
-        .map(|candidate| candidate.probe(options.probe_timeout).0)
+        .map(|candidate| candidate.probe_guarded(options.probe_timeout).0)
         .collect()
 }
 
-enum Candidate {
+pub(crate) enum Candidate {
     Cuda(CudaDevice),
     Wgpu { allow_software: bool },
     Cpu,
 }
 
 impl Candidate {
+    /// The candidate's name on a probe child's command line.
+    fn spec(&self) -> String {
+        match self {
+            Candidate::Cuda(device) => format!("cuda:{}", device.index),
+            Candidate::Wgpu { allow_software: true } => "wgpu".into(),
+            Candidate::Wgpu { allow_software: false } => "wgpu-hardware".into(),
+            Candidate::Cpu => "cpu".into(),
+        }
+    }
+
+    fn from_spec(spec: &str) -> Option<Self> {
+        match spec {
+            "wgpu" => Some(Candidate::Wgpu { allow_software: true }),
+            "wgpu-hardware" => Some(Candidate::Wgpu { allow_software: false }),
+            "cpu" => Some(Candidate::Cpu),
+            _ => spec.strip_prefix("cuda:")?.parse().ok().map(|index| Candidate::Cuda(CudaDevice::new(index))),
+        }
+    }
+
+    fn kind(&self) -> BackendKind {
+        match self {
+            Candidate::Cuda(_) => BackendKind::Cuda,
+            Candidate::Wgpu { .. } => BackendKind::Wgpu,
+            Candidate::Cpu => BackendKind::Cpu,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Candidate::Cuda(device) => format!("Cuda({})", device.index),
+            Candidate::Wgpu { .. } => "wgpu".into(),
+            Candidate::Cpu => "NdArray".into(),
+        }
+    }
+
+    /// Probes a GPU candidate in a child process first where this process enabled that
+    /// ([`isolated::serve_probe_subcommand`]), then here only if the child survived.
+    fn probe_guarded(self, timeout: Duration) -> (Attempt, Option<SelectedDevice>) {
+        if isolated::enabled() && self.kind() != BackendKind::Cpu {
+            let attempt = isolated::probe(&self, timeout);
+            if attempt.failure.is_some() {
+                return (attempt, None);
+            }
+            let broken = attempt.driver.broken_icds.clone();
+            if !broken.is_empty() && !attempt.driver.icds.is_empty() {
+                let working: Vec<std::path::PathBuf> = attempt.driver.icds.iter().map(Into::into).collect();
+                driver::quarantine_broken_icds(&working, &broken);
+            }
+            let (mut attempt, device) = self.probe(timeout);
+            // The environment now hides the broken ICDs from this process's own check.
+            attempt.driver.broken_icds.extend(broken);
+            return (attempt, device);
+        }
+        self.probe(timeout)
+    }
+
+    /// Pre-checks the driver, then runs the tiny computation in this process.
     fn probe(self, timeout: Duration) -> (Attempt, Option<SelectedDevice>) {
         match self {
             Candidate::Cuda(device) => {
                 let name = format!("Cuda({})", device.index);
-                let failure = probe_backend::<Cuda>(device.clone(), timeout);
+                let (info, checked) = driver::check_cuda(device.index);
+                let failure = match checked {
+                    Err(problem) => Some(Failure { cause: problem.cause, summary: problem.message, messages: vec![] }),
+                    Ok(()) => probe_backend::<Cuda>(device.clone(), timeout),
+                };
+                let name = info.devices.get(device.index).map_or(name.clone(), |d| format!("{name}, {}", d.name));
                 let started = failure.is_none().then_some(SelectedDevice::Cuda(device));
-                (Attempt { backend: BackendKind::Cuda, device: name, failure }, started)
+                (Attempt { backend: BackendKind::Cuda, device: name, failure, driver: info }, started)
             }
             Candidate::Wgpu { allow_software } => probe_wgpu(allow_software, timeout),
             Candidate::Cpu => {
@@ -399,6 +505,7 @@ impl Candidate {
                     backend: BackendKind::Cpu,
                     device: format!("NdArray, {} threads", rayon_threads()),
                     failure,
+                    driver: DriverInfo::default(),
                 };
                 (attempt, started)
             }
@@ -411,6 +518,20 @@ fn rayon_threads() -> usize {
 }
 
 fn probe_wgpu(allow_software: bool, timeout: Duration) -> (Attempt, Option<SelectedDevice>) {
+    let (mut info, checked) = driver::check_vulkan();
+    match checked {
+        Err(problem) => {
+            let mut attempt = Attempt::failed(BackendKind::Wgpu, "no adapter".into(), problem.cause, problem.message);
+            attempt.driver = info;
+            return (attempt, None);
+        }
+        Ok(working) => {
+            if !info.broken_icds.is_empty() {
+                driver::quarantine_broken_icds(&working, &info.broken_icds);
+            }
+            info.icds = working.iter().map(|path| path.display().to_string()).collect();
+        }
+    }
     let adapters = list_wgpu_adapters();
     let hardware = adapters.iter().find(|adapter| !adapter.software);
     let chosen = hardware.or_else(|| adapters.first());
@@ -432,7 +553,7 @@ fn probe_wgpu(allow_software: bool, timeout: Duration) -> (Attempt, Option<Selec
         Some(_) => probe_backend::<Wgpu>(WgpuDevice::DefaultDevice, timeout),
     };
     let started = failure.is_none().then_some(SelectedDevice::Wgpu(WgpuDevice::DefaultDevice));
-    (Attempt { backend: BackendKind::Wgpu, device: name, failure }, started)
+    (Attempt { backend: BackendKind::Wgpu, device: name, failure, driver: info }, started)
 }
 
 /// What wgpu reports of one adapter.

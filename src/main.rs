@@ -8,6 +8,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     quiet_headless_vulkan();
+    // A probe child (this executable re-run to probe a GPU driver) answers and exits here.
+    atheria::backend::isolated::serve_probe_subcommand();
     atheria::kernels::keep_freed_memory();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);

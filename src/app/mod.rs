@@ -6,6 +6,7 @@
 //! that uses it.
 
 pub mod bench;
+pub mod doctor;
 pub mod eval;
 pub mod import;
 pub mod run;

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod devices;
+mod doctor;
 mod eval;
 mod import;
 mod run;
@@ -32,6 +33,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Probe every compiled backend and report which start, and why the others do not.
     Devices(devices::DevicesArgs),
+    /// What this machine can run and why not: drivers, causes, hints, a self-test per backend.
+    Doctor(doctor::DoctorArgs),
     /// Convert a checkpoint of the PyTorch lab (.pth/.pt/.safetensors) into a model directory.
     Import(import::ImportArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
@@ -45,6 +48,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::eval(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Import(args) => import::import(args),
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests, one binary (each file under tests/ would link all of burn again).
 
+mod broken_drivers;
 mod cli;
 mod devices;
 mod dynamics;
