@@ -12,7 +12,9 @@ use burn::tensor::{Distribution, Tensor};
 use safetensors::SafeTensors;
 use serde::Serialize;
 
-use crate::backend::{probe_all, select_device, Attempt, BackendJob, BackendKind, DeviceRequest, SelectOptions};
+use crate::backend::{
+    probe_all, select_device, Attempt, BackendJob, BackendKind, DeviceRequest, SelectOptions,
+};
 use crate::error::{Error, Result};
 use crate::io::state_file::HostState;
 use crate::io::weights::WeightFile;
@@ -64,7 +66,9 @@ pub struct BackendCheck {
 impl BackendCheck {
     /// True when the backend started and every self-test passed.
     pub fn healthy(&self) -> bool {
-        self.attempt.failure.is_none() && self.error.is_none() && self.parity.iter().all(|p| p.passed)
+        self.attempt.failure.is_none()
+            && self.error.is_none()
+            && self.parity.iter().all(|p| p.passed)
     }
 }
 
@@ -78,7 +82,9 @@ pub struct DoctorReport {
 impl DoctorReport {
     /// The CPU backend passed its self-test: atheria can run here.
     pub fn cpu_healthy(&self) -> bool {
-        self.backends.iter().any(|check| check.attempt.backend == BackendKind::Cpu && check.healthy())
+        self.backends
+            .iter()
+            .any(|check| check.attempt.backend == BackendKind::Cpu && check.healthy())
     }
 }
 
@@ -88,8 +94,17 @@ pub fn doctor(options: &SelectOptions) -> DoctorReport {
     let backends = attempts
         .into_iter()
         .map(|attempt| {
-            let hint = attempt.failure.as_ref().map(|failure| failure.cause.hint().to_string());
-            let mut check = BackendCheck { attempt, hint, parity: vec![], ms_per_step_64: None, error: None };
+            let hint = attempt
+                .failure
+                .as_ref()
+                .map(|failure| failure.cause.hint().to_string());
+            let mut check = BackendCheck {
+                attempt,
+                hint,
+                parity: vec![],
+                ms_per_step_64: None,
+                error: None,
+            };
             if check.attempt.failure.is_none() {
                 match self_test(check.attempt.backend, options) {
                     Ok((parity, ms)) => {
@@ -102,7 +117,10 @@ pub fn doctor(options: &SelectOptions) -> DoctorReport {
             check
         })
         .collect();
-    DoctorReport { backends, cpu_kernels: CpuKernels::current() }
+    DoctorReport {
+        backends,
+        cpu_kernels: CpuKernels::current(),
+    }
 }
 
 fn self_test(backend: BackendKind, options: &SelectOptions) -> Result<(Vec<Parity>, f64)> {
@@ -111,7 +129,10 @@ fn self_test(backend: BackendKind, options: &SelectOptions) -> Result<(Vec<Parit
         BackendKind::Wgpu => DeviceRequest::Wgpu,
         BackendKind::Cpu => DeviceRequest::Cpu,
     };
-    let strict = SelectOptions { strict: true, ..options.clone() };
+    let strict = SelectOptions {
+        strict: true,
+        ..options.clone()
+    };
     select_device(request, &strict)?.device.run(SelfTest)
 }
 
@@ -125,26 +146,42 @@ impl BackendJob for SelfTest {
         let mut speed_model = None;
         for (arch, weights, trajectory) in REFERENCES {
             let reference = Reference::parse(arch, weights, trajectory)?;
-            let model = Model::<B>::from_weights(reference.config.clone(), &reference.weights, &device)?;
+            let model =
+                Model::<B>::from_weights(reference.config.clone(), &reference.weights, &device)?;
             if arch == Architecture::Unet {
                 speed_model = Some(model.clone());
             }
-            let mut simulation = Simulation::new(model, Universe::from_host(&reference.start, &device), reference.gamma)?;
+            let mut simulation = Simulation::new(
+                model,
+                Universe::from_host(&reference.start, &device),
+                reference.gamma,
+            )?;
             simulation.step();
             let state = simulation.universe.to_host()?;
             let error = relative_error(&state, &reference.after_one);
-            parity.push(Parity { arch: arch.to_string(), relative_error: error, passed: error <= PARITY_TOLERANCE });
+            parity.push(Parity {
+                arch: arch.to_string(),
+                relative_error: error,
+                passed: error <= PARITY_TOLERANCE,
+            });
         }
-        let model = speed_model.ok_or_else(|| Error::InvalidArgument("no U-Net reference".into()))?;
+        let model =
+            speed_model.ok_or_else(|| Error::InvalidArgument("no U-Net reference".into()))?;
         let d = model.config.d_state;
-        let psi = Tensor::<B, 4>::random([1, 2 * d, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+        let psi =
+            Tensor::<B, 4>::random([1, 2 * d, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let mut simulation = Simulation::new(model, Universe::new(psi), 0.01)?;
         let mut times = Vec::new();
         for round in 0..6 {
             let start = Instant::now();
             simulation.step();
             // Reading a value back waits for the device.
-            let _ = simulation.universe.psi.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
+            let _ = simulation
+                .universe
+                .psi
+                .clone()
+                .slice([0..1, 0..1, 0..1, 0..1])
+                .into_data();
             if round >= 2 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
@@ -168,27 +205,57 @@ impl Reference {
         let name = Path::new("embedded-trajectory.safetensors");
         let bad = |message: &str| Error::format(name, message.to_string());
         let weights = WeightFile::from_bytes(Path::new("embedded.safetensors"), weights)?;
-        let (_, header) = SafeTensors::read_metadata(trajectory).map_err(|e| bad(&e.to_string()))?;
+        let (_, header) =
+            SafeTensors::read_metadata(trajectory).map_err(|e| bad(&e.to_string()))?;
         let metadata = header.metadata().clone().unwrap_or_default();
         let number = |key: &str| -> Result<f64> {
-            metadata.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| bad(&format!("no `{key}`")))
+            metadata
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad(&format!("no `{key}`")))
         };
         let parsed = SafeTensors::deserialize(trajectory).map_err(|e| bad(&e.to_string()))?;
         let tensor = |key: &str| -> Result<HostTensor> {
             let view = parsed.tensor(key).map_err(|e| bad(&e.to_string()))?;
-            let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            Ok(HostTensor { shape: view.shape().to_vec(), data })
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok(HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            })
         };
         let state = |step: u64| -> Result<HostState> {
-            Ok(HostState { re: tensor(&format!("psi{step}_re"))?, im: tensor(&format!("psi{step}_im"))?, memory: None, step })
+            Ok(HostState {
+                re: tensor(&format!("psi{step}_re"))?,
+                im: tensor(&format!("psi{step}_im"))?,
+                memory: None,
+                step,
+            })
         };
-        let config = ModelConfig::new(arch, number("d_state")? as usize, number("hidden")? as usize);
-        Ok(Self { config, weights, gamma: number("gamma")?, start: state(0)?, after_one: state(1)? })
+        let config = ModelConfig::new(
+            arch,
+            number("d_state")? as usize,
+            number("hidden")? as usize,
+        );
+        Ok(Self {
+            config,
+            weights,
+            gamma: number("gamma")?,
+            start: state(0)?,
+            after_one: state(1)?,
+        })
     }
 }
 
 fn relative_error(a: &HostState, b: &HostState) -> f64 {
-    let pairs = a.re.data.iter().zip(&b.re.data).chain(a.im.data.iter().zip(&b.im.data));
+    let pairs =
+        a.re.data
+            .iter()
+            .zip(&b.re.data)
+            .chain(a.im.data.iter().zip(&b.im.data));
     let (mut difference, mut norm) = (0.0f64, 0.0f64);
     for (x, y) in pairs {
         difference += (*x as f64 - *y as f64).powi(2);

@@ -50,7 +50,12 @@ pub fn serve_probe_subcommand() {
     let seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
     let attempt = match Candidate::from_spec(&spec) {
         Some(candidate) => candidate.probe(Duration::from_secs(seconds)).0,
-        None => Attempt::failed(BackendKind::Cpu, spec.clone(), FailureCause::Other, format!("unknown probe `{spec}`")),
+        None => Attempt::failed(
+            BackendKind::Cpu,
+            spec.clone(),
+            FailureCause::Other,
+            format!("unknown probe `{spec}`"),
+        ),
     };
     println!("{}", serde_json::to_string(&attempt).unwrap_or_default());
     std::process::exit(0);
@@ -64,12 +69,18 @@ pub fn enabled() -> bool {
 /// The result of probing `candidate` in a child process (cached for the process).
 pub(crate) fn probe(candidate: &Candidate, timeout: Duration) -> Attempt {
     let spec = candidate.spec();
-    if let Some(found) = PROBED.lock().ok().and_then(|cache| cache.as_ref()?.get(&spec).cloned()) {
+    if let Some(found) = PROBED
+        .lock()
+        .ok()
+        .and_then(|cache| cache.as_ref()?.get(&spec).cloned())
+    {
         return found;
     }
     let attempt = run_child(candidate, &spec, timeout);
     if let Ok(mut cache) = PROBED.lock() {
-        cache.get_or_insert_with(HashMap::new).insert(spec, attempt.clone());
+        cache
+            .get_or_insert_with(HashMap::new)
+            .insert(spec, attempt.clone());
     }
     attempt
 }
@@ -79,12 +90,22 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
     let fail = |cause, summary: String, messages: Vec<String>| Attempt {
         backend,
         device: device.clone(),
-        failure: Some(Failure { cause, summary, messages }),
+        failure: Some(Failure {
+            cause,
+            summary,
+            messages,
+        }),
         driver: Default::default(),
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
-        Err(error) => return fail(FailureCause::Other, format!("cannot find this executable to probe in a child: {error}"), vec![]),
+        Err(error) => {
+            return fail(
+                FailureCause::Other,
+                format!("cannot find this executable to probe in a child: {error}"),
+                vec![],
+            )
+        }
     };
     let child = Command::new(exe)
         .arg(PROBE_SUBCOMMAND)
@@ -96,7 +117,13 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
         .spawn();
     let mut child = match child {
         Ok(child) => child,
-        Err(error) => return fail(FailureCause::Other, format!("cannot start the probe process: {error}"), vec![]),
+        Err(error) => {
+            return fail(
+                FailureCause::Other,
+                format!("cannot start the probe process: {error}"),
+                vec![],
+            )
+        }
     };
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -107,8 +134,18 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
             text
         })
     };
-    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     // The child's own probe has the same limit; this one also covers a driver that blocks
     // before that timer starts. A little slack lets the child report its own timeout.
     let deadline = Instant::now() + timeout + Duration::from_secs(2);
@@ -121,32 +158,72 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(error) => return fail(FailureCause::Other, format!("lost the probe process: {error}"), vec![]),
+            Err(error) => {
+                return fail(
+                    FailureCause::Other,
+                    format!("lost the probe process: {error}"),
+                    vec![],
+                )
+            }
         }
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
-    let messages: Vec<String> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let messages: Vec<String> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     let Some(status) = status else {
-        let summary = format!("the driver did not answer within {} s; the probe was stopped", timeout.as_secs());
+        let summary = format!(
+            "the driver did not answer within {} s; the probe was stopped",
+            timeout.as_secs()
+        );
         return fail(FailureCause::Timeout, summary, messages);
     };
-    if let Some(attempt) = stdout.lines().rev().find_map(|line| serde_json::from_str::<Attempt>(line).ok()) {
+    if let Some(attempt) = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str::<Attempt>(line).ok())
+    {
         return attempt;
     }
     // The child ended without its report: the linker, an abort or a signal stopped it.
-    if let Some(line) = messages.iter().find(|m| m.contains("symbol lookup error") || m.contains("undefined symbol")) {
-        return fail(FailureCause::LibraryMismatch, line.clone(), messages.clone());
+    if let Some(line) = messages
+        .iter()
+        .find(|m| m.contains("symbol lookup error") || m.contains("undefined symbol"))
+    {
+        return fail(
+            FailureCause::LibraryMismatch,
+            line.clone(),
+            messages.clone(),
+        );
     }
     #[cfg(unix)]
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
         let name = signal_name(signal);
-        let said = messages.iter().find(|m| !m.starts_with("note:")).map(|m| format!(": {m}")).unwrap_or_default();
-        return fail(FailureCause::DriverCrashed, format!("the driver ended the probe with {name}{said}"), messages.clone());
+        let said = messages
+            .iter()
+            .find(|m| !m.starts_with("note:"))
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        return fail(
+            FailureCause::DriverCrashed,
+            format!("the driver ended the probe with {name}{said}"),
+            messages.clone(),
+        );
     }
     let cause = classify_failure(&messages);
-    let first = messages.first().cloned().unwrap_or_else(|| "no message".into());
-    fail(cause, format!("the probe exited with {status} ({first})"), messages)
+    let first = messages
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "no message".into());
+    fail(
+        cause,
+        format!("the probe exited with {status} ({first})"),
+        messages,
+    )
 }
 
 fn signal_name(signal: i32) -> String {

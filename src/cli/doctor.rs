@@ -19,7 +19,13 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     } else {
         for check in &report.backends {
             let attempt = &check.attempt;
-            let status = if check.healthy() { "ok" } else if attempt.failure.is_some() { "does not start" } else { "FAILED self-test" };
+            let status = if check.healthy() {
+                "ok"
+            } else if attempt.failure.is_some() {
+                "does not start"
+            } else {
+                "FAILED self-test"
+            };
             println!("{:<5} {status:<16} {}", attempt.backend, attempt.device);
             let driver = &attempt.driver;
             for library in &driver.libraries {
@@ -29,11 +35,22 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                 println!("      driver version {version}");
             }
             for device in &driver.devices {
-                let capability = device.compute_capability.as_deref().map(|c| format!(", compute {c}")).unwrap_or_default();
-                println!("      device {} ({:.1} GiB{capability})", device.name, device.memory as f64 / (1u64 << 30) as f64);
+                let capability = device
+                    .compute_capability
+                    .as_deref()
+                    .map(|c| format!(", compute {c}"))
+                    .unwrap_or_default();
+                println!(
+                    "      device {} ({:.1} GiB{capability})",
+                    device.name,
+                    device.memory as f64 / (1u64 << 30) as f64
+                );
             }
             for broken in &driver.broken_icds {
-                println!("      skipped broken Vulkan driver {} ({}): {}", broken.library, broken.manifest, broken.error);
+                println!(
+                    "      skipped broken Vulkan driver {} ({}): {}",
+                    broken.library, broken.manifest, broken.error
+                );
             }
             if let Some(failure) = &attempt.failure {
                 println!("      cause: {}: {}", failure.cause, failure.summary);

@@ -33,7 +33,11 @@ fn on_every_path(test: impl Fn(SimdPath)) {
 
 /// `Ok` when `|actual - exact| <= bound` everywhere; otherwise the worst element.
 fn within(actual: &[f32], exact: &[f64], bound: &[f64]) -> Result<(), String> {
-    assert_eq!((actual.len(), exact.len()), (bound.len(), bound.len()), "lengths differ");
+    assert_eq!(
+        (actual.len(), exact.len()),
+        (bound.len(), bound.len()),
+        "lengths differ"
+    );
     let mut worst: Option<(f64, usize)> = None;
     for (index, ((a, e), b)) in actual.iter().zip(exact).zip(bound).enumerate() {
         let error = (*a as f64 - e).abs();
@@ -73,10 +77,12 @@ fn direct_conv3x3(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize)
                     for ci in 0..c {
                         for i in 0..3 {
                             for j in 0..3 {
-                                let (sy, sx) = (y as isize + i as isize - 1, xx as isize + j as isize - 1);
+                                let (sy, sx) =
+                                    (y as isize + i as isize - 1, xx as isize + j as isize - 1);
                                 if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
                                     sum += weight[((ki * c + ci) * 3 + i) * 3 + j] as f64
-                                        * x[((ni * c + ci) * h + sy as usize) * w + sx as usize] as f64;
+                                        * x[((ni * c + ci) * h + sy as usize) * w + sx as usize]
+                                            as f64;
                                 }
                             }
                         }
@@ -92,15 +98,28 @@ fn direct_conv3x3(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize)
 /// What Winograd F(2x2, 3x3)'s rounding scales with: the algorithm evaluated with the absolute
 /// values of its transforms and data, `|A^T| [sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)] |A|`.
 fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
-    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 1.0]];
-    const BT: [[f64; 4]; 4] = [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]];
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, 0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    const BT: [[f64; 4]; 4] = [
+        [1.0, 0.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, 1.0],
+    ];
     const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
     let kernel = |ki: usize, ci: usize| {
         let g = |i: usize, j: usize| weight[((ki * c + ci) * 3 + i) * 3 + j].abs() as f64;
         let mut u = [[0.0f64; 4]; 4];
         for (a, u_row) in u.iter_mut().enumerate() {
             for (b, value) in u_row.iter_mut().enumerate() {
-                *value = (0..3).flat_map(|i| (0..3).map(move |j| (i, j))).map(|(i, j)| G[a][i] * g(i, j) * G[b][j]).sum();
+                *value = (0..3)
+                    .flat_map(|i| (0..3).map(move |j| (i, j)))
+                    .map(|(i, j)| G[a][i] * g(i, j) * G[b][j])
+                    .sum();
             }
         }
         u
@@ -122,7 +141,10 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
                     let mut v = [[0.0f64; 4]; 4];
                     for (a, v_row) in v.iter_mut().enumerate() {
                         for (b, value) in v_row.iter_mut().enumerate() {
-                            *value = (0..4).flat_map(|r| (0..4).map(move |s| (r, s))).map(|(r, s)| BT[a][r] * d(r, s) * BT[b][s]).sum();
+                            *value = (0..4)
+                                .flat_map(|r| (0..4).map(move |s| (r, s)))
+                                .map(|(r, s)| BT[a][r] * d(r, s) * BT[b][s])
+                                .sum();
                         }
                     }
                     v
@@ -142,7 +164,10 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
                         for (j, at_col) in AT.iter().enumerate() {
                             let (y, xx) = (2 * ty + i, 2 * tx + j);
                             if y < h && xx < w {
-                                let value: f64 = (0..4).flat_map(|a| (0..4).map(move |b| (a, b))).map(|(a, b)| at_row[a] * m[a][b] * at_col[b]).sum();
+                                let value: f64 = (0..4)
+                                    .flat_map(|a| (0..4).map(move |b| (a, b)))
+                                    .map(|(a, b)| at_row[a] * m[a][b] * at_col[b])
+                                    .sum();
                                 out[((ni * k + ki) * h + y) * w + xx] = value;
                             }
                         }
@@ -157,7 +182,10 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
 /// Winograd's bound: the GEMM's sum over `c` channels plus the transforms' depth.
 fn winograd_bound(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
     let roundings = dims[1] as f64 + DEPTH;
-    winograd_magnitude(x, dims, weight, k).iter().map(|m| roundings * EPS * m).collect()
+    winograd_magnitude(x, dims, weight, k)
+        .iter()
+        .map(|m| roundings * EPS * m)
+        .collect()
 }
 
 /// The kernel with each 3x3 tap grid transposed (rows read as columns): an orientation mistake.
@@ -175,7 +203,13 @@ fn transposed_taps(weight: &[f32]) -> Vec<f32> {
 
 #[test]
 fn winograd_matches_the_definition_including_odd_sizes() {
-    let cases = [([2, 3, 8, 12], 5), ([1, 4, 7, 5], 3), ([1, 1, 1, 1], 2), ([3, 2, 4, 4], 1), ([2, 5, 40, 44], 7)];
+    let cases = [
+        ([2, 3, 8, 12], 5),
+        ([1, 4, 7, 5], 3),
+        ([1, 1, 1, 1], 2),
+        ([3, 2, 4, 4], 1),
+        ([2, 5, 40, 44], 7),
+    ];
     let prepared: Vec<_> = cases
         .iter()
         .map(|&(dims, k)| {
@@ -203,7 +237,9 @@ fn winograd_matches_the_definition_including_odd_sizes() {
     let wrong = rounded(&direct_conv3x3(x, *dims, &transposed_taps(weight), *k));
     assert!(within(&wrong, exact, bound).is_err());
     let mut dropped = weight.clone();
-    dropped.chunks_mut(9 * dims[1]).for_each(|kernel| kernel[9 * (dims[1] - 1)..].fill(0.0));
+    dropped
+        .chunks_mut(9 * dims[1])
+        .for_each(|kernel| kernel[9 * (dims[1] - 1)..].fill(0.0));
     let wrong = rounded(&direct_conv3x3(x, *dims, &dropped, *k));
     assert!(within(&wrong, exact, bound).is_err());
 }
@@ -219,13 +255,22 @@ fn changed_kernels_are_never_served_from_the_transform_cache() {
     on_every_path(|path| {
         for weight in [&first, &second, &first] {
             let exact = direct_conv3x3(&x, dims, weight, 2);
-            within(&winograd_conv3x3(&x, dims, weight, 2), &exact, &winograd_bound(&x, dims, weight, 2))
-                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            within(
+                &winograd_conv3x3(&x, dims, weight, 2),
+                &exact,
+                &winograd_bound(&x, dims, weight, 2),
+            )
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
         }
     });
     // A stale kernel (the first served for the second) would fail the same check.
     let stale = rounded(&direct_conv3x3(&x, dims, &first, 2));
-    assert!(within(&stale, &direct_conv3x3(&x, dims, &second, 2), &winograd_bound(&x, dims, &second, 2)).is_err());
+    assert!(within(
+        &stale,
+        &direct_conv3x3(&x, dims, &second, 2),
+        &winograd_bound(&x, dims, &second, 2)
+    )
+    .is_err());
 }
 
 #[test]
@@ -238,7 +283,11 @@ fn convolution_gradients_match_the_exact_derivatives() {
     // loss = sum(grad * conv(x, w)) is linear in x and in w, so a unit bump's change is the
     // exact derivative.
     let loss = |x: &[f32], w: &[f32]| -> f64 {
-        direct_conv3x3(x, dims, w, k).iter().zip(&grad).map(|(o, g)| o * *g as f64).sum()
+        direct_conv3x3(x, dims, w, k)
+            .iter()
+            .zip(&grad)
+            .map(|(o, g)| o * *g as f64)
+            .sum()
     };
     let base = loss(&x, &weight);
     let exact_x: Vec<f64> = (0..x.len())
@@ -265,15 +314,21 @@ fn convolution_gradients_match_the_exact_derivatives() {
         .map(|index| {
             let mut bumped = vec![0.0; weight.len()];
             bumped[index] = 1.0;
-            direct_conv3x3(&abs(&x), dims, &bumped, k).iter().zip(&grad).map(|(o, g)| o * g.abs() as f64).sum()
+            direct_conv3x3(&abs(&x), dims, &bumped, k)
+                .iter()
+                .zip(&grad)
+                .map(|(o, g)| o * g.abs() as f64)
+                .sum()
         })
         .collect();
     let bound_w: Vec<f64> = magnitude_w.iter().map(|m| terms * EPS * m).collect();
     on_every_path(|path| {
         let grad_x = winograd_conv3x3(&grad, [n, k, h, w], &flipped, c);
-        within(&grad_x, &exact_x, &bound_x).unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
+        within(&grad_x, &exact_x, &bound_x)
+            .unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
         let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
-        within(&grad_w, &exact_w, &bound_w).unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
+        within(&grad_w, &exact_w, &bound_w)
+            .unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
     });
     // The kernel flipped without swapping the channels would be wrong.
     let unswapped = winograd_conv3x3(&grad, [n, k, h, w], &transposed_taps(&flipped), c);
@@ -298,7 +353,13 @@ fn transpose_swaps_rows_and_columns() {
 
 /// `out[n][o][y][x] = sum_c x[n][c][y/2][x/2] w[c][o][y%2][x%2]` in f64, with the absolute
 /// values of `x` and `w` when `absolute`.
-fn up_definition(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], o: usize, absolute: bool) -> Vec<f64> {
+fn up_definition(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    weight: &[f32],
+    o: usize,
+    absolute: bool,
+) -> Vec<f64> {
     let value = |v: f32| if absolute { v.abs() as f64 } else { v as f64 };
     let mut out = vec![0.0f64; n * o * 4 * h * w];
     for ni in 0..n {
@@ -326,18 +387,26 @@ fn up_convolution_matches_the_definition_and_its_gradients() {
     let weight = random(c * o * 4, 7);
     let grad = random(n * o * 4 * h * w, 8);
     let exact = up_definition(&x, dims, &weight, o, false);
-    let bound: Vec<f64> = up_definition(&x, dims, &weight, o, true).iter().map(|m| (c as f64 + DEPTH) * EPS * m).collect();
+    let bound: Vec<f64> = up_definition(&x, dims, &weight, o, true)
+        .iter()
+        .map(|m| (c as f64 + DEPTH) * EPS * m)
+        .collect();
 
     let loss = |x: &[f32], w: &[f32], absolute: bool| -> f64 {
         let g = |v: f32| if absolute { v.abs() as f64 } else { v as f64 };
-        up_definition(x, dims, w, o, absolute).iter().zip(&grad).map(|(a, v)| a * g(*v)).sum()
+        up_definition(x, dims, w, o, absolute)
+            .iter()
+            .zip(&grad)
+            .map(|(a, v)| a * g(*v))
+            .sum()
     };
     // Exact derivatives of the linear loss, and the magnitudes of their terms.
-    let derivatives = |len: usize, bump: &dyn Fn(usize, bool) -> f64, terms: f64| -> (Vec<f64>, Vec<f64>) {
-        let exact = (0..len).map(|i| bump(i, false)).collect();
-        let bound = (0..len).map(|i| terms * EPS * bump(i, true)).collect();
-        (exact, bound)
-    };
+    let derivatives =
+        |len: usize, bump: &dyn Fn(usize, bool) -> f64, terms: f64| -> (Vec<f64>, Vec<f64>) {
+            let exact = (0..len).map(|i| bump(i, false)).collect();
+            let bound = (0..len).map(|i| terms * EPS * bump(i, true)).collect();
+            (exact, bound)
+        };
     let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
     let bump_x = |index: usize, absolute: bool| {
         let base = if absolute { abs(&x) } else { x.clone() };
@@ -346,7 +415,11 @@ fn up_convolution_matches_the_definition_and_its_gradients() {
         loss(&bumped, &weight, absolute) - loss(&base, &weight, absolute)
     };
     let bump_w = |index: usize, absolute: bool| {
-        let base = if absolute { abs(&weight) } else { weight.clone() };
+        let base = if absolute {
+            abs(&weight)
+        } else {
+            weight.clone()
+        };
         let mut bumped = base.clone();
         bumped[index] += 1.0;
         loss(&x, &bumped, absolute) - loss(&x, &base, absolute)
@@ -355,22 +428,30 @@ fn up_convolution_matches_the_definition_and_its_gradients() {
     let (exact_w, bound_w) = derivatives(weight.len(), &bump_w, (n * h * w) as f64 + DEPTH);
 
     on_every_path(|path| {
-        within(&up_conv2x2(&x, dims, &weight, o), &exact, &bound).unwrap_or_else(|e| panic!("{path}: {e}"));
+        within(&up_conv2x2(&x, dims, &weight, o), &exact, &bound)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
         let (grad_x, grad_w) = conv_transpose2x2_backward(
             tensor(&dims, x.clone()),
             tensor(&[c, o, 2, 2], weight.clone()),
             tensor(&[n, o, 2 * h, 2 * w], grad.clone()),
         );
         let read = |t: &NdArrayTensor| contiguous(t).unwrap().1.to_vec();
-        within(&read(&grad_x), &exact_x, &bound_x).unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
-        within(&read(&grad_w), &exact_w, &bound_w).unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
+        within(&read(&grad_x), &exact_x, &bound_x)
+            .unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
+        within(&read(&grad_w), &exact_w, &bound_w)
+            .unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
     });
     // Sub-pixels swapped (x % 2 and y % 2 exchanged in the kernel) would be wrong.
     let mut swapped = weight.clone();
     for kernel in swapped.chunks_mut(4) {
         kernel.swap(1, 2);
     }
-    assert!(within(&rounded(&up_definition(&x, dims, &swapped, o, false)), &exact, &bound).is_err());
+    assert!(within(
+        &rounded(&up_definition(&x, dims, &swapped, o, false)),
+        &exact,
+        &bound
+    )
+    .is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -434,8 +515,17 @@ struct Forward {
 
 impl GroupNormCase {
     fn new(dims: [usize; 4], groups: usize, offset: f32, spread: f32, seed: u64) -> Self {
-        let x = random(dims.iter().product(), seed).iter().map(|v| spread * v + offset).collect();
-        Self { x, dims, weight: random(dims[1], seed + 1), bias: random(dims[1], seed + 2), groups }
+        let x = random(dims.iter().product(), seed)
+            .iter()
+            .map(|v| spread * v + offset)
+            .collect();
+        Self {
+            x,
+            dims,
+            weight: random(dims[1], seed + 1),
+            bias: random(dims[1], seed + 2),
+            groups,
+        }
     }
 
     /// The algorithms whose bounds are tight enough on this case to show the mistakes fail:
@@ -443,7 +533,11 @@ impl GroupNormCase {
     /// f32 mean of a group alone may err by `size EPS mean|x|`, which is about a 1e-3 change
     /// of the normalised values, as large as the mistakes' effect.
     fn resolving_mistakes(&self) -> Vec<Statistics> {
-        if self.stats(Variant::Correct, Statistics::TwoPass).iter().all(|s| s.kappa < 2.0) {
+        if self
+            .stats(Variant::Correct, Statistics::TwoPass)
+            .iter()
+            .all(|s| s.kappa < 2.0)
+        {
             vec![Statistics::OnePass, Statistics::TwoPass]
         } else {
             Vec::new()
@@ -473,8 +567,16 @@ impl GroupNormCase {
                 let size = values.len() as f64;
                 let mean = values.iter().sum::<f64>() / size;
                 let squares = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
-                let variance = if variant == Variant::UnbiasedVariance { squares / (size - 1.0) } else { squares / size };
-                let eps = if variant == Variant::WrongEpsilon { 1e-3 } else { GROUP_NORM_EPS };
+                let variance = if variant == Variant::UnbiasedVariance {
+                    squares / (size - 1.0)
+                } else {
+                    squares / size
+                };
+                let eps = if variant == Variant::WrongEpsilon {
+                    1e-3
+                } else {
+                    GROUP_NORM_EPS
+                };
                 let mean_square = values.iter().map(|v| v * v).sum::<f64>() / size;
                 let kappa = mean_square / (variance + eps);
                 let inv_roundings = match algorithm {
@@ -506,16 +608,26 @@ impl GroupNormCase {
         };
         for (i, &xv) in self.x.iter().enumerate() {
             let s = &stats[self.group(i)];
-            let (g, b) = (self.weight[self.channel(i)] as f64, self.bias[self.channel(i)] as f64);
+            let (g, b) = (
+                self.weight[self.channel(i)] as f64,
+                self.bias[self.channel(i)] as f64,
+            );
             let xv = xv as f64;
             f.xhat[i] = (xv - s.mean) * s.inv;
             f.xhat_abs[i] = (xv.abs() + s.mean.abs()) * s.inv;
             // The element-wise chain, and the statistics' sums: the mean's error
             // (size EPS mean|x|) and 1/std's relative error.
-            f.xhat_bound[i] = EPS * (DEPTH * f.xhat_abs[i] + s.inv_roundings * f.xhat_abs[i] + s.size * s.inv * s.mean_abs);
+            f.xhat_bound[i] = EPS
+                * (DEPTH * f.xhat_abs[i]
+                    + s.inv_roundings * f.xhat_abs[i]
+                    + s.size * s.inv * s.mean_abs);
             f.z[i] = g * f.xhat[i] + b;
             f.z_bound[i] = g.abs() * f.xhat_bound[i] + DEPTH * EPS * b.abs();
-            f.y[i] = if f.z[i] > 0.0 { f.z[i] } else { f.z[i].exp_m1() };
+            f.y[i] = if f.z[i] > 0.0 {
+                f.z[i]
+            } else {
+                f.z[i].exp_m1()
+            };
             // ELU's slope is at most 1; its polynomial adds a few roundings of the result.
             f.y_bound[i] = f.z_bound[i] + DEPTH * EPS * f.y[i].abs();
         }
@@ -530,7 +642,12 @@ impl GroupNormCase {
 
     /// The exact gradients (x, weight, bias) for the output gradient `dy`, with bounds.
     #[allow(clippy::type_complexity)]
-    fn reference_backward(&self, dy: &[f32], variant: Variant, algorithm: Statistics) -> [(Vec<f64>, Vec<f64>); 3] {
+    fn reference_backward(
+        &self,
+        dy: &[f32],
+        variant: Variant,
+        algorithm: Statistics,
+    ) -> [(Vec<f64>, Vec<f64>); 3] {
         let [n, c, h, w] = self.dims;
         let stats = self.stats(variant, algorithm);
         let f = self.forward(&stats);
@@ -543,14 +660,17 @@ impl GroupNormCase {
             dz_bound[i] = g.abs() * f.z_bound[i] + DEPTH * EPS * dz[i].abs();
         }
         // Weight and bias gradients: sums over every image and pixel of a channel.
-        let (mut dw, mut dw_bound, mut db, mut db_bound) = (vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+        let (mut dw, mut dw_bound, mut db, mut db_bound) =
+            (vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![0.0; c]);
         let terms = (n * h * w) as f64 + DEPTH;
         for i in 0..len {
             let ci = self.channel(i);
             db[ci] += dz[i];
             db_bound[ci] += dz_bound[i] + terms * EPS * dz[i].abs();
             dw[ci] += dz[i] * f.xhat[i];
-            dw_bound[ci] += dz_bound[i] * f.xhat_abs[i] + dz[i].abs() * f.xhat_bound[i] + terms * EPS * (dz[i] * f.xhat_abs[i]).abs();
+            dw_bound[ci] += dz_bound[i] * f.xhat_abs[i]
+                + dz[i].abs() * f.xhat_bound[i]
+                + terms * EPS * (dz[i] * f.xhat_abs[i]).abs();
         }
         // Input gradient: inv (g dz - mean(g dz) - xhat mean(g dz xhat)) per group.
         let groups = stats.len();
@@ -572,14 +692,21 @@ impl GroupNormCase {
             let st = &stats[group];
             let s = sums[group].map(|v| v / st.size);
             let g = self.weight[self.channel(i)] as f64;
-            let variance_path = if variant == Variant::NoVarianceGradient { 0.0 } else { f.xhat[i] * s[3] };
+            let variance_path = if variant == Variant::NoVarianceGradient {
+                0.0
+            } else {
+                f.xhat[i] * s[3]
+            };
             dx[i] = st.inv * (g * dz[i] - s[0] - variance_path);
             let sum_terms = st.size + DEPTH;
             let m1_bound = s[2] + sum_terms * EPS * s[1];
             let m2_bound = s[5] + sum_terms * EPS * s[4];
             let magnitude = (g * dz[i]).abs() + s[1] + f.xhat_abs[i] * s[4];
             dx_bound[i] = st.inv
-                * (g.abs() * dz_bound[i] + m1_bound + f.xhat_abs[i] * m2_bound + f.xhat_bound[i] * s[4].abs())
+                * (g.abs() * dz_bound[i]
+                    + m1_bound
+                    + f.xhat_abs[i] * m2_bound
+                    + f.xhat_bound[i] * s[4].abs())
                 + st.inv * magnitude * EPS * (DEPTH + st.inv_roundings);
         }
         [(dx, dx_bound), (dw, dw_bound), (db, db_bound)]
@@ -593,7 +720,13 @@ fn group_norm_cases() -> Vec<GroupNormCase> {
     let mut cases = Vec::new();
     for (seed, (offset, spread)) in [(0.3f32, 2.0f32), (4.0, 0.5)].into_iter().enumerate() {
         for groups in [1, 2, 16] {
-            cases.push(GroupNormCase::new(dims, groups, offset, spread, 9 + 10 * seed as u64));
+            cases.push(GroupNormCase::new(
+                dims,
+                groups,
+                offset,
+                spread,
+                9 + 10 * seed as u64,
+            ));
         }
     }
     cases
@@ -603,7 +736,11 @@ fn group_norm_cases() -> Vec<GroupNormCase> {
 fn composed(case: &GroupNormCase, grad: &[f32]) -> [Vec<f32>; 4] {
     let c = case.dims[1];
     let input = || {
-        (tensor(&case.dims, case.x.clone()), tensor(&[c], case.weight.clone()), tensor(&[c], case.bias.clone()))
+        (
+            tensor(&case.dims, case.x.clone()),
+            tensor(&[c], case.weight.clone()),
+            tensor(&[c], case.bias.clone()),
+        )
     };
     let read = |t: &NdArrayTensor| contiguous(t).unwrap().1.to_vec();
     let (x, weight, bias) = input();
@@ -625,19 +762,26 @@ fn fused_and_composed_group_norm_elu_match_the_reference() {
     on_every_path(|path| {
         for case in &cases {
             let (exact, bound) = case.reference(Variant::Correct, Statistics::OnePass);
-            let fused = fused_group_norm_elu(&case.x, case.dims, &case.weight, &case.bias, case.groups);
-            within(&fused, &exact, &bound).unwrap_or_else(|e| panic!("{path}, fused, groups {}: {e}", case.groups));
+            let fused =
+                fused_group_norm_elu(&case.x, case.dims, &case.weight, &case.bias, case.groups);
+            within(&fused, &exact, &bound)
+                .unwrap_or_else(|e| panic!("{path}, fused, groups {}: {e}", case.groups));
         }
     });
     for case in &cases {
         let (exact, bound) = case.reference(Variant::Correct, Statistics::TwoPass);
         let [y, ..] = composed(case, &case.x);
-        within(&y, &exact, &bound).unwrap_or_else(|e| panic!("composed, groups {}: {e}", case.groups));
+        within(&y, &exact, &bound)
+            .unwrap_or_else(|e| panic!("composed, groups {}: {e}", case.groups));
         for algorithm in case.resolving_mistakes() {
             let (exact, bound) = case.reference(Variant::Correct, algorithm);
             for mistake in [Variant::UnbiasedVariance, Variant::WrongEpsilon] {
                 let wrong = rounded(&case.reference(mistake, algorithm).0);
-                assert!(within(&wrong, &exact, &bound).is_err(), "groups {}: a mistake passed", case.groups);
+                assert!(
+                    within(&wrong, &exact, &bound).is_err(),
+                    "groups {}: a mistake passed",
+                    case.groups
+                );
             }
         }
     }
@@ -651,11 +795,18 @@ fn fused_and_composed_group_norm_elu_gradients_match_the_reference() {
     on_every_path(|path| {
         for case in &cases {
             let reference = case.reference_backward(&grad, Variant::Correct, Statistics::OnePass);
-            let (dx, dw, db) =
-                fused_group_norm_elu_backward(&case.x, case.dims, &case.weight, &case.bias, case.groups, &grad);
+            let (dx, dw, db) = fused_group_norm_elu_backward(
+                &case.x,
+                case.dims,
+                &case.weight,
+                &case.bias,
+                case.groups,
+                &grad,
+            );
             for ((name, actual), (exact, bound)) in names.iter().zip([dx, dw, db]).zip(&reference) {
-                within(&actual, exact, bound)
-                    .unwrap_or_else(|e| panic!("{path}, fused, groups {}, {name}: {e}", case.groups));
+                within(&actual, exact, bound).unwrap_or_else(|e| {
+                    panic!("{path}, fused, groups {}, {name}: {e}", case.groups)
+                });
             }
         }
     });
@@ -663,14 +814,19 @@ fn fused_and_composed_group_norm_elu_gradients_match_the_reference() {
         let reference = case.reference_backward(&grad, Variant::Correct, Statistics::TwoPass);
         let [_, dx, dw, db] = composed(case, &grad);
         for ((name, actual), (exact, bound)) in names.iter().zip([dx, dw, db]).zip(&reference) {
-            within(&actual, exact, bound).unwrap_or_else(|e| panic!("composed, groups {}, {name}: {e}", case.groups));
+            within(&actual, exact, bound)
+                .unwrap_or_else(|e| panic!("composed, groups {}, {name}: {e}", case.groups));
         }
         for algorithm in case.resolving_mistakes() {
             let reference = case.reference_backward(&grad, Variant::Correct, algorithm);
             let (exact, bound) = &reference[0];
             for mistake in [Variant::UnbiasedVariance, Variant::NoVarianceGradient] {
                 let wrong = rounded(&case.reference_backward(&grad, mistake, algorithm)[0].0);
-                assert!(within(&wrong, exact, bound).is_err(), "groups {}: a mistake passed", case.groups);
+                assert!(
+                    within(&wrong, exact, bound).is_err(),
+                    "groups {}: a mistake passed",
+                    case.groups
+                );
             }
         }
     }
@@ -683,9 +839,13 @@ fn fused_group_norm_elu_gradient_matches_finite_differences() {
     let grad = random(36, 20);
     let loss = |x: &[f32], weight: &[f32]| -> f64 {
         let y = fused_group_norm_elu(x, case.dims, weight, &case.bias, 2);
-        y.iter().zip(&grad).map(|(a, g)| (*a as f64) * (*g as f64)).sum()
+        y.iter()
+            .zip(&grad)
+            .map(|(a, g)| (*a as f64) * (*g as f64))
+            .sum()
     };
-    let (dx, dw, _) = fused_group_norm_elu_backward(&case.x, case.dims, &case.weight, &case.bias, 2, &grad);
+    let (dx, dw, _) =
+        fused_group_norm_elu_backward(&case.x, case.dims, &case.weight, &case.bias, 2, &grad);
     let step = 1e-2f32;
     // Central differences err by O(step^2) from the curvature, and by the f32 rounding of the
     // loss (36 terms near 1) divided by the step.
@@ -695,13 +855,21 @@ fn fused_group_norm_elu_gradient_matches_finite_differences() {
         up[index] += step;
         down[index] -= step;
         let numeric = (loss(&up, &case.weight) - loss(&down, &case.weight)) / (2.0 * step as f64);
-        assert!((dx[index] as f64 - numeric).abs() < tolerance(numeric.abs()), "x[{index}]: {} vs {numeric}", dx[index]);
+        assert!(
+            (dx[index] as f64 - numeric).abs() < tolerance(numeric.abs()),
+            "x[{index}]: {} vs {numeric}",
+            dx[index]
+        );
     }
     for index in 0..4 {
         let (mut up, mut down) = (case.weight.clone(), case.weight.clone());
         up[index] += step;
         down[index] -= step;
         let numeric = (loss(&case.x, &up) - loss(&case.x, &down)) / (2.0 * step as f64);
-        assert!((dw[index] as f64 - numeric).abs() < tolerance(numeric.abs()), "weight[{index}]: {} vs {numeric}", dw[index]);
+        assert!(
+            (dw[index] as f64 - numeric).abs() < tolerance(numeric.abs()),
+            "weight[{index}]: {} vs {numeric}",
+            dw[index]
+        );
     }
 }
