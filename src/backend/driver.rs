@@ -73,7 +73,7 @@ fn classify_open_error(name: &str, error: &str) -> DriverProblem {
             FailureCause::LibraryMismatch,
             format!("{name} does not load with all its symbols bound: {error}"),
         )
-    } else if error.contains("cannot open shared object") || error.contains("No such file") {
+    } else if is_not_found(error) {
         DriverProblem::new(FailureCause::DriverMissing, format!("{name} not found"))
     } else {
         DriverProblem::new(
