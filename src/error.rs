@@ -62,6 +62,15 @@ pub enum Error {
     #[error("{}: already exists and is not empty (pass --force to replace it)", path.display())]
     OutputExists { path: PathBuf },
 
+    /// A request that cannot fit in the memory available, refused before allocating it.
+    #[error("{what} needs about {needed}; the {backend} backend has {available} available (use a smaller grid, batch or model)")]
+    InsufficientMemory { what: String, needed: String, available: String, backend: String },
+
+    /// A file whose content does not match the checksum recorded for it: damaged or changed
+    /// after it was written.
+    #[error("{}: checksum mismatch ({what}): the file is damaged or was changed after it was written; restore it from a copy", path.display())]
+    ChecksumMismatch { path: PathBuf, what: String },
+
     /// A loaded state or weight tensor holds NaN or infinity.
     #[error("{}: tensor '{name}' holds {count} non-finite value(s) (NaN or infinity)", path.display())]
     NonFinite { path: PathBuf, name: String, count: usize },

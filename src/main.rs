@@ -19,8 +19,16 @@ fn main() -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
+    // Ctrl-C and kill stop long work at a step boundary; a second one ends it at once.
+    if let Err(error) = atheria::interrupt::install() {
+        tracing::warn!("cannot install the Ctrl-C handler: {error}");
+    }
     match cli::dispatch(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(interruption)) => {
+            eprintln!("{interruption}");
+            ExitCode::from(interruption.signal.exit_code())
+        }
         Err(error) => {
             // One readable line: the error and its causes.
             eprintln!("error: {error:#}");

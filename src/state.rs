@@ -124,6 +124,18 @@ impl FromStr for InitialState {
     }
 }
 
+impl std::fmt::Display for InitialState {
+    /// The `--init` text that parses back to this value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitialState::Random => f.write_str("random"),
+            InitialState::Zeros => f.write_str("zeros"),
+            InitialState::ComplexNoise { strength } => write!(f, "complex-noise:{strength}"),
+            InitialState::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// Generates a seeded initial state on the host, [batch, height, width, d].
 /// The same seed gives the same state on every backend and machine.
 pub fn generate(

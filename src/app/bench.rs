@@ -72,15 +72,20 @@ pub fn bench(
         ));
     }
     let mut records = Vec::new();
-    for &request in &options.devices {
+    'devices: for &request in &options.devices {
         let selection = select_device(request, &SelectOptions::default())?;
         on_device(&selection.report);
         let device_name = selection.report.selected_device.clone().unwrap_or_default();
         for &grid in &options.grids {
             let job = BenchJob { options, grid, device_name: &device_name };
-            let record = selection.device.run(job)?;
-            on_record(&record);
-            records.push(record);
+            if crate::interrupt::pending().is_some() {
+                break 'devices;
+            }
+            // A signal during the timed steps ends them; what was measured is kept.
+            if let Some(record) = selection.device.run(job)? {
+                on_record(&record);
+                records.push(record);
+            }
         }
     }
     Ok(records)
@@ -93,7 +98,7 @@ struct BenchJob<'a> {
 }
 
 impl BackendJob for BenchJob<'_> {
-    type Output = Result<BenchRecord>;
+    type Output = Result<Option<BenchRecord>>;
 
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
         let options = self.options;
@@ -102,6 +107,8 @@ impl BackendJob for BenchJob<'_> {
         if options.train {
             return self.train::<B>(&config, device);
         }
+        let estimate = crate::memory::dense_run(&config, options.batch, self.grid, self.grid, B::tensors_on_host());
+        crate::memory::check_host(&estimate, B::engine_name())?;
         let host = generate(
             &InitialState::Random,
             options.batch,
@@ -121,6 +128,9 @@ impl BackendJob for BenchJob<'_> {
         sync(&device)?;
         let mut times = Vec::with_capacity(options.steps);
         for _ in 0..options.steps {
+            if crate::interrupt::pending().is_some() {
+                break;
+            }
             let started = Instant::now();
             simulation.step();
             sync(&device)?;
@@ -131,7 +141,7 @@ impl BackendJob for BenchJob<'_> {
 }
 
 impl BenchJob<'_> {
-    fn train<B: EngineBackend>(&self, config: &ModelConfig, device: B::Device) -> Result<BenchRecord> {
+    fn train<B: EngineBackend>(&self, config: &ModelConfig, device: B::Device) -> Result<Option<BenchRecord>> {
         let options = self.options;
         let train_config = TrainConfig {
             arch: config.arch,
@@ -146,6 +156,8 @@ impl BenchJob<'_> {
             seed: options.seed,
             ..TrainConfig::default()
         };
+        let estimate = crate::memory::training(config, options.batch, self.grid, 1, B::tensors_on_host());
+        crate::memory::check_host(&estimate, B::engine_name())?;
         let mut trainer = Trainer::<Autodiff<B>>::new(train_config, &device)?;
         let sync = |device: &B::Device| {
             B::sync(device).map_err(|error| Error::InvalidArgument(format!("device error: {error:?}")))
@@ -156,6 +168,9 @@ impl BenchJob<'_> {
         sync(&device)?;
         let mut times = Vec::with_capacity(options.steps);
         for _ in 0..options.steps {
+            if crate::interrupt::pending().is_some() {
+                break;
+            }
             let started = Instant::now();
             trainer.episode()?;
             sync(&device)?;
@@ -164,13 +179,23 @@ impl BenchJob<'_> {
         Ok(self.record::<B>(config, times, "train_step", 3.0))
     }
 
-    fn record<B: EngineBackend>(&self, config: &ModelConfig, mut times: Vec<f64>, mode: &str, forwards: f64) -> BenchRecord {
+    /// The record of the timed steps; `None` when a signal came before the first.
+    fn record<B: EngineBackend>(
+        &self,
+        config: &ModelConfig,
+        mut times: Vec<f64>,
+        mode: &str,
+        forwards: f64,
+    ) -> Option<BenchRecord> {
         let options = self.options;
+        if times.is_empty() {
+            return None;
+        }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         let cells = (options.batch * self.grid * self.grid) as f64;
         let flops = forwards * forward_flops(config, self.grid, self.grid) * options.batch as f64;
-        BenchRecord {
+        Some(BenchRecord {
             backend: B::engine_name().to_string(),
             device: self.device_name.to_string(),
             arch: config.arch.to_string(),
@@ -184,6 +209,6 @@ impl BenchJob<'_> {
             mcells_per_s: cells / median / 1e6,
             gflops: flops / median / 1e9,
             cpu: crate::kernels::isa::CpuKernels::current(),
-        }
+        })
     }
 }

@@ -39,6 +39,10 @@ pub struct EvalReport {
     pub grid: usize,
     pub universes: usize,
     pub seed: u64,
+    /// Set when a signal stopped the rollout early; `steps` is then the steps completed and
+    /// the loss is that of the state reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<crate::interrupt::Interruption>,
 }
 
 impl EvalReport {
@@ -68,6 +72,14 @@ impl BackendJob for EvalJob<'_> {
         let options = self.options;
         let model = options.model.load::<B>(&device)?;
         let gamma = options.gamma.unwrap_or(model.config.gamma);
+        let estimate = crate::memory::dense_run(
+            &model.config,
+            options.universes.max(1),
+            options.grid,
+            options.grid,
+            B::tensors_on_host(),
+        );
+        crate::memory::check_host(&estimate, B::engine_name())?;
         let host = generate(
             &InitialState::Random,
             options.universes.max(1),
@@ -79,8 +91,15 @@ impl BackendJob for EvalJob<'_> {
         let universe = Universe::<B>::from_host(&host, &device);
         let psi0 = universe.psi.clone();
         let mut simulation = Simulation::new(model, universe, gamma)?;
-        for _ in 0..options.steps {
+        let mut steps = 0;
+        let mut interrupted = None;
+        while steps < options.steps {
+            interrupted = crate::interrupt::check(steps as u64, options.steps as u64);
+            if interrupted.is_some() {
+                break;
+            }
             simulation.step();
+            steps += 1;
         }
         let psi = simulation.universe.psi;
         let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values();
@@ -90,10 +109,11 @@ impl BackendJob for EvalJob<'_> {
             loss_name: options.loss,
             loss: total,
             terms: terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect(),
-            steps: options.steps,
+            steps,
             grid: options.grid,
             universes: options.universes.max(1),
             seed: options.seed,
+            interrupted,
         })
     }
 }

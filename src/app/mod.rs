@@ -9,6 +9,7 @@ pub mod bench;
 pub mod doctor;
 pub mod eval;
 pub mod import;
+mod outputs;
 pub mod run;
 pub mod sparse;
 pub mod train;

@@ -6,14 +6,22 @@ use std::time::Instant;
 
 use burn::tensor::{ElementConversion, Tensor};
 
+use burn::tensor::TensorData;
+
+use super::outputs::{frame_name, Outputs};
 use super::sparse::{SparseRunJob, SparseRunOptions, SparseRunSummary};
 use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
 use crate::error::{Error, Result};
-use crate::io::model_dir::ModelSource;
+use crate::interrupt::Interruption;
+use crate::io::model_dir::{save_model, ModelSource};
+use crate::io::run_checkpoint::{self, RunCheckpoint, RunSettings};
 use crate::io::state_file::{load_state, save_state, HostState};
+use crate::io::HostTensor;
 use crate::kernels::EngineBackend;
+use crate::memory;
+use crate::models::ModelConfig;
 use crate::observables::{step_metrics, StepMetrics, View};
-use crate::render::{map_image, panel, save_map, save_png, Colormap, GifRecorder, Range};
+use crate::render::{map_image, panel, save_map, Colormap, Range};
 use crate::state::{generate, tile, InitialState, Universe};
 use crate::tools::ScheduledTool;
 use crate::{observables, Simulation};
@@ -49,6 +57,12 @@ pub struct RunOptions {
     pub tools: Vec<ScheduledTool>,
     /// Run the sparse engine on an unbounded universe instead of a dense grid.
     pub sparse: Option<SparseRunOptions>,
+    /// Keep the latest state of the run in this directory (see [`crate::io::run_checkpoint`]).
+    pub checkpoint: Option<PathBuf>,
+    /// A checkpoint every this many steps (and at step 0, at the end and at an interruption).
+    pub checkpoint_every: u64,
+    /// Continue the run checkpointed in this directory; set by [`RunOptions::resume`].
+    pub resume: Option<PathBuf>,
     pub progress: bool,
 }
 
@@ -73,8 +87,47 @@ impl Default for RunOptions {
             density_threshold: 0.5,
             tools: Vec::new(),
             sparse: None,
+            checkpoint: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            resume: None,
             progress: false,
         }
+    }
+}
+
+/// Steps between two checkpoints of a run, unless told otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+impl RunOptions {
+    /// The options of the run checkpointed in `dir`, to continue it: its model, grid, batch,
+    /// gamma, seed and tools, its output settings as defaults, no output files (give them
+    /// anew), and checkpoints kept in `dir` as before. `steps` is the saved total; raise it to
+    /// run further.
+    pub fn resume(dir: &Path) -> Result<Self> {
+        let saved = run_checkpoint::load(dir)?;
+        let settings = saved.settings;
+        let tools = settings
+            .tools
+            .iter()
+            .map(|(spec, at)| Ok(ScheduledTool { at: *at, tool: spec.parse()? }))
+            .collect::<Result<Vec<_>>>()?;
+        let views = settings.views.iter().map(|name| name.parse()).collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            model: ModelSource::Dir(run_checkpoint::model_dir(dir)),
+            grid: Some(settings.grid),
+            batch: settings.batch,
+            steps: settings.steps,
+            gamma: Some(settings.gamma),
+            seed: settings.seed,
+            every: settings.every,
+            views,
+            density_threshold: settings.density_threshold,
+            tools,
+            checkpoint: Some(dir.to_path_buf()),
+            checkpoint_every: settings.checkpoint_every,
+            resume: Some(dir.to_path_buf()),
+            ..Self::default()
+        })
     }
 }
 
@@ -97,21 +150,27 @@ pub struct RunReport {
     pub mean_update_energy: f64,
     /// What a sparse run did.
     pub sparse: Option<SparseRunSummary>,
+    /// The step the run started from (0, or a resumed checkpoint's).
+    pub start_step: u64,
+    /// Set when a signal stopped the run early; `steps` is then the steps completed.
+    pub interrupted: Option<Interruption>,
 }
 
 impl RunReport {
     /// One line for the terminal.
     pub fn summary(&self) -> String {
+        let ran = self.steps - self.start_step;
+        let from = if self.start_step > 0 { format!(" (from step {})", self.start_step) } else { String::new() };
         if let Some(sparse) = &self.sparse {
             let last = sparse.steps.last().copied().unwrap_or_default();
             return format!(
                 "ran {} sparse steps of {} on {} in {:.2} s ({:.2} steps/s); {} tiles stored, {} matter cells; \
                  peak tile memory {:.1} MiB; frames of {}",
-                self.steps,
+                ran,
                 self.model,
                 self.backend,
                 self.seconds,
-                self.steps as f64 / self.seconds.max(1e-9),
+                ran as f64 / self.seconds.max(1e-9),
                 last.stored_tiles,
                 last.matter_cells,
                 sparse.peak_stored_bytes as f64 / (1024.0 * 1024.0),
@@ -119,15 +178,15 @@ impl RunReport {
             );
         }
         format!(
-            "ran {} steps of {} on {} at {}x{} x{} in {:.2} s ({:.2} steps/s); mean |delta|^2 {:.3e}",
-            self.steps,
+            "ran {} steps{from} of {} on {} at {}x{} x{} in {:.2} s ({:.2} steps/s); mean |delta|^2 {:.3e}",
+            ran,
             self.model,
             self.backend,
             self.grid.0,
             self.grid.1,
             self.batch,
             self.seconds,
-            self.steps as f64 / self.seconds.max(1e-9),
+            ran as f64 / self.seconds.max(1e-9),
             self.mean_update_energy,
         )
     }
@@ -158,6 +217,9 @@ pub fn run(options: &RunOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<Ru
             )));
         }
     }
+    if options.checkpoint.is_some() && options.checkpoint_every == 0 {
+        return Err(Error::InvalidArgument("a checkpoint every 0 steps: use at least 1".into()));
+    }
     if let Some(sparse) = &options.sparse {
         super::sparse::check(options, sparse)?;
         let job = SparseRunJob { options, sparse };
@@ -185,23 +247,69 @@ impl BackendJob for RunJob<'_> {
         let model = options.model.load::<B>(&device)?;
         let config = model.config.clone();
         let gamma = options.gamma.unwrap_or(config.gamma);
-        let host = initial_state(options, config.d_state)?;
+        let resumed = options.resume.as_deref().map(run_checkpoint::load).transpose()?;
+        let host = match &resumed {
+            Some(saved) => {
+                if saved.state.step > options.steps {
+                    return Err(Error::InvalidArgument(format!(
+                        "the checkpointed run is at step {}; --steps counts from step 0 and must be at least that",
+                        saved.state.step
+                    )));
+                }
+                saved.state.clone()
+            }
+            None => initial_state::<B>(options, &config)?,
+        };
         let [batch, height, width, _] = host.dims();
-        let universe = Universe::from_host(&host, &device);
+        let start = host.step;
+        let mut universe = Universe::from_host(&host, &device);
+        drop(host);
+        universe.step = start;
         let mut simulation = Simulation::new(model, universe, gamma)?;
-
         for scheduled in &options.tools {
             scheduled.tool.check(height, width)?;
         }
-        let mut outputs = Outputs::open(options, config.d_state)?;
-        let mut tool_applications = 0;
         let needs_input = options.views.contains(&View::Physics);
         let mut input: Option<Tensor<B, 4>> = None;
+        if let Some(saved) = &resumed {
+            simulation.last_delta = saved.delta.as_ref().map(|delta| engine_tensor(delta, &device));
+            input = saved.input.as_ref().filter(|_| needs_input).map(|input| engine_tensor(input, &device));
+        }
+        let checkpoints = match &options.checkpoint {
+            Some(dir) => Some(Checkpointer::open(dir, options, &simulation, gamma, resumed.is_some())?),
+            None => None,
+        };
+
+        let mut outputs = Outputs::open(
+            options.frames.as_deref(),
+            options.gif.as_deref(),
+            options.metrics.as_deref(),
+            StepMetrics::CSV_HEADER,
+        )?;
+        let mut tool_applications = 0;
+        let mut interrupted = None;
         let bar = super::progress_bar(options.steps, "run", options.progress);
+        bar.set_position(start);
         let started = Instant::now();
-        // At each step k: one-shot tools scheduled at k act on the state after k steps, the
-        // state is recorded, then step k runs, followed by the active per-step tools.
-        for step in 0..=options.steps {
+        // At each step k: a checkpoint when one is due (the state after k steps, before the
+        // tools of step k), a stop if a signal asked for one; then the one-shot tools scheduled
+        // at k act, the state is recorded, step k runs, followed by the active per-step tools.
+        let mut step = start;
+        loop {
+            let stop = crate::interrupt::check(step, options.steps);
+            if let Some(checkpoints) = &checkpoints {
+                let due = (step != start || resumed.is_none())
+                    && (step % options.checkpoint_every == 0 || step == options.steps);
+                if due || stop.is_some() {
+                    checkpoints.save(&simulation, input.as_ref())?;
+                }
+            }
+            if stop.is_some() {
+                interrupted = stop;
+                let last = LastStep { input: input.clone(), delta: simulation.last_delta.clone() };
+                record(&mut outputs, options, step, true, &simulation.universe.psi, &last, config.d_state)?;
+                break;
+            }
             for scheduled in options.tools.iter().filter(|s| !s.tool.is_per_step() && s.at == step) {
                 let psi = simulation.universe.psi.clone();
                 simulation.universe.psi = scheduled.tool.apply(psi, step)?;
@@ -209,7 +317,7 @@ impl BackendJob for RunJob<'_> {
             }
             let frame = step % options.every == 0 || step == options.steps;
             let last = LastStep { input: input.clone(), delta: simulation.last_delta.clone() };
-            outputs.record(step, frame, &simulation.universe.psi, &last)?;
+            record(&mut outputs, options, step, frame, &simulation.universe.psi, &last, config.d_state)?;
             if step == options.steps {
                 break;
             }
@@ -222,6 +330,7 @@ impl BackendJob for RunJob<'_> {
                 simulation.universe.psi = scheduled.tool.apply(psi, simulation.universe.step)?;
                 tool_applications += 1;
             }
+            step += 1;
             bar.inc(1);
         }
         let frames = outputs.finish()?;
@@ -241,14 +350,104 @@ impl BackendJob for RunJob<'_> {
             backend: B::engine_name(),
             grid: (height, width),
             batch,
-            steps: options.steps,
+            steps: step,
             seconds,
             frames,
             tool_applications,
             mean_update_energy,
             sparse: None,
+            start_step: start,
+            interrupted,
         })
     }
+}
+
+/// Metrics of the state after `step` steps, and its picture when `frame`.
+fn record<B: burn::tensor::backend::Backend>(
+    outputs: &mut Outputs,
+    options: &RunOptions,
+    step: u64,
+    frame: bool,
+    psi: &Tensor<B, 4>,
+    last: &LastStep<B>,
+    d_state: usize,
+) -> Result<()> {
+    if outputs.wants_metrics() {
+        for row in step_metrics(psi.clone(), last.delta.clone(), options.density_threshold)? {
+            outputs.metrics_row(&row.csv_row(step))?;
+        }
+    }
+    if frame && outputs.wants_pictures() {
+        outputs.picture(step, frame_image(&options.views, psi, last, step, d_state)?)?;
+    }
+    Ok(())
+}
+
+/// Writes a run's checkpoints: the model once, then the state whenever one is due.
+struct Checkpointer {
+    dir: PathBuf,
+    settings: RunSettings,
+}
+
+impl Checkpointer {
+    /// Prepares `dir`: a new run refuses a directory that already holds one, and writes the
+    /// model into it; a resumed run keeps both.
+    fn open<B: EngineBackend>(
+        dir: &Path,
+        options: &RunOptions,
+        simulation: &Simulation<B>,
+        gamma: f64,
+        resumed: bool,
+    ) -> Result<Self> {
+        let [batch, height, width, _] = simulation.universe.dims();
+        let settings = RunSettings {
+            grid: (height, width),
+            batch,
+            steps: options.steps,
+            gamma,
+            seed: options.seed,
+            init: options.init.to_string(),
+            tools: options.tools.iter().map(|s| (s.tool.to_string(), s.at)).collect(),
+            model: describe_model(&simulation.model.config, &options.model),
+            every: options.every,
+            views: options.views.iter().map(|view| view.name().to_string()).collect(),
+            density_threshold: options.density_threshold,
+            checkpoint_every: options.checkpoint_every,
+        };
+        let same_dir = options.resume.as_deref() == Some(dir);
+        if !same_dir {
+            if run_checkpoint::exists(dir) {
+                return Err(Error::InvalidArgument(format!(
+                    "{} already holds a run checkpoint; pass --resume {} to continue it, or choose another --checkpoint",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            save_model(&run_checkpoint::model_dir(dir), &simulation.model)?;
+        }
+        let _ = resumed;
+        Ok(Self { dir: dir.to_path_buf(), settings })
+    }
+
+    /// Replaces the checkpoint with the simulation's current state.
+    fn save<B: EngineBackend>(&self, simulation: &Simulation<B>, input: Option<&Tensor<B, 4>>) -> Result<()> {
+        let host_tensor = |tensor: &Tensor<B, 4>| -> Result<HostTensor> {
+            Ok(HostTensor { shape: tensor.dims().to_vec(), data: observables::read_floats(tensor.clone())? })
+        };
+        let checkpoint = RunCheckpoint {
+            settings: self.settings.clone(),
+            state: simulation.universe.to_host()?,
+            delta: simulation.last_delta.as_ref().map(host_tensor).transpose()?,
+            input: input.map(host_tensor).transpose()?,
+        };
+        run_checkpoint::save(&self.dir, &checkpoint)
+    }
+}
+
+/// A host tensor in the engine's layout back on the device.
+fn engine_tensor<B: burn::tensor::backend::Backend>(tensor: &HostTensor, device: &B::Device) -> Tensor<B, 4> {
+    let shape: [usize; 4] = [tensor.shape[0], tensor.shape[1], tensor.shape[2], tensor.shape[3]];
+    Tensor::from_data(TensorData::new(tensor.data.clone(), shape), device)
 }
 
 /// `unet d8 h16 (where it came from)`.
@@ -256,8 +455,13 @@ pub(super) fn describe_model(config: &crate::models::ModelConfig, source: &Model
     format!("{} d{} h{} ({})", config.arch, config.d_state, config.hidden_channels, source.describe())
 }
 
-/// Generates, loads or tiles the initial state.
-fn initial_state(options: &RunOptions, d_state: usize) -> Result<HostState> {
+/// Generates, loads or tiles the initial state, after checking that the run fits in memory.
+fn initial_state<B: EngineBackend>(options: &RunOptions, config: &ModelConfig) -> Result<HostState> {
+    let d_state = config.d_state;
+    let fits = |batch: usize, (height, width): (usize, usize)| {
+        let estimate = memory::dense_run(config, batch, height, width, B::tensors_on_host());
+        memory::check_host(&estimate, B::engine_name())
+    };
     match &options.init {
         InitialState::File(path) => {
             let state = load_state(path)?;
@@ -275,12 +479,20 @@ fn initial_state(options: &RunOptions, d_state: usize) -> Result<HostState> {
                 ));
             }
             match options.grid {
-                Some(grid) if grid != (height, width) => tile(&state, grid.0, grid.1),
-                _ => Ok(state),
+                Some(grid) if grid != (height, width) => {
+                    fits(batch, grid)?;
+                    tile(&state, grid.0, grid.1)
+                }
+                _ => {
+                    fits(batch, (height, width))?;
+                    Ok(state)
+                }
             }
         }
         kind => {
             let (height, width) = options.grid.unwrap_or((64, 64));
+            config.check_grid(height, width)?;
+            fits(options.batch, (height, width))?;
             generate(kind, options.batch, height, width, d_state, options.seed)
         }
     }
@@ -294,66 +506,8 @@ pub fn write_density_frame<B: burn::tensor::backend::Backend>(dir: &Path, psi: &
         .convert::<f32>()
         .to_vec::<f32>()
         .map_err(|error| Error::InvalidArgument(format!("cannot read the density map: {error:?}")))?;
-    let path = dir.join(format!("frame_{step:06}.png"));
+    let path = dir.join(frame_name(step));
     save_map(&path, &map, height, width, Colormap::Viridis, Range::Fixed(0.0, 1.0))
-}
-
-/// Where a run's pictures and metrics go.
-struct Outputs<'a> {
-    options: &'a RunOptions,
-    d_state: usize,
-    gif: Option<GifRecorder>,
-    metrics: Option<String>,
-    frames: usize,
-}
-
-impl<'a> Outputs<'a> {
-    fn open(options: &'a RunOptions, d_state: usize) -> Result<Self> {
-        if let Some(dir) = &options.frames {
-            std::fs::create_dir_all(dir).map_err(|error| Error::io(dir, error))?;
-        }
-        let metrics = options.metrics.as_ref().map(|_| format!("{}\n", StepMetrics::CSV_HEADER));
-        Ok(Self { options, d_state, gif: options.gif.as_ref().map(|_| GifRecorder::new()), metrics, frames: 0 })
-    }
-
-    /// Records the state after `step` steps: metrics always, a picture when `frame`.
-    fn record<B: burn::tensor::backend::Backend>(
-        &mut self,
-        step: u64,
-        frame: bool,
-        psi: &Tensor<B, 4>,
-        last: &LastStep<B>,
-    ) -> Result<()> {
-        if let Some(csv) = &mut self.metrics {
-            for row in step_metrics(psi.clone(), last.delta.clone(), self.options.density_threshold)? {
-                csv.push_str(&row.csv_row(step));
-                csv.push('\n');
-            }
-        }
-        if !frame || (self.options.frames.is_none() && self.gif.is_none()) {
-            return Ok(());
-        }
-        let image = frame_image(&self.options.views, psi, last, step, self.d_state)?;
-        if let Some(dir) = &self.options.frames {
-            save_png(&dir.join(format!("frame_{step:06}.png")), &image)?;
-        }
-        if let Some(gif) = &mut self.gif {
-            gif.push(image);
-        }
-        self.frames += 1;
-        Ok(())
-    }
-
-    /// Writes the GIF and the metrics; returns the number of frames drawn.
-    fn finish(self) -> Result<usize> {
-        if let (Some(gif), Some(path)) = (self.gif, &self.options.gif) {
-            gif.save(path)?;
-        }
-        if let (Some(csv), Some(path)) = (self.metrics, &self.options.metrics) {
-            crate::io::write_atomic(path, csv.as_bytes())?;
-        }
-        Ok(self.frames)
-    }
 }
 
 /// The last step's input state and update (absent before the first step; the input is kept

@@ -8,7 +8,7 @@ use crate::backend::{BackendJob, DeviceReport};
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::observables::View;
-use crate::render::{save_png, GifRecorder};
+use super::outputs::Outputs;
 use crate::sparse::{check_law, MatterSeed, Region, SparseConfig, SparseStepReport, SparseUniverse};
 use crate::state::InitialState;
 
@@ -61,6 +61,9 @@ pub(super) fn check(options: &RunOptions, sparse: &SparseRunOptions) -> Result<(
     if options.save_state.is_some() {
         return refuse("--save-state");
     }
+    if options.checkpoint.is_some() || options.resume.is_some() {
+        return refuse("--checkpoint/--resume (checkpoints hold dense states)");
+    }
     if let Some(view) = options.views.iter().find(|view| matches!(view, View::Energy | View::Physics)) {
         return refuse(&format!("the {} view (it needs the dense engine's update)", view.name()));
     }
@@ -84,15 +87,21 @@ impl BackendJob for SparseRunJob<'_> {
         let window = sparse.window(options.grid);
         // Before seeding and the first frame, not at the first step.
         check_law(&config)?;
+        // The window's dense view for frames and one batch of tile windows in a step.
+        let on_host = B::tensors_on_host();
+        let batch_side = (sparse.config.max_batch_cells as f64).sqrt() as usize;
+        for (height, width) in [(window.height, window.width), (batch_side, batch_side)] {
+            crate::memory::check_host(&crate::memory::dense_run(&config, 1, height, width, on_host), B::engine_name())?;
+        }
         let mut universe = SparseUniverse::<B>::new(sparse.config, config.d_state, &device)?;
         universe.seed_matter(&sparse.seeds, options.seed)?;
 
-        if let Some(dir) = &options.frames {
-            std::fs::create_dir_all(dir).map_err(|error| Error::io(dir, error))?;
-        }
-        let mut gif = options.gif.as_ref().map(|_| GifRecorder::new());
-        let mut csv = format!("{}\n", SparseStepReport::CSV_HEADER);
-        let mut frames = 0;
+        let mut outputs = Outputs::open(
+            options.frames.as_deref(),
+            options.gif.as_deref(),
+            options.metrics.as_deref(),
+            SparseStepReport::CSV_HEADER,
+        )?;
         let mut reports = vec![universe.status()];
         let mut peak_stored_bytes = universe.stored_bytes();
         let bar = super::progress_bar(options.steps, "sparse run", options.progress);
@@ -108,23 +117,19 @@ impl BackendJob for SparseRunJob<'_> {
         };
         announce(&reports[0]);
         let started = Instant::now();
-        for step in 0..=options.steps {
+        let mut interrupted;
+        let mut step = 0;
+        loop {
+            interrupted = crate::interrupt::check(step, options.steps);
             let report = *reports.last().expect("the seeded state is reported");
-            csv.push_str(&report.csv_row());
-            csv.push('\n');
-            if (step % options.every == 0 || step == options.steps) && (options.frames.is_some() || gif.is_some()) {
+            outputs.metrics_row(&report.csv_row())?;
+            let frame = step % options.every == 0 || step == options.steps || interrupted.is_some();
+            if frame && outputs.wants_pictures() {
                 let psi = universe.to_dense(window)?;
                 let last = LastStep { input: None, delta: None };
-                let image = frame_image(&options.views, &psi, &last, step, config.d_state)?;
-                if let Some(dir) = &options.frames {
-                    save_png(&dir.join(format!("frame_{step:06}.png")), &image)?;
-                }
-                if let Some(gif) = &mut gif {
-                    gif.push(image);
-                }
-                frames += 1;
+                outputs.picture(step, frame_image(&options.views, &psi, &last, step, config.d_state)?)?;
             }
-            if step == options.steps {
+            if step == options.steps || interrupted.is_some() {
                 break;
             }
             let report = universe.step(&model, gamma)?;
@@ -133,27 +138,25 @@ impl BackendJob for SparseRunJob<'_> {
             reports.push(report);
             bar.set_message(format!("{} tiles", report.stored_tiles));
             bar.inc(1);
+            step += 1;
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        if let (Some(gif), Some(path)) = (gif, &options.gif) {
-            gif.save(path)?;
-        }
-        if let Some(path) = &options.metrics {
-            crate::io::write_atomic(path, csv.as_bytes())?;
-        }
+        let frames = outputs.finish()?;
         let report = RunReport {
             device: DeviceReport::unselected(options.device),
             model: super::run::describe_model(&config, &options.model),
             backend: B::engine_name(),
             grid: (window.height, window.width),
             batch: 1,
-            steps: options.steps,
+            steps: step,
             seconds,
             frames,
             tool_applications: 0,
             mean_update_energy: 0.0,
             sparse: None,
+            start_step: 0,
+            interrupted,
         };
         Ok((report, SparseRunSummary { steps: reports, peak_stored_bytes, window }))
     }

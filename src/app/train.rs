@@ -9,6 +9,7 @@ use burn::backend::Autodiff;
 
 use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
 use crate::error::{Error, Result};
+use crate::interrupt::Interruption;
 use crate::io::write_atomic;
 use crate::kernels::EngineBackend;
 use crate::plot::{plot_series, Series};
@@ -53,6 +54,8 @@ pub struct TrainReport {
     pub last_metrics: Vec<(String, f64)>,
     pub last: Option<PathBuf>,
     pub best: Option<PathBuf>,
+    /// Set when a signal stopped training early (after a checkpoint of the last episode).
+    pub interrupted: Option<Interruption>,
 }
 
 impl TrainReport {
@@ -122,6 +125,9 @@ where
         (None, TrainStart::New(config)) => Trainer::<B>::new(config.clone(), device)?,
     };
     let config = trainer.config.clone();
+    let estimate =
+        crate::memory::training(&trainer.model.config, config.batch, config.grid, config.qca_steps, B::tensors_on_host());
+    crate::memory::check_host(&estimate, B::engine_name())?;
     let config_text = toml::to_string_pretty(&config)
         .map_err(|error| Error::format(out.join(CONFIG_FILE), error.to_string()))?;
     write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
@@ -134,7 +140,21 @@ where
     let started = Instant::now();
     let mut checkpointed_at = Instant::now();
     let mut window: Vec<f64> = Vec::new();
+    let mut interrupted = None;
+    let mut checkpointed = trainer.state.episode;
     while !trainer.finished() {
+        if let Some(stop) = crate::interrupt::check(trainer.state.episode, config.episodes) {
+            // A checkpoint of the episode reached, unless it has one, so that --resume
+            // continues exactly from here.
+            if checkpointed != trainer.state.episode {
+                trainer.state.seconds += checkpointed_at.elapsed().as_secs_f64();
+                let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+                trainer.checkpoint(out, mean)?;
+                write_metrics_plot(out)?;
+            }
+            interrupted = Some(stop);
+            break;
+        }
         let (report, psi) = trainer.episode()?;
         metrics.append(&report, started.elapsed().as_secs_f64())?;
         window.push(report.metric);
@@ -155,6 +175,7 @@ where
                 trainer.model.config.provenance = Some(provenance(&config, &trainer.state, &options.command));
             }
             trainer.checkpoint(out, mean)?;
+            checkpointed = trainer.state.episode;
             write_metrics_plot(out)?;
         }
     }
@@ -168,6 +189,7 @@ where
         last_metrics: trainer.state.metrics.clone(),
         last: checkpoint::resolve(out, LAST),
         best: checkpoint::resolve(out, BEST),
+        interrupted,
     })
 }
 

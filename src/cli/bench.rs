@@ -44,7 +44,7 @@ fn parse_device(text: &str) -> Result<DeviceRequest, String> {
     text.parse().map_err(|error: atheria::Error| error.to_string())
 }
 
-pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
+pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<Option<atheria::interrupt::Interruption>> {
     let source = match (&args.model.model, &args.model.weights, args.model.arch) {
         // Without a model flag, measure the lab's default U-Net (d_state 8, hidden 32).
         (None, None, None) => atheria::io::model_dir::ModelSource::Seeded {
@@ -86,12 +86,14 @@ pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
             );
         }
     };
-    app::bench(&options, &|report| {
+    let records = app::bench(&options, &|report| {
         eprintln!("{report}");
         eprintln!("cpu: {}", atheria::kernels::isa::CpuKernels::current());
         if verbose {
             super::common::print_captured(&report.attempts);
         }
     }, &print)?;
-    Ok(())
+    // Stopped by a signal: the configurations measured so far were printed.
+    let configurations = (options.devices.len() * options.grids.len()) as u64;
+    Ok(atheria::interrupt::check(records.len() as u64, configurations))
 }

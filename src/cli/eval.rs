@@ -47,7 +47,7 @@ fn parse_loss(text: &str) -> Result<LossKind, String> {
     text.parse().map_err(|error: atheria::Error| error.to_string())
 }
 
-pub fn eval(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
+pub fn eval(args: EvalArgs, verbose: bool) -> anyhow::Result<Option<atheria::interrupt::Interruption>> {
     let options = EvalOptions {
         model: args.model.source()?,
         device: args.device.device,
@@ -65,5 +65,5 @@ pub fn eval(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     } else {
         println!("{}", report.summary());
     }
-    Ok(())
+    Ok(report.interrupted)
 }

@@ -9,6 +9,7 @@ mod import;
 mod run;
 mod train;
 
+use atheria::interrupt::Interruption;
 use clap::{Parser, Subcommand};
 
 /// Learned quantum cellular automata on burn: CUDA, wgpu or CPU, chosen at runtime.
@@ -41,15 +42,16 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+/// Runs the subcommand; `Some` when a signal stopped it early (after writing what was asked).
+pub fn dispatch(cli: Cli) -> anyhow::Result<Option<Interruption>> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.verbose),
         Command::Train(args) => train::train(args, cli.verbose),
         Command::Eval(args) => eval::eval(args, cli.verbose),
-        Command::Devices(args) => devices::devices(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
-        Command::Doctor(args) => doctor::doctor(args),
-        Command::Import(args) => import::import(args),
+        Command::Devices(args) => devices::devices(args, cli.verbose).map(|()| None),
+        Command::Doctor(args) => doctor::doctor(args).map(|()| None),
+        Command::Import(args) => import::import(args).map(|()| None),
     }
 }
 

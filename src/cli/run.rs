@@ -7,6 +7,7 @@ use atheria::sparse::{self, MatterSeed, Region, SparseConfig};
 use atheria::observables::View;
 use atheria::state::InitialState;
 use atheria::tools::{ScheduledTool, Tool};
+use atheria::interrupt::Interruption;
 use clap::Args;
 
 use super::common::{DeviceArgs, GridSize, ModelArgs};
@@ -24,25 +25,42 @@ pub struct RunArgs {
     #[arg(long)]
     pub grid: Option<GridSize>,
 
-    /// Universes stepped together.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Universes stepped together [default: 1].
+    #[arg(long)]
+    pub batch: Option<usize>,
 
-    /// Steps to run.
-    #[arg(long, default_value_t = 100)]
-    pub steps: u64,
+    /// Steps to run [default: 100]. With --resume: the run's total, counted from its step 0
+    /// [default: the total it was started with].
+    #[arg(long)]
+    pub steps: Option<u64>,
 
     /// Lindblad decay rate (default: the model's, 0.01 unless its config says otherwise).
     #[arg(long)]
     pub gamma: Option<f64>,
 
-    /// Seed of the initial state.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the initial state [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 
-    /// Initial state: random, complex-noise[:STRENGTH], zeros, or a state file (.safetensors).
-    #[arg(long, default_value = "random")]
-    pub init: String,
+    /// Initial state: random, complex-noise[:STRENGTH], zeros, or a state file (.safetensors)
+    /// [default: random].
+    #[arg(long)]
+    pub init: Option<String>,
+
+    /// Keep the latest state of the run in DIR (written atomically every --checkpoint-every
+    /// steps, at the end and when stopped by Ctrl-C or kill), to continue it with --resume.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// Steps between two checkpoints [default: 1000, or the resumed run's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: Option<u64>,
+
+    /// Continue the run checkpointed in DIR with its saved model, grid, batch, gamma, seed and
+    /// tools; output flags (--save-state, --frames, --gif, --metrics, --view, --every) may be
+    /// given anew, and --steps sets the new total.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "sparse"])]
+    pub resume: Option<PathBuf>,
 
     /// Write the final state here (safetensors, `re`/`im` [B, H, W, d]).
     #[arg(long)]
@@ -52,14 +70,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub frames: Option<PathBuf>,
 
-    /// Write a frame every K steps (and the first and last).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub every: u64,
+    /// Write a frame every K steps (and the first and last) [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub every: Option<u64>,
 
     /// What frames show: density, phase, energy, gradient, real, imag, entropy, coherence,
     /// activity, spectral, physics, matter. Several (comma-separated or repeated) make a labelled
-    /// panel.
-    #[arg(long, value_delimiter = ',', default_value = "density")]
+    /// panel [default: density].
+    #[arg(long, value_delimiter = ',')]
     pub view: Vec<String>,
 
     /// Write an animated GIF of the frames (every K steps) to FILE.
@@ -71,9 +89,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
 
-    /// Density above which a cell counts in the metrics' cells_above.
-    #[arg(long, default_value_t = 0.5)]
-    pub density_threshold: f64,
+    /// Density above which a cell counts in the metrics' cells_above [default: 0.5].
+    #[arg(long)]
+    pub density_threshold: Option<f64>,
 
     /// Apply a tool: NAME or NAME:key=value,... with NAME one of vortex, wave, collapse,
     /// click-out, phase-flip, bit-flip (e.g. vortex:x=32,y=32,radius=8,m=1). Repeatable.
@@ -114,48 +132,106 @@ pub struct RunArgs {
     pub vacuum_seed: u64,
 }
 
-pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
-    let init: InitialState = args.init.parse()?;
-    let views = args.view.iter().map(|name| name.parse::<View>()).collect::<Result<Vec<_>, _>>()?;
-    let tools = args.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
-    let tools = ScheduledTool::pair(tools, &args.tool_at)?;
-    let sparse = if args.sparse {
-        let mut seeds = Vec::new();
-        for spec in &args.seed_matter {
-            seeds.extend(MatterSeed::parse_list(spec)?);
+impl RunArgs {
+    /// With --resume, the flags that would change the saved run's trajectory are refused
+    /// rather than silently ignored.
+    fn check_resume(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let model = &self.model;
+        let given = [
+            ("--model", model.model.is_some()),
+            ("--weights", model.weights.is_some()),
+            ("--arch", model.arch.is_some()),
+            ("--d-state", model.d_state.is_some()),
+            ("--hidden", model.hidden.is_some()),
+            ("--grid", self.grid.is_some()),
+            ("--batch", self.batch.is_some()),
+            ("--gamma", self.gamma.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--init", self.init.is_some()),
+            ("--tool", !self.tool.is_empty()),
+            ("--tool-at", !self.tool_at.is_empty()),
+        ];
+        let given: Vec<&str> = given.iter().filter(|(_, set)| *set).map(|(flag, _)| *flag).collect();
+        if !given.is_empty() {
+            anyhow::bail!(
+                "--resume continues with the model and settings saved in {}; drop {}",
+                dir.display(),
+                given.join(", ")
+            );
         }
-        let window = args.window.as_deref().map(str::parse::<Region>).transpose()?;
-        let config = SparseConfig {
-            tile: args.tile,
-            threshold: args.matter_threshold,
-            vacuum_seed: args.vacuum_seed,
-            ..SparseConfig::default()
+        Ok(())
+    }
+
+    /// The options of a new run.
+    fn new_run(&self) -> anyhow::Result<RunOptions> {
+        let init: InitialState = self.init.as_deref().unwrap_or("random").parse()?;
+        let tools = self.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
+        let tools = ScheduledTool::pair(tools, &self.tool_at)?;
+        let sparse = if self.sparse {
+            let mut seeds = Vec::new();
+            for spec in &self.seed_matter {
+                seeds.extend(MatterSeed::parse_list(spec)?);
+            }
+            let window = self.window.as_deref().map(str::parse::<Region>).transpose()?;
+            let config = SparseConfig {
+                tile: self.tile,
+                threshold: self.matter_threshold,
+                vacuum_seed: self.vacuum_seed,
+                ..SparseConfig::default()
+            };
+            Some(SparseRunOptions { config, seeds, window })
+        } else {
+            None
         };
-        Some(SparseRunOptions { config, seeds, window })
-    } else {
-        None
+        let defaults = RunOptions::default();
+        Ok(RunOptions {
+            model: self.model.source()?,
+            grid: self.grid.map(|grid| (grid.height, grid.width)),
+            batch: self.batch.unwrap_or(defaults.batch),
+            steps: self.steps.unwrap_or(defaults.steps),
+            gamma: self.gamma,
+            seed: self.seed.unwrap_or(defaults.seed),
+            init,
+            tools,
+            sparse,
+            checkpoint: self.checkpoint.clone(),
+            ..defaults
+        })
+    }
+}
+
+pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<Option<Interruption>> {
+    let mut options = match &args.resume {
+        Some(dir) => {
+            args.check_resume(dir)?;
+            let mut options = RunOptions::resume(dir)?;
+            if let Some(steps) = args.steps {
+                options.steps = steps;
+            }
+            options
+        }
+        None => args.new_run()?,
     };
-    let options = RunOptions {
-        model: args.model.source()?,
-        device: args.device.device,
-        strict_device: args.device.strict_device,
-        grid: args.grid.map(|grid| (grid.height, grid.width)),
-        batch: args.batch,
-        steps: args.steps,
-        gamma: args.gamma,
-        seed: args.seed,
-        init,
-        save_state: args.save_state.clone(),
-        frames: args.frames.clone(),
-        every: args.every,
-        views,
-        gif: args.gif.clone(),
-        metrics: args.metrics.clone(),
-        density_threshold: args.density_threshold,
-        tools,
-        sparse,
-        progress: true,
-    };
+    // Output settings: the flags, else the resumed run's, else the defaults.
+    if !args.view.is_empty() {
+        options.views = args.view.iter().map(|name| name.parse::<View>()).collect::<Result<Vec<_>, _>>()?;
+    }
+    if let Some(every) = args.every {
+        options.every = every;
+    }
+    if let Some(threshold) = args.density_threshold {
+        options.density_threshold = threshold;
+    }
+    if let Some(every) = args.checkpoint_every {
+        options.checkpoint_every = every;
+    }
+    options.device = args.device.device;
+    options.strict_device = args.device.strict_device;
+    options.save_state = args.save_state.clone();
+    options.frames = args.frames.clone();
+    options.gif = args.gif.clone();
+    options.metrics = args.metrics.clone();
+    options.progress = true;
     let report = app::run(&options, &|device| args.device.print_report(device, verbose))?;
     eprintln!("{}", report.summary());
     if let Some(dir) = &args.frames {
@@ -170,5 +246,8 @@ pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
     if let Some(path) = &args.save_state {
         eprintln!("state: {}", path.display());
     }
-    Ok(())
+    if let Some(dir) = &options.checkpoint {
+        eprintln!("checkpoint: {} (continue with --resume {})", dir.display(), dir.display());
+    }
+    Ok(report.interrupted)
 }

@@ -154,7 +154,7 @@ impl TrainArgs {
     }
 }
 
-pub fn train(args: TrainArgs, verbose: bool) -> anyhow::Result<()> {
+pub fn train(args: TrainArgs, verbose: bool) -> anyhow::Result<Option<atheria::interrupt::Interruption>> {
     let start = if args.resume {
         args.check_resume()?;
         TrainStart::Resume { episodes: args.episodes }
@@ -171,5 +171,8 @@ pub fn train(args: TrainArgs, verbose: bool) -> anyhow::Result<()> {
     };
     let report = app::train(&options, &|device| args.device.print_report(device, verbose))?;
     eprintln!("{}", report.summary());
-    Ok(())
+    if report.interrupted.is_some() {
+        eprintln!("continue with: atheria train --out {} --resume", args.out.display());
+    }
+    Ok(report.interrupted)
 }

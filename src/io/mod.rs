@@ -2,6 +2,7 @@
 //! write they all go through.
 
 pub mod model_dir;
+pub mod run_checkpoint;
 pub mod state_file;
 pub mod weights;
 
@@ -55,6 +56,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = handle.sync_all();
     }
     Ok(())
+}
+
+/// The SHA-256 of `bytes` as 64 lowercase hex digits (what `sha256sum` prints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Reads a whole file, naming it in the error.

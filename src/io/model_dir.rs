@@ -1,5 +1,9 @@
 //! Model directories: `config.json` (architecture, sizes, default gamma, provenance) and
 //! `model.mpk` (the network as a burn record, named MessagePack, full precision).
+//!
+//! `config.json` records the SHA-256 of `model.mpk` (`record_sha256`), and loading verifies
+//! it: a flipped byte inside the weights would otherwise load silently as different weights.
+//! Directories written before the checksum existed load with a warning.
 
 use std::path::Path;
 
@@ -7,7 +11,7 @@ use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn_store::ModuleSnapshot;
 
-use super::{read_file, write_atomic};
+use super::{read_file, sha256_hex, write_atomic};
 use crate::error::{Error, Result};
 use crate::guard::catch_silently;
 use crate::kernels::EngineBackend;
@@ -16,6 +20,8 @@ use crate::models::{Law, Model, ModelConfig};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const RECORD_FILE: &str = "model.mpk";
+/// The field of `config.json` that holds `model.mpk`'s SHA-256.
+pub const RECORD_CHECKSUM_FIELD: &str = "record_sha256";
 
 type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
@@ -26,12 +32,44 @@ pub fn save_model<B: EngineBackend>(dir: &Path, model: &Model<B>) -> Result<()> 
     let record = ModelRecorder::default()
         .record(model.law.clone().into_record(), ())
         .map_err(|error| Error::format(dir.join(RECORD_FILE), format!("cannot encode: {error}")))?;
-    let config = serde_json::to_vec_pretty(&model.config)
+    let config = config_json(&model.config, &record)
         .map_err(|error| Error::format(dir.join(CONFIG_FILE), error.to_string()))?;
     // The record first: a crash in between leaves the old config naming the old architecture
     // only if the record did not change shape, which a loader detects.
     write_atomic(&dir.join(RECORD_FILE), &record)?;
     write_atomic(&dir.join(CONFIG_FILE), &config)
+}
+
+/// `config.json`'s bytes: the configuration and the record's checksum.
+fn config_json(config: &ModelConfig, record: &[u8]) -> serde_json::Result<Vec<u8>> {
+    let mut value = serde_json::to_value(config)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(RECORD_CHECKSUM_FIELD.into(), serde_json::Value::String(sha256_hex(record)));
+    }
+    serde_json::to_vec_pretty(&value)
+}
+
+/// Verifies `record` against the checksum `config.json` recorded (`config_bytes`); a missing
+/// checksum (an older directory) is a warning, not an error.
+pub fn verify_record(config_path: &Path, config_bytes: &[u8], record_path: &Path, record: &[u8]) -> Result<()> {
+    let recorded = serde_json::from_slice::<serde_json::Value>(config_bytes)
+        .ok()
+        .and_then(|value| value.get(RECORD_CHECKSUM_FIELD)?.as_str().map(str::to_owned));
+    match recorded {
+        Some(expected) if expected == sha256_hex(record) => Ok(()),
+        Some(_) => Err(Error::ChecksumMismatch {
+            path: record_path.to_path_buf(),
+            what: format!("its SHA-256 differs from the one {} records", config_path.display()),
+        }),
+        None => {
+            tracing::warn!(
+                "{}: no {RECORD_CHECKSUM_FIELD} (written by an older atheria): {} loads unverified",
+                config_path.display(),
+                record_path.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Loads a model directory.
@@ -44,8 +82,10 @@ pub fn load_model<B: EngineBackend>(dir: &Path, device: &B::Device) -> Result<Mo
     }
     let config_path = dir.join(CONFIG_FILE);
     let record_path = dir.join(RECORD_FILE);
-    let config = parse_config(&config_path, &read_file(&config_path)?)?;
+    let config_bytes = read_file(&config_path)?;
+    let config = parse_config(&config_path, &config_bytes)?;
     let record = read_file(&record_path)?;
+    verify_record(&config_path, &config_bytes, &record_path, &record)?;
     model_from_record(config, record, &record_path, device)
 }
 
@@ -68,10 +108,13 @@ pub fn model_from_record<B: EngineBackend>(
     let skeleton = Model::<B>::seeded(config.clone(), 0, device)?;
     let expected: Vec<(String, Vec<usize>)> = parameter_shapes(&skeleton.law);
     let law = catch_silently(|| -> Result<Law<B>> {
+        // burn's own message talks about record formats of old burn versions; what a user
+        // needs to know is that this file is damaged or belongs to another model.
         let loaded = ModelRecorder::default().load(record, device).map_err(|error| {
+            tracing::debug!("{}: burn's record error: {error}", record_path.display());
             Error::format(
                 record_path,
-                format!("not a {} record for this config: {error}", config.arch),
+                format!("truncated or corrupt model record: it does not decode as a {} record", config.arch),
             )
         })?;
         Ok(skeleton.law.load_record(loaded))
@@ -116,6 +159,7 @@ const DEFAULT_MODEL_RECORD: &[u8] = include_bytes!("../../models/default/model.m
 pub fn default_model<B: EngineBackend>(device: &B::Device) -> Result<Model<B>> {
     let origin = Path::new("<embedded>/models/default");
     let config = parse_config(&origin.join(CONFIG_FILE), DEFAULT_MODEL_CONFIG)?;
+    verify_record(&origin.join(CONFIG_FILE), DEFAULT_MODEL_CONFIG, &origin.join(RECORD_FILE), DEFAULT_MODEL_RECORD)?;
     model_from_record(config, DEFAULT_MODEL_RECORD.to_vec(), &origin.join(RECORD_FILE), device)
 }
 

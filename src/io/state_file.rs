@@ -1,5 +1,8 @@
 //! State files: safetensors with f32 tensors `re` and `im` of shape [B, H, W, d_state] (the
 //! original lab's psi layout), plus `h` and `c` for a ConvLSTM model's memory.
+//!
+//! The metadata holds the step count and `sha256`, the SHA-256 of the tensors' bytes in the
+//! order of their names; loading verifies it (files without one load as before).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,7 +10,7 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use super::{read_file, write_atomic, HostTensor};
+use super::{read_file, sha256_hex, write_atomic, HostTensor};
 use crate::error::{Error, Result};
 
 /// A universe (or a batch of them) on the host.
@@ -31,13 +34,29 @@ impl HostState {
     }
 }
 
+/// The metadata key of the tensors' checksum.
+const CHECKSUM_KEY: &str = "sha256";
+
 /// Writes a state file atomically.
 pub fn save_state(path: &Path, state: &HostState) -> Result<()> {
+    write_atomic(path, &encode_state(path, state, &[], HashMap::new())?)
+}
+
+/// A state file's bytes: the state, `extra` tensors beside it, and `metadata` besides the
+/// format, step and checksum (the checksum covers every tensor, in the order of their names).
+pub fn encode_state(
+    path: &Path,
+    state: &HostState,
+    extra: &[(&str, &HostTensor)],
+    mut metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut tensors: Vec<(&str, &HostTensor)> = vec![("re", &state.re), ("im", &state.im)];
     if let Some((hidden, cell)) = &state.memory {
         tensors.push(("h", hidden));
         tensors.push(("c", cell));
     }
+    tensors.extend_from_slice(extra);
+    tensors.sort_by_key(|(name, _)| *name);
     let bytes_of = |tensor: &HostTensor| -> Vec<u8> {
         tensor.data.iter().flat_map(|value| value.to_le_bytes()).collect()
     };
@@ -45,6 +64,7 @@ pub fn save_state(path: &Path, state: &HostState) -> Result<()> {
         .iter()
         .map(|(name, tensor)| (name.to_string(), tensor.shape.clone(), bytes_of(tensor)))
         .collect();
+    let checksum = sha256_hex(&buffers.iter().flat_map(|(_, _, bytes)| bytes.iter().copied()).collect::<Vec<u8>>());
     let views: Vec<(String, TensorView<'_>)> = buffers
         .iter()
         .map(|(name, shape, bytes)| {
@@ -53,13 +73,11 @@ pub fn save_state(path: &Path, state: &HostState) -> Result<()> {
                 .map_err(|error| Error::format(path, format!("cannot encode '{name}': {error}")))
         })
         .collect::<Result<_>>()?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "atheria-state".to_string()),
-        ("step".to_string(), state.step.to_string()),
-    ]);
-    let bytes = safetensors::serialize(views, &Some(metadata))
-        .map_err(|error| Error::format(path, format!("cannot encode state: {error}")))?;
-    write_atomic(path, &bytes)
+    metadata.insert("format".to_string(), "atheria-state".to_string());
+    metadata.insert("step".to_string(), state.step.to_string());
+    metadata.insert(CHECKSUM_KEY.to_string(), checksum);
+    safetensors::serialize(views, &Some(metadata))
+        .map_err(|error| Error::format(path, format!("cannot encode state: {error}")))
 }
 
 /// Reads and validates a state file: f32 `re` and `im` of equal rank-4 shape (a rank-3
@@ -71,8 +89,20 @@ pub fn load_state(path: &Path) -> Result<HostState> {
 /// [`load_state`] on the bytes of a state file; `path` is what errors report.
 pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
     let parsed = SafeTensors::deserialize(bytes)
-        .map_err(|error| Error::format(path, format!("not a valid safetensors state: {error}")))?;
-    let read = |name: &str| -> Result<Option<HostTensor>> {
+        .map_err(|error| Error::format(path, format!("not a valid safetensors state (truncated or corrupt?): {error}")))?;
+    verify_checksum(path, bytes, &parsed)?;
+    let read = |name: &str| read_tensor(path, &parsed, name);
+    let required = |name: &str| -> Result<HostTensor> {
+        read(name)?.ok_or_else(|| Error::format(path, format!("missing tensor '{name}'")))
+    };
+    let (re, im, memory) = (required("re")?, required("im")?, (read("h")?, read("c")?));
+    let step = parsed_step(bytes);
+    validate_state(path, HostState { re, im, memory: None, step }, memory)
+}
+
+/// Reads the f32 tensor `name` of a parsed file (`None` if absent), refusing other dtypes and
+/// non-finite values.
+pub(crate) fn read_tensor(path: &Path, parsed: &SafeTensors<'_>, name: &str) -> Result<Option<HostTensor>> {
         let view = match parsed.tensor(name) {
             Ok(view) => view,
             Err(safetensors::SafeTensorError::TensorNotFound(_)) => return Ok(None),
@@ -97,12 +127,16 @@ pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
             return Err(Error::NonFinite { path: path.to_path_buf(), name: name.to_string(), count });
         }
         Ok(Some(tensor))
-    };
-    let required = |name: &str| -> Result<HostTensor> {
-        read(name)?.ok_or_else(|| Error::format(path, format!("missing tensor '{name}'")))
-    };
-    let mut re = required("re")?;
-    let mut im = required("im")?;
+}
+
+/// Checks shapes: `re` and `im` equal and rank 4 (rank 3 read as a batch of one), and a
+/// memory pair that fits them.
+fn validate_state(
+    path: &Path,
+    state: HostState,
+    memory: (Option<HostTensor>, Option<HostTensor>),
+) -> Result<HostState> {
+    let HostState { mut re, mut im, step, .. } = state;
     for tensor in [&mut re, &mut im] {
         if tensor.shape.len() == 3 {
             tensor.shape.insert(0, 1);
@@ -123,7 +157,7 @@ pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
     if re.shape.iter().any(|&size| size == 0) {
         return Err(Error::format(path, format!("'re' has an empty dimension: {:?}", re.shape)));
     }
-    let memory = match (read("h")?, read("c")?) {
+    let memory = match memory {
         (Some(hidden), Some(cell)) => {
             let [batch, height, width, _] = [re.shape[0], re.shape[1], re.shape[2], re.shape[3]];
             let fits = |t: &HostTensor| {
@@ -149,13 +183,34 @@ pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
         (None, None) => None,
         _ => return Err(Error::format(path, "a state needs both 'h' and 'c', or neither")),
     };
-    let step = parsed_step(bytes);
     Ok(HostState { re, im, memory, step })
 }
 
+/// Compares the recorded checksum (if any) with the tensors' bytes.
+fn verify_checksum(path: &Path, bytes: &[u8], parsed: &SafeTensors<'_>) -> Result<()> {
+    let Some(recorded) = metadata_value(bytes, CHECKSUM_KEY) else { return Ok(()) };
+    let mut names = parsed.names();
+    names.sort();
+    let mut data = Vec::new();
+    for name in names {
+        if let Ok(view) = parsed.tensor(name) {
+            data.extend_from_slice(view.data());
+        }
+    }
+    if sha256_hex(&data) != recorded {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+            what: "the tensors' SHA-256 differs from the one in the file's metadata".into(),
+        });
+    }
+    Ok(())
+}
+
 fn parsed_step(bytes: &[u8]) -> u64 {
-    SafeTensors::read_metadata(bytes)
-        .ok()
-        .and_then(|(_, metadata)| metadata.metadata().as_ref()?.get("step")?.parse().ok())
-        .unwrap_or(0)
+    metadata_value(bytes, "step").and_then(|step| step.parse().ok()).unwrap_or(0)
+}
+
+/// A value of a safetensors file's metadata.
+pub(crate) fn metadata_value(bytes: &[u8], key: &str) -> Option<String> {
+    SafeTensors::read_metadata(bytes).ok().and_then(|(_, metadata)| metadata.metadata().as_ref()?.get(key).cloned())
 }

@@ -149,4 +149,8 @@ impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
     fn engine_name() -> &'static str {
         B::engine_name()
     }
+
+    fn tensors_on_host() -> bool {
+        B::tensors_on_host()
+    }
 }

@@ -169,6 +169,11 @@ pub trait EngineBackend: Backend {
 
     /// A short name for reports ("cpu", "wgpu", "cuda").
     fn engine_name() -> &'static str;
+
+    /// Whether the backend's tensors live in host memory (so that they count against RAM).
+    fn tensors_on_host() -> bool {
+        false
+    }
 }
 
 // The GPU backends' own convolution kernels (cubecl, with autotuning) are used as they are.
@@ -230,5 +235,9 @@ impl EngineBackend for NdArray {
 
     fn engine_name() -> &'static str {
         "cpu"
+    }
+
+    fn tensors_on_host() -> bool {
+        true
     }
 }
