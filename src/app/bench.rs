@@ -82,7 +82,7 @@ pub fn bench(
                 break 'devices;
             }
             // A signal during the timed steps ends them; what was measured is kept.
-            if let Some(record) = selection.device.run(job)? {
+            if let Some(record) = super::run_guarded(&selection.device, job)? {
                 on_record(&record);
                 records.push(record);
             }

@@ -21,8 +21,8 @@ pub use run::{run, RunOptions, RunReport};
 pub use sparse::{SparseRunOptions, SparseRunSummary};
 pub use train::{train, TrainOptions, TrainReport, TrainStart};
 
-use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions};
-use crate::error::Result;
+use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
+use crate::error::{Error, Result};
 
 /// Selects a device for `request` with the guarded constructor (`strict`: no fallback), shows
 /// its report to `on_device` before the possibly long job starts, and runs `job` on it.
@@ -35,8 +35,29 @@ pub(crate) fn run_on_device<T, J: BackendJob<Output = Result<T>>>(
     let select = SelectOptions { strict, ..SelectOptions::default() };
     let selection = select_device(request, &select)?;
     on_device(&selection.report);
-    let output = selection.device.run(job)?;
+    let output = run_guarded(&selection.device, job)?;
     Ok((output, selection.report))
+}
+
+/// Runs `job` on `device`. GPU runtimes report some failures in the middle of a run (out of
+/// device memory, a lost device) by panicking; those become errors instead of a crash.
+pub(crate) fn run_guarded<T, J: BackendJob<Output = Result<T>>>(device: &SelectedDevice, job: J) -> Result<T> {
+    if matches!(device, SelectedDevice::Cpu(_)) {
+        return device.run(job);
+    }
+    // Not `guard::catch_silently`: its capture is process-wide and serialised, and the job
+    // itself loads models through it. The runtime's panic message is printed as it happens.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.run(job)));
+    outcome.map_err(|payload| {
+        let panic = crate::guard::panic_text(payload.as_ref());
+        let lower = panic.to_lowercase();
+        let hint = if lower.contains("memory") || lower.contains("alloc") || lower.contains("buffer size") {
+            "; the GPU ran out of memory: use a smaller grid or batch, or --device cpu"
+        } else {
+            "; run `atheria doctor` to check the device, or use --device cpu"
+        };
+        Error::DeviceUnavailable(format!("the GPU failed during the run: {panic}{hint}"))
+    })?
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).

@@ -207,6 +207,14 @@ pub fn run(options: &RunOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<Ru
     if !(options.density_threshold.is_finite()) {
         return Err(Error::InvalidArgument("the density threshold must be a finite number".into()));
     }
+    if let Some(dir) = &options.resume {
+        let step = run_checkpoint::saved_step(dir)?;
+        if step > options.steps {
+            return Err(Error::InvalidArgument(format!(
+                "the checkpointed run is at step {step}; --steps counts from step 0 and must be at least that"
+            )));
+        }
+    }
     for scheduled in &options.tools {
         if scheduled.at > options.steps {
             return Err(Error::InvalidArgument(format!(

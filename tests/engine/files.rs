@@ -106,9 +106,22 @@ fn bad_model_directories_are_typed_errors() {
     let error = load_error(&dir);
     assert!(matches!(error, Error::ShapeMismatch { .. } | Error::Format { .. }), "{error}");
 
-    // Truncated and garbage records.
+    // Truncated and garbage records: the checksum in config.json catches them.
     let dir = saved_model("truncated", Architecture::Unet);
     let record = std::fs::read(dir.join(RECORD_FILE)).unwrap();
+    for cut in [0, 1, 100, record.len() / 2, record.len() - 1] {
+        std::fs::write(dir.join(RECORD_FILE), &record[..cut]).unwrap();
+        let error = load_error(&dir);
+        assert!(matches!(error, Error::ChecksumMismatch { .. }), "cut {cut}: {error}");
+    }
+    std::fs::write(dir.join(RECORD_FILE), vec![0xAB; 4096]).unwrap();
+    assert!(matches!(load_error(&dir), Error::ChecksumMismatch { .. }));
+    // Without a checksum (an older directory), burn's decoder still refuses them.
+    let config = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let mut fields = config.as_object().unwrap().clone();
+    fields.remove("record_sha256");
+    std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(&fields).unwrap()).unwrap();
     for cut in [0, 1, 100, record.len() / 2, record.len() - 1] {
         std::fs::write(dir.join(RECORD_FILE), &record[..cut]).unwrap();
         let error = load_error(&dir);

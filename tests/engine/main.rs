@@ -8,6 +8,7 @@ mod files;
 mod observables;
 mod pictures;
 mod import;
+mod lost_work;
 mod pytorch_reference;
 mod sparse;
 mod support;
