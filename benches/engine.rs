@@ -114,7 +114,10 @@ impl BackendJob for EngineBenches<'_> {
 
         // State initialisation (host generation and upload) and the observables.
         let mut group = criterion.benchmark_group(format!("state/{name}"));
-        group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
         let (grid, d_state) = (256, 8);
         group.throughput(Throughput::Elements((grid * grid) as u64));
         group.bench_function(BenchmarkId::new("init_random", grid), |bench| {
@@ -127,7 +130,11 @@ impl BackendJob for EngineBenches<'_> {
         });
         let host = generate(&InitialState::Random, 1, grid, grid, d_state, 3).unwrap();
         let psi = Universe::<B>::from_host(&host, &device).psi;
-        let later = Universe::<B>::from_host(&generate(&InitialState::Random, 1, grid, grid, d_state, 4).unwrap(), &device).psi;
+        let later = Universe::<B>::from_host(
+            &generate(&InitialState::Random, 1, grid, grid, d_state, 4).unwrap(),
+            &device,
+        )
+        .psi;
         group.bench_function(BenchmarkId::new("density", grid), |bench| {
             bench.iter(|| {
                 let map = observables::density(psi.clone());
@@ -137,7 +144,13 @@ impl BackendJob for EngineBenches<'_> {
         });
         group.bench_function(BenchmarkId::new("evolutionary_loss", grid), |bench| {
             bench.iter(|| {
-                let output = loss::compute(LossKind::Evolutionary, &LossWeights::default(), psi.clone(), later.clone()).unwrap();
+                let output = loss::compute(
+                    LossKind::Evolutionary,
+                    &LossWeights::default(),
+                    psi.clone(),
+                    later.clone(),
+                )
+                .unwrap();
                 black_box(output.values())
             })
         });
@@ -225,7 +238,11 @@ fn engine(criterion: &mut Criterion) {
     atheria::kernels::keep_freed_memory();
     let everything = || Sizes { grids: vec![32, 64, 128, 256], batches: vec![1, 4], sparse: true };
     let strict = SelectOptions { strict: true, ..SelectOptions::default() };
-    for (request, name) in [(DeviceRequest::Cpu, "cpu"), (DeviceRequest::Wgpu, "wgpu"), (DeviceRequest::Cuda { index: 0 }, "cuda")] {
+    for (request, name) in [
+        (DeviceRequest::Cpu, "cpu"),
+        (DeviceRequest::Wgpu, "wgpu"),
+        (DeviceRequest::Cuda { index: 0 }, "cuda"),
+    ] {
         let selection = match select_device(request, &strict) {
             Ok(selection) => selection,
             Err(error) => {
@@ -236,7 +253,11 @@ fn engine(criterion: &mut Criterion) {
         eprintln!("{name}: {}", selection.report);
         let software_wgpu = matches!(selection.device, SelectedDevice::Wgpu(_))
             && selection.report.selected_device.as_deref().unwrap_or("").to_lowercase().contains("llvmpipe");
-        let sizes = if software_wgpu { Sizes { grids: vec![32, 64], batches: vec![1], sparse: false } } else { everything() };
+        let sizes = if software_wgpu {
+            Sizes { grids: vec![32, 64], batches: vec![1], sparse: false }
+        } else {
+            everything()
+        };
         selection.device.run(EngineBenches { criterion, name, sizes });
     }
 }

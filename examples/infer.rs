@@ -52,6 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let report = app::run(&options, &|device| eprintln!("{device}"))?;
     eprintln!("{}", report.summary());
-    eprintln!("{} frame(s) in {}, final state in {}", report.frames, out.join("frames").display(), out.join("final.safetensors").display());
+    eprintln!(
+        "{} frame(s) in {}, final state in {}",
+        report.frames,
+        out.join("frames").display(),
+        out.join("final.safetensors").display()
+    );
     Ok(())
 }

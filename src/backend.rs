@@ -322,9 +322,10 @@ impl DeviceReport {
         self.attempts
             .iter()
             .filter_map(|attempt| {
-                attempt.failure.as_ref().map(|failure| {
-                    format!("{}: {} ({})", attempt.backend, failure.cause, failure.summary)
-                })
+                attempt
+                    .failure
+                    .as_ref()
+                    .map(|failure| format!("{}: {} ({})", attempt.backend, failure.cause, failure.summary))
             })
             .collect()
     }
@@ -441,7 +442,9 @@ impl Candidate {
             "wgpu" => Some(Candidate::Wgpu { allow_software: true }),
             "wgpu-hardware" => Some(Candidate::Wgpu { allow_software: false }),
             "cpu" => Some(Candidate::Cpu),
-            _ => spec.strip_prefix("cuda:")?.parse().ok().map(|index| Candidate::Cuda(CudaDevice::new(index))),
+            _ => {
+                spec.strip_prefix("cuda:")?.parse().ok().map(|index| Candidate::Cuda(CudaDevice::new(index)))
+            }
         }
     }
 
@@ -489,10 +492,13 @@ impl Candidate {
                 let name = format!("Cuda({})", device.index);
                 let (info, checked) = driver::check_cuda(device.index);
                 let failure = match checked {
-                    Err(problem) => Some(Failure { cause: problem.cause, summary: problem.message, messages: vec![] }),
+                    Err(problem) => {
+                        Some(Failure { cause: problem.cause, summary: problem.message, messages: vec![] })
+                    }
                     Ok(()) => probe_backend::<Cuda>(device.clone(), timeout),
                 };
-                let name = info.devices.get(device.index).map_or(name.clone(), |d| format!("{name}, {}", d.name));
+                let name =
+                    info.devices.get(device.index).map_or(name.clone(), |d| format!("{name}, {}", d.name));
                 let started = failure.is_none().then_some(SelectedDevice::Cuda(device));
                 (Attempt { backend: BackendKind::Cuda, device: name, failure, driver: info }, started)
             }
@@ -521,7 +527,8 @@ fn probe_wgpu(allow_software: bool, timeout: Duration) -> (Attempt, Option<Selec
     let (mut info, checked) = driver::check_vulkan();
     match checked {
         Err(problem) => {
-            let mut attempt = Attempt::failed(BackendKind::Wgpu, "no adapter".into(), problem.cause, problem.message);
+            let mut attempt =
+                Attempt::failed(BackendKind::Wgpu, "no adapter".into(), problem.cause, problem.message);
             attempt.driver = info;
             return (attempt, None);
         }

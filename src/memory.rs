@@ -54,7 +54,13 @@ pub fn dense_run(config: &ModelConfig, batch: usize, height: usize, width: usize
     let host_state = cells * 2.0 * config.d_state as f64 * (F32 + 8.0);
     let device = cells * (forward_floats_per_cell(config) + step_floats_per_cell(config)) * F32;
     Estimate {
-        what: format!("{} with this {} d{} h{}", grids(batch, height, width), config.arch, config.d_state, config.hidden_channels),
+        what: format!(
+            "{} with this {} d{} h{}",
+            grids(batch, height, width),
+            config.arch,
+            config.d_state,
+            config.hidden_channels
+        ),
         host_bytes: host_state + if on_host { device } else { 0.0 },
     }
 }
@@ -69,7 +75,13 @@ fn grids(batch: usize, height: usize, width: usize) -> String {
 }
 
 /// A training episode: the autodiff tape keeps every step's activations for the backward pass.
-pub fn training(config: &ModelConfig, batch: usize, grid: usize, unrolled_steps: usize, on_host: bool) -> Estimate {
+pub fn training(
+    config: &ModelConfig,
+    batch: usize,
+    grid: usize,
+    unrolled_steps: usize,
+    on_host: bool,
+) -> Estimate {
     let cells = batch as f64 * (grid * grid) as f64;
     let per_step = forward_floats_per_cell(config) + step_floats_per_cell(config);
     // The tape of every unrolled step, plus the backward pass's own transient gradients.

@@ -357,7 +357,10 @@ impl StepMetrics {
     pub const CSV_HEADER: &'static str = "step,universe,total_energy,mean_entropy,cells_above";
 
     pub fn csv_row(&self, step: u64) -> String {
-        format!("{step},{},{:.9e},{:.9e},{}", self.universe, self.total_energy, self.mean_entropy, self.cells_above)
+        format!(
+            "{step},{},{:.9e},{:.9e},{}",
+            self.universe, self.total_energy, self.mean_entropy, self.cells_above
+        )
     }
 }
 

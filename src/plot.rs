@@ -42,7 +42,8 @@ pub fn plot_series(path: &Path, series: &[Series]) -> Result<()> {
 }
 
 fn draw_panel(image: &mut RgbImage, top: u32, series: &Series) {
-    let points: Vec<(f64, f64)> = series.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let points: Vec<(f64, f64)> =
+        series.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let (x0, x1) = bounds(points.iter().map(|p| p.0));
     let (y0, y1) = bounds(points.iter().map(|p| p.1));
     let plot = Rect { left: LEFT, top: top + TOP, right: WIDTH - RIGHT, bottom: top + PANEL_HEIGHT - BOTTOM };
@@ -66,7 +67,8 @@ fn draw_panel(image: &mut RgbImage, top: u32, series: &Series) {
     };
     let raw: Vec<(f64, f64)> = points.iter().copied().map(to_pixel).collect();
     polyline(image, &raw, RAW);
-    let smooth: Vec<(f64, f64)> = moving_average(&points, (points.len() / 50).max(1)).into_iter().map(to_pixel).collect();
+    let smooth: Vec<(f64, f64)> =
+        moving_average(&points, (points.len() / 50).max(1)).into_iter().map(to_pixel).collect();
     polyline(image, &smooth, SMOOTH);
 }
 
@@ -163,7 +165,8 @@ mod tests {
     fn moving_average_of_a_constant_is_the_constant_and_smooths_a_zigzag() {
         let constant: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0)).collect();
         assert!(moving_average(&constant, 4).iter().all(|p| (p.1 - 3.0).abs() < 1e-12));
-        let zigzag: Vec<(f64, f64)> = (0..9).map(|i| (i as f64, if i % 2 == 0 { 1.0 } else { -1.0 })).collect();
+        let zigzag: Vec<(f64, f64)> =
+            (0..9).map(|i| (i as f64, if i % 2 == 0 { 1.0 } else { -1.0 })).collect();
         let smooth = moving_average(&zigzag, 2);
         assert!(smooth[4].1.abs() < 0.34, "{:?}", smooth[4]);
     }

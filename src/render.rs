@@ -66,11 +66,8 @@ fn oklch_to_srgb(lightness: f32, chroma: f32, hue: f32) -> [u8; 3] {
     ];
     linear.map(|channel| {
         let channel = channel.clamp(0.0, 1.0);
-        let encoded = if channel <= 0.003_130_8 {
-            12.92 * channel
-        } else {
-            1.055 * channel.powf(1.0 / 2.4) - 0.055
-        };
+        let encoded =
+            if channel <= 0.003_130_8 { 12.92 * channel } else { 1.055 * channel.powf(1.0 / 2.4) - 0.055 };
         (encoded * 255.0).round() as u8
     })
 }
@@ -92,7 +89,11 @@ pub fn colorize(map: &[f32], height: usize, width: usize, colormap: Colormap, ra
             let finite = map.iter().copied().filter(|value| value.is_finite());
             let low = finite.clone().fold(f32::INFINITY, f32::min);
             let high = finite.fold(f32::NEG_INFINITY, f32::max);
-            if low.is_finite() { (low, high) } else { (0.0, 1.0) }
+            if low.is_finite() {
+                (low, high)
+            } else {
+                (0.0, 1.0)
+            }
         }
     };
     let span = if high > low { high - low } else { 1.0 };
@@ -283,7 +284,8 @@ impl GifRecorder {
         {
             // Speed 10 of 1..30: a good palette at a few milliseconds per frame.
             let mut encoder = GifEncoder::new_with_speed(&mut bytes, 10);
-            let failed = |error: image::ImageError| Error::format(path, format!("cannot encode GIF: {error}"));
+            let failed =
+                |error: image::ImageError| Error::format(path, format!("cannot encode GIF: {error}"));
             encoder.set_repeat(Repeat::Infinite).map_err(failed)?;
             for frame in self.frames {
                 let rgba = image::DynamicImage::ImageRgb8(frame).into_rgba8();
@@ -342,4 +344,3 @@ mod tests {
         assert_ne!(Colormap::Phase.color(0.0), Colormap::Phase.color(0.5));
     }
 }
-

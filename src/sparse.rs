@@ -164,9 +164,8 @@ impl Region {
                 "the region {self} has more than {MAX_DENSE_CELLS} cells"
             )));
         }
-        let inside = |v: i64, extent: usize| {
-            v.abs() < MAX_COORDINATE && (v + extent as i64).abs() < MAX_COORDINATE
-        };
+        let inside =
+            |v: i64, extent: usize| v.abs() < MAX_COORDINATE && (v + extent as i64).abs() < MAX_COORDINATE;
         if !inside(self.x, self.width) || !inside(self.y, self.height) {
             return Err(Error::InvalidArgument(format!(
                 "the region {self} reaches beyond the coordinate limit of +-2^60"
@@ -241,9 +240,8 @@ impl FromStr for MatterSeed {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::InvalidArgument(format!("a matter seed is x,y,radius ({why}), got '{text}'"))
-        };
+        let bad =
+            |why: &str| Error::InvalidArgument(format!("a matter seed is x,y,radius ({why}), got '{text}'"));
         let parts: Vec<&str> = text.split(',').map(str::trim).collect();
         let [x, y, radius] = parts.as_slice() else { return Err(bad("three numbers")) };
         let x: i64 = x.parse().map_err(|_| bad("x is an integer"))?;
@@ -354,7 +352,13 @@ impl Vacuum {
     }
 
     /// The vacuum of whole tiles as a tensor [N, 2d, T, T], one tile per task.
-    fn tiles<B: Backend>(&self, coords: &[TileCoord], tile: usize, step: u64, device: &B::Device) -> Tensor<B, 4> {
+    fn tiles<B: Backend>(
+        &self,
+        coords: &[TileCoord],
+        tile: usize,
+        step: u64,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
         let block = 2 * self.d_state * tile * tile;
         let mut data = vec![0.0f32; coords.len() * block];
         data.par_chunks_mut(block).zip(coords.par_iter()).for_each(|(out, &(i, j))| {
@@ -396,7 +400,13 @@ impl<B: Backend> Pool<B> {
     /// puts tile `coord` with its top-left cell at (`top`, `left`) of grid `group`, clipped to
     /// the grid; one slice copy per tile, nothing copied that the grids do not show. The pieces
     /// must cover every cell (the grids start uninitialised).
-    fn paste(&self, pieces: &[(usize, TileCoord, i64, i64)], groups: usize, height: usize, width: usize) -> Tensor<B, 4> {
+    fn paste(
+        &self,
+        pieces: &[(usize, TileCoord, i64, i64)],
+        groups: usize,
+        height: usize,
+        width: usize,
+    ) -> Tensor<B, 4> {
         let sample = self.stored.as_ref().or(self.vacuum.as_ref()).expect("a gather has tiles");
         let [_, channels, t, _] = sample.dims();
         let mut grid = Tensor::empty([groups, channels, height, width], &sample.device());
@@ -406,10 +416,11 @@ impl<B: Backend> Pool<B> {
             if y0 >= y1 || x0 >= x1 {
                 continue;
             }
-            let piece = self
-                .tile(coord)
-                .narrow(2, (y0 - top) as usize, (y1 - y0) as usize)
-                .narrow(3, (x0 - left) as usize, (x1 - x0) as usize);
+            let piece = self.tile(coord).narrow(2, (y0 - top) as usize, (y1 - y0) as usize).narrow(
+                3,
+                (x0 - left) as usize,
+                (x1 - x0) as usize,
+            );
             let target = [group..group + 1, 0..channels, y0 as usize..y1 as usize, x0 as usize..x1 as usize];
             grid = grid.slice_assign(target, piece);
         }
@@ -616,10 +627,8 @@ impl<B: Backend> SparseUniverse<B> {
         let full = if covering == region {
             grid
         } else {
-            self.to_dense(covering)?.slice_assign(
-                [0..1, 0..channels, top..top + height, left..left + width],
-                grid,
-            )
+            self.to_dense(covering)?
+                .slice_assign([0..1, 0..channels, top..top + height, left..left + width], grid)
         };
         let coords: Vec<TileCoord> =
             (0..ny as i64).flat_map(|j| (0..nx as i64).map(move |i| (i0 + i, j0 + j))).collect();
@@ -642,7 +651,8 @@ impl<B: Backend> SparseUniverse<B> {
             parts.push(if kept_old.len() == self.coords.len() {
                 old.clone()
             } else {
-                old.clone().select(0, indices::<B>(kept_old.iter().map(|&s| s as i64).collect(), &self.device))
+                old.clone()
+                    .select(0, indices::<B>(kept_old.iter().map(|&s| s as i64).collect(), &self.device))
             });
         }
         if !kept_new.is_empty() {

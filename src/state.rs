@@ -47,10 +47,7 @@ impl<B: Backend> Universe<B> {
     pub fn from_host(state: &HostState, device: &B::Device) -> Self {
         let [batch, height, width, d] = state.dims();
         let upload = |tensor: &HostTensor| {
-            Tensor::<B, 4>::from_data(
-                TensorData::new(tensor.data.clone(), [batch, height, width, d]),
-                device,
-            )
+            Tensor::<B, 4>::from_data(TensorData::new(tensor.data.clone(), [batch, height, width, d]), device)
         };
         let psi = Tensor::cat(vec![upload(&state.re), upload(&state.im)], 3).permute([0, 3, 1, 2]);
         let memory = state.memory.as_ref().map(|(hidden, cell)| {
@@ -158,7 +155,10 @@ pub fn generate(
         }
         InitialState::ComplexNoise { strength } => {
             let phases: Vec<f64> = (0..count)
-                .map(|_| { let z: f64 = StandardNormal.sample(&mut rng); strength * z })
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    strength * z
+                })
                 .collect();
             (
                 phases.iter().map(|phase| phase.cos() as f32).collect(),

@@ -231,7 +231,8 @@ fn imprint_phase<B: Backend>(psi: Tensor<B, 4>, phases: &[f64]) -> Tensor<B, 4> 
     let [_, channels, height, width] = psi.dims();
     let d = channels / 2;
     let device = psi.device();
-    let plane = |values: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(values, [1, 1, height, width]), &device);
+    let plane =
+        |values: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(values, [1, 1, height, width]), &device);
     let cos = plane(phases.iter().map(|phase| phase.cos() as f32).collect());
     let sin = plane(phases.iter().map(|phase| phase.sin() as f32).collect());
     let (re, im) = (psi.clone().narrow(1, 0, d), psi.narrow(1, d, d));
@@ -282,8 +283,10 @@ fn collapse<B: Backend>(
                     }
                 }
                 let magnitude = weights[chosen].sqrt();
-                let mut blended: Vec<(f64, f64)> =
-                    amplitude.iter().map(|(re, im)| ((1.0 - intensity) * re, (1.0 - intensity) * im)).collect();
+                let mut blended: Vec<(f64, f64)> = amplitude
+                    .iter()
+                    .map(|(re, im)| ((1.0 - intensity) * re, (1.0 - intensity) * im))
+                    .collect();
                 blended[chosen].0 += intensity * amplitude[chosen].0 / magnitude;
                 blended[chosen].1 += intensity * amplitude[chosen].1 / magnitude;
                 let norm = blended.iter().map(|(re, im)| re * re + im * im).sum::<f64>().sqrt();
@@ -497,9 +500,15 @@ impl fmt::Display for Tool {
         match self {
             Tool::Vortex { disc: d, m, strength } => write!(f, "{}m={m},strength={strength}", disc(d)),
             Tool::Wave { kx, ky, amplitude } => write!(f, "kx={kx},ky={ky},amplitude={amplitude}"),
-            Tool::Collapse { disc: d, intensity, seed } => write!(f, "{}intensity={intensity},seed={seed}", disc(d)),
-            Tool::ClickOut { enabled, chance, seed } => write!(f, "enabled={enabled},chance={chance},seed={seed}"),
-            Tool::PhaseFlip { rate, seed } | Tool::BitFlip { rate, seed } => write!(f, "rate={rate},seed={seed}"),
+            Tool::Collapse { disc: d, intensity, seed } => {
+                write!(f, "{}intensity={intensity},seed={seed}", disc(d))
+            }
+            Tool::ClickOut { enabled, chance, seed } => {
+                write!(f, "enabled={enabled},chance={chance},seed={seed}")
+            }
+            Tool::PhaseFlip { rate, seed } | Tool::BitFlip { rate, seed } => {
+                write!(f, "rate={rate},seed={seed}")
+            }
         }
     }
 }

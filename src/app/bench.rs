@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
 use crate::models::{forward_flops, ModelConfig};
-use crate::training::{TrainConfig, Trainer};
-use burn::backend::Autodiff;
 use crate::state::{generate, InitialState, Universe};
+use crate::training::{TrainConfig, Trainer};
 use crate::Simulation;
+use burn::backend::Autodiff;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -107,7 +107,8 @@ impl BackendJob for BenchJob<'_> {
         if options.train {
             return self.train::<B>(&config, device);
         }
-        let estimate = crate::memory::dense_run(&config, options.batch, self.grid, self.grid, B::tensors_on_host());
+        let estimate =
+            crate::memory::dense_run(&config, options.batch, self.grid, self.grid, B::tensors_on_host());
         crate::memory::check_host(&estimate, B::engine_name())?;
         let host = generate(
             &InitialState::Random,
@@ -141,7 +142,11 @@ impl BackendJob for BenchJob<'_> {
 }
 
 impl BenchJob<'_> {
-    fn train<B: EngineBackend>(&self, config: &ModelConfig, device: B::Device) -> Result<Option<BenchRecord>> {
+    fn train<B: EngineBackend>(
+        &self,
+        config: &ModelConfig,
+        device: B::Device,
+    ) -> Result<Option<BenchRecord>> {
         let options = self.options;
         let train_config = TrainConfig {
             arch: config.arch,

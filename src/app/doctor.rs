@@ -66,9 +66,7 @@ pub struct BackendCheck {
 impl BackendCheck {
     /// True when the backend started and every self-test passed.
     pub fn healthy(&self) -> bool {
-        self.attempt.failure.is_none()
-            && self.error.is_none()
-            && self.parity.iter().all(|p| p.passed)
+        self.attempt.failure.is_none() && self.error.is_none() && self.parity.iter().all(|p| p.passed)
     }
 }
 
@@ -82,9 +80,7 @@ pub struct DoctorReport {
 impl DoctorReport {
     /// The CPU backend passed its self-test: atheria can run here.
     pub fn cpu_healthy(&self) -> bool {
-        self.backends
-            .iter()
-            .any(|check| check.attempt.backend == BackendKind::Cpu && check.healthy())
+        self.backends.iter().any(|check| check.attempt.backend == BackendKind::Cpu && check.healthy())
     }
 }
 
@@ -94,17 +90,8 @@ pub fn doctor(options: &SelectOptions) -> DoctorReport {
     let backends = attempts
         .into_iter()
         .map(|attempt| {
-            let hint = attempt
-                .failure
-                .as_ref()
-                .map(|failure| failure.cause.hint().to_string());
-            let mut check = BackendCheck {
-                attempt,
-                hint,
-                parity: vec![],
-                ms_per_step_64: None,
-                error: None,
-            };
+            let hint = attempt.failure.as_ref().map(|failure| failure.cause.hint().to_string());
+            let mut check = BackendCheck { attempt, hint, parity: vec![], ms_per_step_64: None, error: None };
             if check.attempt.failure.is_none() {
                 match self_test(check.attempt.backend, options) {
                     Ok((parity, ms)) => {
@@ -117,10 +104,7 @@ pub fn doctor(options: &SelectOptions) -> DoctorReport {
             check
         })
         .collect();
-    DoctorReport {
-        backends,
-        cpu_kernels: CpuKernels::current(),
-    }
+    DoctorReport { backends, cpu_kernels: CpuKernels::current() }
 }
 
 fn self_test(backend: BackendKind, options: &SelectOptions) -> Result<(Vec<Parity>, f64)> {
@@ -129,10 +113,7 @@ fn self_test(backend: BackendKind, options: &SelectOptions) -> Result<(Vec<Parit
         BackendKind::Wgpu => DeviceRequest::Wgpu,
         BackendKind::Cpu => DeviceRequest::Cpu,
     };
-    let strict = SelectOptions {
-        strict: true,
-        ..options.clone()
-    };
+    let strict = SelectOptions { strict: true, ..options.clone() };
     select_device(request, &strict)?.device.run(SelfTest)
 }
 
@@ -146,16 +127,12 @@ impl BackendJob for SelfTest {
         let mut speed_model = None;
         for (arch, weights, trajectory) in REFERENCES {
             let reference = Reference::parse(arch, weights, trajectory)?;
-            let model =
-                Model::<B>::from_weights(reference.config.clone(), &reference.weights, &device)?;
+            let model = Model::<B>::from_weights(reference.config.clone(), &reference.weights, &device)?;
             if arch == Architecture::Unet {
                 speed_model = Some(model.clone());
             }
-            let mut simulation = Simulation::new(
-                model,
-                Universe::from_host(&reference.start, &device),
-                reference.gamma,
-            )?;
+            let mut simulation =
+                Simulation::new(model, Universe::from_host(&reference.start, &device), reference.gamma)?;
             simulation.step();
             let state = simulation.universe.to_host()?;
             let error = relative_error(&state, &reference.after_one);
@@ -165,23 +142,16 @@ impl BackendJob for SelfTest {
                 passed: error <= PARITY_TOLERANCE,
             });
         }
-        let model =
-            speed_model.ok_or_else(|| Error::InvalidArgument("no U-Net reference".into()))?;
+        let model = speed_model.ok_or_else(|| Error::InvalidArgument("no U-Net reference".into()))?;
         let d = model.config.d_state;
-        let psi =
-            Tensor::<B, 4>::random([1, 2 * d, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+        let psi = Tensor::<B, 4>::random([1, 2 * d, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let mut simulation = Simulation::new(model, Universe::new(psi), 0.01)?;
         let mut times = Vec::new();
         for round in 0..6 {
             let start = Instant::now();
             simulation.step();
             // Reading a value back waits for the device.
-            let _ = simulation
-                .universe
-                .psi
-                .clone()
-                .slice([0..1, 0..1, 0..1, 0..1])
-                .into_data();
+            let _ = simulation.universe.psi.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
             if round >= 2 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
@@ -205,27 +175,17 @@ impl Reference {
         let name = Path::new("embedded-trajectory.safetensors");
         let bad = |message: &str| Error::format(name, message.to_string());
         let weights = WeightFile::from_bytes(Path::new("embedded.safetensors"), weights)?;
-        let (_, header) =
-            SafeTensors::read_metadata(trajectory).map_err(|e| bad(&e.to_string()))?;
+        let (_, header) = SafeTensors::read_metadata(trajectory).map_err(|e| bad(&e.to_string()))?;
         let metadata = header.metadata().clone().unwrap_or_default();
         let number = |key: &str| -> Result<f64> {
-            metadata
-                .get(key)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| bad(&format!("no `{key}`")))
+            metadata.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| bad(&format!("no `{key}`")))
         };
         let parsed = SafeTensors::deserialize(trajectory).map_err(|e| bad(&e.to_string()))?;
         let tensor = |key: &str| -> Result<HostTensor> {
             let view = parsed.tensor(key).map_err(|e| bad(&e.to_string()))?;
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            Ok(HostTensor {
-                shape: view.shape().to_vec(),
-                data,
-            })
+            let data =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Ok(HostTensor { shape: view.shape().to_vec(), data })
         };
         let state = |step: u64| -> Result<HostState> {
             Ok(HostState {
@@ -235,27 +195,13 @@ impl Reference {
                 step,
             })
         };
-        let config = ModelConfig::new(
-            arch,
-            number("d_state")? as usize,
-            number("hidden")? as usize,
-        );
-        Ok(Self {
-            config,
-            weights,
-            gamma: number("gamma")?,
-            start: state(0)?,
-            after_one: state(1)?,
-        })
+        let config = ModelConfig::new(arch, number("d_state")? as usize, number("hidden")? as usize);
+        Ok(Self { config, weights, gamma: number("gamma")?, start: state(0)?, after_one: state(1)? })
     }
 }
 
 fn relative_error(a: &HostState, b: &HostState) -> f64 {
-    let pairs =
-        a.re.data
-            .iter()
-            .zip(&b.re.data)
-            .chain(a.im.data.iter().zip(&b.im.data));
+    let pairs = a.re.data.iter().zip(&b.re.data).chain(a.im.data.iter().zip(&b.im.data));
     let (mut difference, mut norm) = (0.0f64, 0.0f64);
     for (x, y) in pairs {
         difference += (*x as f64 - *y as f64).powi(2);

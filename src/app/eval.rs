@@ -47,10 +47,19 @@ pub struct EvalReport {
 
 impl EvalReport {
     pub fn summary(&self) -> String {
-        let terms: Vec<String> = self.terms.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
+        let terms: Vec<String> =
+            self.terms.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
         format!(
             "{}: {} loss {:.4} ({}) after {} steps on {} universe(s) of {}x{} (seed {})",
-            self.model, self.loss_name, self.loss, terms.join(", "), self.steps, self.universes, self.grid, self.grid, self.seed
+            self.model,
+            self.loss_name,
+            self.loss,
+            terms.join(", "),
+            self.steps,
+            self.universes,
+            self.grid,
+            self.grid,
+            self.seed
         )
     }
 }

@@ -70,7 +70,10 @@ pub fn import(options: &ImportOptions) -> Result<ImportReport> {
     config.trained = true;
     config.description = Some(format!(
         "imported from {}",
-        options.checkpoint.file_name().map_or_else(|| options.checkpoint.display().to_string(), |name| name.to_string_lossy().into_owned())
+        options.checkpoint.file_name().map_or_else(
+            || options.checkpoint.display().to_string(),
+            |name| name.to_string_lossy().into_owned()
+        )
     ));
     config.provenance = Some(provenance(&options.checkpoint, &weights));
 

@@ -41,7 +41,10 @@ pub(crate) fn run_on_device<T, J: BackendJob<Output = Result<T>>>(
 
 /// Runs `job` on `device`. GPU runtimes report some failures in the middle of a run (out of
 /// device memory, a lost device) by panicking; those become errors instead of a crash.
-pub(crate) fn run_guarded<T, J: BackendJob<Output = Result<T>>>(device: &SelectedDevice, job: J) -> Result<T> {
+pub(crate) fn run_guarded<T, J: BackendJob<Output = Result<T>>>(
+    device: &SelectedDevice,
+    job: J,
+) -> Result<T> {
     if matches!(device, SelectedDevice::Cpu(_)) {
         return device.run(job);
     }

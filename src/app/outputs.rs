@@ -49,7 +49,12 @@ pub struct Outputs {
 
 impl Outputs {
     /// Creates the frame directory and the metrics file (with `metrics_header`).
-    pub fn open(frames: Option<&Path>, gif: Option<&Path>, metrics: Option<&Path>, metrics_header: &str) -> Result<Self> {
+    pub fn open(
+        frames: Option<&Path>,
+        gif: Option<&Path>,
+        metrics: Option<&Path>,
+        metrics_header: &str,
+    ) -> Result<Self> {
         if let Some(dir) = frames {
             fs::create_dir_all(dir).map_err(|error| Error::io(dir, error))?;
         }

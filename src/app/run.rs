@@ -160,7 +160,8 @@ impl RunReport {
     /// One line for the terminal.
     pub fn summary(&self) -> String {
         let ran = self.steps - self.start_step;
-        let from = if self.start_step > 0 { format!(" (from step {})", self.start_step) } else { String::new() };
+        let from =
+            if self.start_step > 0 { format!(" (from step {})", self.start_step) } else { String::new() };
         if let Some(sparse) = &self.sparse {
             let last = sparse.steps.last().copied().unwrap_or_default();
             return format!(
@@ -507,7 +508,11 @@ fn initial_state<B: EngineBackend>(options: &RunOptions, config: &ModelConfig) -
 }
 
 /// Writes the density of universe 0 as `DIR/frame_STEP.png`.
-pub fn write_density_frame<B: burn::tensor::backend::Backend>(dir: &Path, psi: &Tensor<B, 4>, step: u64) -> Result<()> {
+pub fn write_density_frame<B: burn::tensor::backend::Backend>(
+    dir: &Path,
+    psi: &Tensor<B, 4>,
+    step: u64,
+) -> Result<()> {
     let [_, _, height, width] = psi.dims();
     let map = observables::density(psi.clone().narrow(0, 0, 1))
         .into_data()

@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
+use super::outputs::Outputs;
 use super::run::{frame_image, LastStep, RunOptions, RunReport};
 use crate::backend::{BackendJob, DeviceReport};
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::observables::View;
-use super::outputs::Outputs;
 use crate::sparse::{check_law, MatterSeed, Region, SparseConfig, SparseStepReport, SparseUniverse};
 use crate::state::InitialState;
 
@@ -46,9 +46,7 @@ pub struct SparseRunSummary {
 
 /// Refuses the options that mean nothing without a dense grid.
 pub(super) fn check(options: &RunOptions, sparse: &SparseRunOptions) -> Result<()> {
-    let refuse = |what: &str| {
-        Err(Error::InvalidArgument(format!("{what} does not apply to a sparse run")))
-    };
+    let refuse = |what: &str| Err(Error::InvalidArgument(format!("{what} does not apply to a sparse run")));
     if options.batch != 1 {
         return refuse("--batch");
     }
@@ -91,7 +89,10 @@ impl BackendJob for SparseRunJob<'_> {
         let on_host = B::tensors_on_host();
         let batch_side = (sparse.config.max_batch_cells as f64).sqrt() as usize;
         for (height, width) in [(window.height, window.width), (batch_side, batch_side)] {
-            crate::memory::check_host(&crate::memory::dense_run(&config, 1, height, width, on_host), B::engine_name())?;
+            crate::memory::check_host(
+                &crate::memory::dense_run(&config, 1, height, width, on_host),
+                B::engine_name(),
+            )?;
         }
         let mut universe = SparseUniverse::<B>::new(sparse.config, config.d_state, &device)?;
         universe.seed_matter(&sparse.seeds, options.seed)?;

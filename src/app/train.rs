@@ -26,7 +26,9 @@ pub const PLOT_FILE: &str = "metrics.png";
 pub enum TrainStart {
     New(TrainConfig),
     /// Continue from `out/last` with its saved settings; `episodes` may change the run's length.
-    Resume { episodes: Option<u64> },
+    Resume {
+        episodes: Option<u64>,
+    },
 }
 
 /// What to train and where.
@@ -61,7 +63,8 @@ pub struct TrainReport {
 impl TrainReport {
     /// One line: what ran where, how long, and the final metrics.
     pub fn summary(&self) -> String {
-        let metrics: Vec<String> = self.last_metrics.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
+        let metrics: Vec<String> =
+            self.last_metrics.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
         let mut line = format!(
             "trained {} episode(s) on {} in {:.1} s (run total {}); {}",
             self.episodes_run,
@@ -125,8 +128,13 @@ where
         (None, TrainStart::New(config)) => Trainer::<B>::new(config.clone(), device)?,
     };
     let config = trainer.config.clone();
-    let estimate =
-        crate::memory::training(&trainer.model.config, config.batch, config.grid, config.qca_steps, B::tensors_on_host());
+    let estimate = crate::memory::training(
+        &trainer.model.config,
+        config.batch,
+        config.grid,
+        config.qca_steps,
+        B::tensors_on_host(),
+    );
     crate::memory::check_host(&estimate, B::engine_name())?;
     let config_text = toml::to_string_pretty(&config)
         .map_err(|error| Error::format(out.join(CONFIG_FILE), error.to_string()))?;

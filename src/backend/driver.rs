@@ -59,10 +59,7 @@ pub struct DriverProblem {
 
 impl DriverProblem {
     fn new(cause: FailureCause, message: impl Into<String>) -> Self {
-        Self {
-            cause,
-            message: message.into(),
-        }
+        Self { cause, message: message.into() }
     }
 }
 
@@ -76,10 +73,7 @@ fn classify_open_error(name: &str, error: &str) -> DriverProblem {
     } else if is_not_found(error) {
         DriverProblem::new(FailureCause::DriverMissing, format!("{name} not found"))
     } else {
-        DriverProblem::new(
-            FailureCause::Other,
-            format!("{name} does not load: {error}"),
-        )
+        DriverProblem::new(FailureCause::Other, format!("{name} does not load: {error}"))
     }
 }
 
@@ -97,8 +91,8 @@ fn open_first(names: &[String]) -> Result<Option<(Library, String)>, DriverProbl
             Ok(library) => return Ok(Some(library_path(library, name))),
             Err(error) => {
                 // libloading's message is generic; the linker's own text is its source.
-                let text = std::error::Error::source(&error)
-                    .map_or_else(|| error.to_string(), |s| s.to_string());
+                let text =
+                    std::error::Error::source(&error).map_or_else(|| error.to_string(), |s| s.to_string());
                 if !is_not_found(&text) {
                     return Err(classify_open_error(name, &text));
                 }
@@ -126,30 +120,18 @@ fn library_path(library: Library, name: &str) -> (Library, String) {
     let found = unsafe { dlinfo(raw, RTLD_DI_LINKMAP, &mut map as *mut _ as *mut c_void) } == 0;
     let path = if found && !map.is_null() && !unsafe { (*map).name }.is_null() {
         // SAFETY: the link map lives as long as the library; its name is a C string.
-        unsafe { CStr::from_ptr((*map).name) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr((*map).name) }.to_string_lossy().into_owned()
     } else {
         String::new()
     };
     // SAFETY: `raw` came from `into_raw` above and is handed back exactly once.
     let library = unsafe { Library::from_raw(raw) };
-    (
-        library,
-        if path.is_empty() {
-            name.to_string()
-        } else {
-            path
-        },
-    )
+    (library, if path.is_empty() { name.to_string() } else { path })
 }
 
 /// The names cudarc tries for a CUDA library, in its order.
 fn cuda_library_names(stem: &str) -> Vec<String> {
-    ["", ".13", ".12", ".11", ".1"]
-        .iter()
-        .map(|suffix| format!("lib{stem}.so{suffix}"))
-        .collect()
+    ["", ".13", ".12", ".11", ".1"].iter().map(|suffix| format!("lib{stem}.so{suffix}")).collect()
 }
 
 /// The driver entry points the CUDA backend calls while starting and running a kernel.
@@ -177,44 +159,17 @@ pub fn cuda_error_name(code: i32) -> (&'static str, &'static str) {
     match code {
         1 => ("CUDA_ERROR_INVALID_VALUE", "an invalid argument"),
         2 => ("CUDA_ERROR_OUT_OF_MEMORY", "out of memory"),
-        3 => (
-            "CUDA_ERROR_NOT_INITIALIZED",
-            "the driver is not initialised",
-        ),
+        3 => ("CUDA_ERROR_NOT_INITIALIZED", "the driver is not initialised"),
         4 => ("CUDA_ERROR_DEINITIALIZED", "the driver is shutting down"),
-        34 => (
-            "CUDA_ERROR_STUB_LIBRARY",
-            "this libcuda is the toolkit's stub, not the real driver",
-        ),
-        35 => (
-            "CUDA_ERROR_INSUFFICIENT_DRIVER",
-            "the installed driver is older than the CUDA runtime",
-        ),
-        36 => (
-            "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER",
-            "the call needs a newer driver",
-        ),
-        46 => (
-            "CUDA_ERROR_DEVICES_UNAVAILABLE",
-            "every device is busy or unavailable",
-        ),
+        34 => ("CUDA_ERROR_STUB_LIBRARY", "this libcuda is the toolkit's stub, not the real driver"),
+        35 => ("CUDA_ERROR_INSUFFICIENT_DRIVER", "the installed driver is older than the CUDA runtime"),
+        36 => ("CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER", "the call needs a newer driver"),
+        46 => ("CUDA_ERROR_DEVICES_UNAVAILABLE", "every device is busy or unavailable"),
         100 => ("CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"),
-        101 => (
-            "CUDA_ERROR_INVALID_DEVICE",
-            "the device index is out of range",
-        ),
-        222 => (
-            "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
-            "the driver is too old for the compiled kernels",
-        ),
-        304 => (
-            "CUDA_ERROR_OPERATING_SYSTEM",
-            "an operating-system call failed",
-        ),
-        802 => (
-            "CUDA_ERROR_SYSTEM_NOT_READY",
-            "the system is not ready (is the fabric manager running?)",
-        ),
+        101 => ("CUDA_ERROR_INVALID_DEVICE", "the device index is out of range"),
+        222 => ("CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "the driver is too old for the compiled kernels"),
+        304 => ("CUDA_ERROR_OPERATING_SYSTEM", "an operating-system call failed"),
+        802 => ("CUDA_ERROR_SYSTEM_NOT_READY", "the system is not ready (is the fabric manager running?)"),
         803 => (
             "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH",
             "the kernel module and the user-space driver differ in version",
@@ -224,10 +179,7 @@ pub fn cuda_error_name(code: i32) -> (&'static str, &'static str) {
             "forward compatibility is not supported on this device",
         ),
         999 => ("CUDA_ERROR_UNKNOWN", "an unknown error"),
-        _ => (
-            "CUDA error",
-            "see the CUDA driver API's list of error codes",
-        ),
+        _ => ("CUDA error", "see the CUDA driver API's list of error codes"),
     }
 }
 
@@ -319,9 +271,7 @@ fn check_cuda_into(index: usize, info: &mut DriverInfo) -> Result<(), DriverProb
             }
             let mut buffer = [0 as c_char; 256];
             let name = if get_name(buffer.as_mut_ptr(), 255, device) == 0 {
-                CStr::from_ptr(buffer.as_ptr())
-                    .to_string_lossy()
-                    .into_owned()
+                CStr::from_ptr(buffer.as_ptr()).to_string_lossy().into_owned()
             } else {
                 format!("device {ordinal}")
             };
@@ -332,17 +282,10 @@ fn check_cuda_into(index: usize, info: &mut DriverInfo) -> Result<(), DriverProb
             let capability = (attribute(&mut major, 75, device) == 0
                 && attribute(&mut minor, 76, device) == 0)
                 .then(|| format!("{major}.{minor}"));
-            info.devices.push(GpuDevice {
-                name,
-                memory: memory as u64,
-                compute_capability: capability,
-            });
+            info.devices.push(GpuDevice { name, memory: memory as u64, compute_capability: capability });
         }
         if devices <= 0 {
-            return Err(DriverProblem::new(
-                FailureCause::NoDevice,
-                "the driver reports no CUDA device",
-            ));
+            return Err(DriverProblem::new(FailureCause::NoDevice, "the driver reports no CUDA device"));
         }
         if index >= devices as usize {
             return Err(DriverProblem::new(
@@ -365,10 +308,7 @@ unsafe fn symbol<'a, T>(library: &'a Library, name: &str) -> Result<Symbol<T>, D
     let bytes = format!("{name}\0");
     // SAFETY: the caller states the symbol's type.
     unsafe { library.get::<T>(bytes.as_bytes()) }.map_err(|_| {
-        DriverProblem::new(
-            FailureCause::LibraryMismatch,
-            format!("libcuda lacks the entry point {name}"),
-        )
+        DriverProblem::new(FailureCause::LibraryMismatch, format!("libcuda lacks the entry point {name}"))
     })
 }
 
@@ -378,22 +318,13 @@ fn icd_manifests() -> Vec<PathBuf> {
     for variable in ["VK_DRIVER_FILES", "VK_ICD_FILENAMES"] {
         if let Ok(list) = std::env::var(variable) {
             if !list.trim().is_empty() {
-                return list
-                    .split(':')
-                    .filter(|part| !part.is_empty())
-                    .map(PathBuf::from)
-                    .collect();
+                return list.split(':').filter(|part| !part.is_empty()).map(PathBuf::from).collect();
             }
         }
     }
     let mut dirs: Vec<PathBuf> = vec!["/etc/vulkan/icd.d".into()];
-    let data =
-        std::env::var("XDG_DATA_DIRS").unwrap_or_else(|_| "/usr/local/share:/usr/share".into());
-    dirs.extend(
-        data.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| Path::new(d).join("vulkan/icd.d")),
-    );
+    let data = std::env::var("XDG_DATA_DIRS").unwrap_or_else(|_| "/usr/local/share:/usr/share".into());
+    dirs.extend(data.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join("vulkan/icd.d")));
     let mut found = Vec::new();
     for dir in dirs {
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -414,9 +345,7 @@ fn icd_library(manifest: &Path) -> Option<String> {
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     let library = json.get("ICD")?.get("library_path")?.as_str()?.to_string();
     if library.contains('/') && !library.starts_with('/') {
-        return manifest
-            .parent()
-            .map(|dir| dir.join(&library).to_string_lossy().into_owned());
+        return manifest.parent().map(|dir| dir.join(&library).to_string_lossy().into_owned());
     }
     Some(library)
 }
@@ -429,10 +358,8 @@ pub fn check_vulkan() -> (DriverInfo, Result<Vec<PathBuf>, DriverProblem>) {
     let loader = match open_first(&["libvulkan.so.1".to_string(), "libvulkan.so".to_string()]) {
         Ok(Some((_, path))) => path,
         Ok(None) => {
-            let problem = DriverProblem::new(
-                FailureCause::DriverMissing,
-                "the Vulkan loader libvulkan.so.1 not found",
-            );
+            let problem =
+                DriverProblem::new(FailureCause::DriverMissing, "the Vulkan loader libvulkan.so.1 not found");
             return (info, Err(problem));
         }
         Err(problem) => return (info, Err(problem)),
@@ -464,15 +391,11 @@ pub fn check_vulkan() -> (DriverInfo, Result<Vec<PathBuf>, DriverProblem>) {
         let problem = match info.broken_icds.first() {
             Some(broken) => DriverProblem::new(
                 FailureCause::LibraryMismatch,
-                format!(
-                    "every Vulkan driver is broken: {} ({})",
-                    broken.library, broken.error
-                ),
+                format!("every Vulkan driver is broken: {} ({})", broken.library, broken.error),
             ),
-            None => DriverProblem::new(
-                FailureCause::DriverMissing,
-                "no Vulkan driver (ICD manifest) installed",
-            ),
+            None => {
+                DriverProblem::new(FailureCause::DriverMissing, "no Vulkan driver (ICD manifest) installed")
+            }
         };
         return (info, Err(problem));
     }
@@ -483,18 +406,9 @@ pub fn check_vulkan() -> (DriverInfo, Result<Vec<PathBuf>, DriverProblem>) {
 /// environment (the probes run before the engine starts its threads).
 pub fn quarantine_broken_icds(working: &[PathBuf], broken: &[BrokenIcd]) {
     for icd in broken {
-        tracing::warn!(
-            "left out the broken Vulkan driver {} ({}): {}",
-            icd.manifest,
-            icd.library,
-            icd.error
-        );
+        tracing::warn!("left out the broken Vulkan driver {} ({}): {}", icd.manifest, icd.library, icd.error);
     }
-    let list = working
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
+    let list = working.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     for variable in ["VK_DRIVER_FILES", "VK_ICD_FILENAMES"] {
         std::env::set_var(variable, &list);
     }
@@ -511,11 +425,7 @@ mod tests {
             "libcusparse.so.12: undefined symbol: __nvJitLinkCreate_12_8, version libnvJitLink.so.12",
         );
         assert_eq!(mismatch.cause, FailureCause::LibraryMismatch);
-        assert!(
-            mismatch.message.contains("__nvJitLinkCreate_12_8"),
-            "{}",
-            mismatch.message
-        );
+        assert!(mismatch.message.contains("__nvJitLinkCreate_12_8"), "{}", mismatch.message);
         let missing = classify_open_error(
             "libcuda.so",
             "libcuda.so: cannot open shared object file: No such file or directory",
@@ -534,12 +444,8 @@ mod tests {
 
     #[test]
     fn a_library_that_exists_reports_its_path() {
-        let (_, path) = open_first(&["libc.so.6".to_string()])
-            .unwrap()
-            .expect("libc loads");
+        let (_, path) = open_first(&["libc.so.6".to_string()]).unwrap().expect("libc loads");
         assert!(path.starts_with('/') && path.contains("libc"), "{path}");
-        assert!(open_first(&["libatheria-none.so".to_string()])
-            .unwrap()
-            .is_none());
+        assert!(open_first(&["libatheria-none.so".to_string()]).unwrap().is_none());
     }
 }

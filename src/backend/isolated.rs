@@ -69,18 +69,12 @@ pub fn enabled() -> bool {
 /// The result of probing `candidate` in a child process (cached for the process).
 pub(crate) fn probe(candidate: &Candidate, timeout: Duration) -> Attempt {
     let spec = candidate.spec();
-    if let Some(found) = PROBED
-        .lock()
-        .ok()
-        .and_then(|cache| cache.as_ref()?.get(&spec).cloned())
-    {
+    if let Some(found) = PROBED.lock().ok().and_then(|cache| cache.as_ref()?.get(&spec).cloned()) {
         return found;
     }
     let attempt = run_child(candidate, &spec, timeout);
     if let Ok(mut cache) = PROBED.lock() {
-        cache
-            .get_or_insert_with(HashMap::new)
-            .insert(spec, attempt.clone());
+        cache.get_or_insert_with(HashMap::new).insert(spec, attempt.clone());
     }
     attempt
 }
@@ -90,11 +84,7 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
     let fail = |cause, summary: String, messages: Vec<String>| Attempt {
         backend,
         device: device.clone(),
-        failure: Some(Failure {
-            cause,
-            summary,
-            messages,
-        }),
+        failure: Some(Failure { cause, summary, messages }),
         driver: Default::default(),
     };
     let exe = match std::env::current_exe() {
@@ -118,11 +108,7 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
     let mut child = match child {
         Ok(child) => child,
         Err(error) => {
-            return fail(
-                FailureCause::Other,
-                format!("cannot start the probe process: {error}"),
-                vec![],
-            )
+            return fail(FailureCause::Other, format!("cannot start the probe process: {error}"), vec![])
         }
     };
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
@@ -134,18 +120,8 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
             text
         })
     };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     // The child's own probe has the same limit; this one also covers a driver that blocks
     // before that timer starts. A little slack lets the child report its own timeout.
     let deadline = Instant::now() + timeout + Duration::from_secs(2);
@@ -159,55 +135,33 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(error) => {
-                return fail(
-                    FailureCause::Other,
-                    format!("lost the probe process: {error}"),
-                    vec![],
-                )
+                return fail(FailureCause::Other, format!("lost the probe process: {error}"), vec![])
             }
         }
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
-    let messages: Vec<String> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let messages: Vec<String> =
+        stderr.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     let Some(status) = status else {
-        let summary = format!(
-            "the driver did not answer within {} s; the probe was stopped",
-            timeout.as_secs()
-        );
+        let summary =
+            format!("the driver did not answer within {} s; the probe was stopped", timeout.as_secs());
         return fail(FailureCause::Timeout, summary, messages);
     };
-    if let Some(attempt) = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str::<Attempt>(line).ok())
-    {
+    if let Some(attempt) = stdout.lines().rev().find_map(|line| serde_json::from_str::<Attempt>(line).ok()) {
         return attempt;
     }
     // The child ended without its report: the linker, an abort or a signal stopped it.
-    if let Some(line) = messages
-        .iter()
-        .find(|m| m.contains("symbol lookup error") || m.contains("undefined symbol"))
+    if let Some(line) =
+        messages.iter().find(|m| m.contains("symbol lookup error") || m.contains("undefined symbol"))
     {
-        return fail(
-            FailureCause::LibraryMismatch,
-            line.clone(),
-            messages.clone(),
-        );
+        return fail(FailureCause::LibraryMismatch, line.clone(), messages.clone());
     }
     #[cfg(unix)]
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
         let name = signal_name(signal);
-        let said = messages
-            .iter()
-            .find(|m| !m.starts_with("note:"))
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default();
+        let said =
+            messages.iter().find(|m| !m.starts_with("note:")).map(|m| format!(": {m}")).unwrap_or_default();
         return fail(
             FailureCause::DriverCrashed,
             format!("the driver ended the probe with {name}{said}"),
@@ -215,15 +169,8 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
         );
     }
     let cause = classify_failure(&messages);
-    let first = messages
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "no message".into());
-    fail(
-        cause,
-        format!("the probe exited with {status} ({first})"),
-        messages,
-    )
+    let first = messages.first().cloned().unwrap_or_else(|| "no message".into());
+    fail(cause, format!("the probe exited with {status} ({first})"), messages)
 }
 
 fn signal_name(signal: i32) -> String {

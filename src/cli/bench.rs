@@ -86,13 +86,17 @@ pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<Option<atheria::i
             );
         }
     };
-    let records = app::bench(&options, &|report| {
-        eprintln!("{report}");
-        eprintln!("cpu: {}", atheria::kernels::isa::CpuKernels::current());
-        if verbose {
-            super::common::print_captured(&report.attempts);
-        }
-    }, &print)?;
+    let records = app::bench(
+        &options,
+        &|report| {
+            eprintln!("{report}");
+            eprintln!("cpu: {}", atheria::kernels::isa::CpuKernels::current());
+            if verbose {
+                super::common::print_captured(&report.attempts);
+            }
+        },
+        &print,
+    )?;
     // Stopped by a signal: the configurations measured so far were printed.
     let configurations = (options.devices.len() * options.grids.len()) as u64;
     Ok(atheria::interrupt::check(records.len() as u64, configurations))

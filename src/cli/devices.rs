@@ -32,7 +32,10 @@ pub fn devices(args: DevicesArgs, verbose: bool) -> anyhow::Result<()> {
     }
     for attempt in &attempts {
         for broken in &attempt.driver.broken_icds {
-            println!("      left out the broken Vulkan driver {} ({}): {}", broken.manifest, broken.library, broken.error);
+            println!(
+                "      left out the broken Vulkan driver {} ({}): {}",
+                broken.manifest, broken.library, broken.error
+            );
         }
     }
     println!("cpu kernels: {cpu}");

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use atheria::app::{self, RunOptions, SparseRunOptions};
-use atheria::sparse::{self, MatterSeed, Region, SparseConfig};
+use atheria::interrupt::Interruption;
 use atheria::observables::View;
+use atheria::sparse::{self, MatterSeed, Region, SparseConfig};
 use atheria::state::InitialState;
 use atheria::tools::{ScheduledTool, Tool};
-use atheria::interrupt::Interruption;
 use clap::Args;
 
 use super::common::{DeviceArgs, GridSize, ModelArgs};

@@ -51,7 +51,12 @@ fn config_json(config: &ModelConfig, record: &[u8]) -> serde_json::Result<Vec<u8
 
 /// Verifies `record` against the checksum `config.json` recorded (`config_bytes`); a missing
 /// checksum (an older directory) is a warning, not an error.
-pub fn verify_record(config_path: &Path, config_bytes: &[u8], record_path: &Path, record: &[u8]) -> Result<()> {
+pub fn verify_record(
+    config_path: &Path,
+    config_bytes: &[u8],
+    record_path: &Path,
+    record: &[u8],
+) -> Result<()> {
     let recorded = serde_json::from_slice::<serde_json::Value>(config_bytes)
         .ok()
         .and_then(|value| value.get(RECORD_CHECKSUM_FIELD)?.as_str().map(str::to_owned));
@@ -159,7 +164,12 @@ const DEFAULT_MODEL_RECORD: &[u8] = include_bytes!("../../models/default/model.m
 pub fn default_model<B: EngineBackend>(device: &B::Device) -> Result<Model<B>> {
     let origin = Path::new("<embedded>/models/default");
     let config = parse_config(&origin.join(CONFIG_FILE), DEFAULT_MODEL_CONFIG)?;
-    verify_record(&origin.join(CONFIG_FILE), DEFAULT_MODEL_CONFIG, &origin.join(RECORD_FILE), DEFAULT_MODEL_RECORD)?;
+    verify_record(
+        &origin.join(CONFIG_FILE),
+        DEFAULT_MODEL_CONFIG,
+        &origin.join(RECORD_FILE),
+        DEFAULT_MODEL_RECORD,
+    )?;
     model_from_record(config, DEFAULT_MODEL_RECORD.to_vec(), &origin.join(RECORD_FILE), device)
 }
 

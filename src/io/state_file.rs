@@ -64,7 +64,8 @@ pub fn encode_state(
         .iter()
         .map(|(name, tensor)| (name.to_string(), tensor.shape.clone(), bytes_of(tensor)))
         .collect();
-    let checksum = sha256_hex(&buffers.iter().flat_map(|(_, _, bytes)| bytes.iter().copied()).collect::<Vec<u8>>());
+    let checksum =
+        sha256_hex(&buffers.iter().flat_map(|(_, _, bytes)| bytes.iter().copied()).collect::<Vec<u8>>());
     let views: Vec<(String, TensorView<'_>)> = buffers
         .iter()
         .map(|(name, shape, bytes)| {
@@ -88,8 +89,9 @@ pub fn load_state(path: &Path) -> Result<HostState> {
 
 /// [`load_state`] on the bytes of a state file; `path` is what errors report.
 pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
-    let parsed = SafeTensors::deserialize(bytes)
-        .map_err(|error| Error::format(path, format!("not a valid safetensors state (truncated or corrupt?): {error}")))?;
+    let parsed = SafeTensors::deserialize(bytes).map_err(|error| {
+        Error::format(path, format!("not a valid safetensors state (truncated or corrupt?): {error}"))
+    })?;
     verify_checksum(path, bytes, &parsed)?;
     let read = |name: &str| read_tensor(path, &parsed, name);
     let required = |name: &str| -> Result<HostTensor> {
@@ -103,30 +105,27 @@ pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
 /// Reads the f32 tensor `name` of a parsed file (`None` if absent), refusing other dtypes and
 /// non-finite values.
 pub(crate) fn read_tensor(path: &Path, parsed: &SafeTensors<'_>, name: &str) -> Result<Option<HostTensor>> {
-        let view = match parsed.tensor(name) {
-            Ok(view) => view,
-            Err(safetensors::SafeTensorError::TensorNotFound(_)) => return Ok(None),
-            Err(error) => return Err(Error::format(path, format!("tensor '{name}': {error}"))),
-        };
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::DType {
-                path: path.to_path_buf(),
-                name: name.to_string(),
-                found: format!("{:?}", view.dtype()),
-                expected: "f32".into(),
-            });
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let tensor = HostTensor { shape: view.shape().to_vec(), data };
-        let count = tensor.non_finite();
-        if count > 0 {
-            return Err(Error::NonFinite { path: path.to_path_buf(), name: name.to_string(), count });
-        }
-        Ok(Some(tensor))
+    let view = match parsed.tensor(name) {
+        Ok(view) => view,
+        Err(safetensors::SafeTensorError::TensorNotFound(_)) => return Ok(None),
+        Err(error) => return Err(Error::format(path, format!("tensor '{name}': {error}"))),
+    };
+    if view.dtype() != Dtype::F32 {
+        return Err(Error::DType {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            found: format!("{:?}", view.dtype()),
+            expected: "f32".into(),
+        });
+    }
+    let data: Vec<f32> =
+        view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let tensor = HostTensor { shape: view.shape().to_vec(), data };
+    let count = tensor.non_finite();
+    if count > 0 {
+        return Err(Error::NonFinite { path: path.to_path_buf(), name: name.to_string(), count });
+    }
+    Ok(Some(tensor))
 }
 
 /// Checks shapes: `re` and `im` equal and rank 4 (rank 3 read as a batch of one), and a
@@ -212,5 +211,7 @@ fn parsed_step(bytes: &[u8]) -> u64 {
 
 /// A value of a safetensors file's metadata.
 pub(crate) fn metadata_value(bytes: &[u8], key: &str) -> Option<String> {
-    SafeTensors::read_metadata(bytes).ok().and_then(|(_, metadata)| metadata.metadata().as_ref()?.get(key).cloned())
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, metadata)| metadata.metadata().as_ref()?.get(key).cloned())
 }

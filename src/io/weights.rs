@@ -160,7 +160,11 @@ impl WeightFile {
     }
 
     /// Strips wrapper prefixes from every name and checks every value is finite.
-    fn from_named(path: &Path, tensors: BTreeMap<String, HostTensor>, mut origin: WeightOrigin) -> Result<Self> {
+    fn from_named(
+        path: &Path,
+        tensors: BTreeMap<String, HostTensor>,
+        mut origin: WeightOrigin,
+    ) -> Result<Self> {
         let mut stripped = BTreeMap::new();
         for (name, tensor) in tensors {
             let count = tensor.non_finite();
@@ -223,9 +227,14 @@ fn verify_zip_entries(file: &Path, path: &Path) -> Result<()> {
             .seek(SeekFrom::Start(entry.header_start()))
             .and_then(|_| raw.read_exact(&mut header))
             .and_then(|_| raw.read_exact(&mut local))
-            .is_ok_and(|()| u16::from_le_bytes([header[26], header[27]]) as usize == central.len() && local == central);
+            .is_ok_and(|()| {
+                u16::from_le_bytes([header[26], header[27]]) as usize == central.len() && local == central
+            });
         if !local_matches {
-            return Err(Error::format(path, format!("corrupt zip entry '{name}': its two recorded names differ")));
+            return Err(Error::format(
+                path,
+                format!("corrupt zip entry '{name}': its two recorded names differ"),
+            ));
         }
         loop {
             match entry.read(&mut sink) {
@@ -241,7 +250,12 @@ fn verify_zip_entries(file: &Path, path: &Path) -> Result<()> {
 }
 
 /// Loads one tensor's values as f32.
-fn snapshot_to_host(path: &Path, name: &str, snapshot: &TensorSnapshot, file_size: u64) -> Result<HostTensor> {
+fn snapshot_to_host(
+    path: &Path,
+    name: &str,
+    snapshot: &TensorSnapshot,
+    file_size: u64,
+) -> Result<HostTensor> {
     let shape = snapshot.shape.to_vec();
     let dtype = snapshot.dtype;
     if !matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
@@ -284,8 +298,7 @@ fn snapshot_to_host(path: &Path, name: &str, snapshot: &TensorSnapshot, file_siz
 /// Takes `episode` and `metrics` from a training checkpoint's top level. They are provenance
 /// only: a file whose other entries cannot be read still loads.
 fn read_checkpoint_entries(file: &Path, origin: &mut WeightOrigin) {
-    let Ok(Ok(PickleValue::Dict(entries))) =
-        catch_silently(|| PytorchReader::read_pickle_data(file, None))
+    let Ok(Ok(PickleValue::Dict(entries))) = catch_silently(|| PytorchReader::read_pickle_data(file, None))
     else {
         return;
     };
@@ -304,7 +317,9 @@ fn pickle_to_json(value: &PickleValue) -> serde_json::Value {
         PickleValue::Bool(flag) => Value::Bool(*flag),
         PickleValue::Int(number) => Value::from(*number),
         // JSON has no NaN or infinity.
-        PickleValue::Float(number) => serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number),
+        PickleValue::Float(number) => {
+            serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number)
+        }
         PickleValue::String(text) => Value::String(text.clone()),
         PickleValue::List(items) => Value::Array(items.iter().map(pickle_to_json).collect()),
         PickleValue::Dict(entries) => {
@@ -325,22 +340,16 @@ fn wrong_dtype(path: &Path, name: &str, found: impl std::fmt::Debug) -> Error {
 
 fn safetensors_to_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     let values = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F64 => {
+            bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+        }
+        Dtype::F16 => {
+            bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        Dtype::BF16 => {
+            bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
         other => return Err(wrong_dtype(path, name, other)),
     };
     Ok(values)
@@ -377,9 +386,6 @@ mod tests {
             ("bad".to_string(), PickleValue::Float(f64::NAN)),
             ("steps".to_string(), PickleValue::List(vec![PickleValue::Int(3)])),
         ]));
-        assert_eq!(
-            pickle_to_json(&metrics),
-            serde_json::json!({"bad": null, "loss": 1.25, "steps": [3]})
-        );
+        assert_eq!(pickle_to_json(&metrics), serde_json::json!({"bad": null, "loss": 1.25, "steps": [3]}));
     }
 }

@@ -26,12 +26,7 @@ struct ConvBackward {
 impl<B: EngineBackend> Backward<B, 2> for ConvBackward {
     type State = (NodeId, NodeId);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x_state, weight_state) = ops.state;
@@ -59,12 +54,7 @@ struct GroupNormEluBackward {
 impl<B: EngineBackend> Backward<B, 3> for GroupNormEluBackward {
     type State = (NodeId, NodeId, NodeId);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x_state, weight_state, bias_state) = ops.state;
@@ -113,10 +103,8 @@ fn tracked_conv<B: EngineBackend, C: CheckpointStrategy>(
         Kind::Conv3x3 => B::conv3x3(x, weight),
         Kind::UpConv2x2 => B::conv_transpose2x2(x, weight),
     };
-    let prepared = ConvBackward { kind }
-        .prepare::<C>([x.node.clone(), weight.node.clone()])
-        .compute_bound()
-        .stateful();
+    let prepared =
+        ConvBackward { kind }.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful();
     match prepared {
         OpsKind::Tracked(mut prep) => {
             let x_state = prep.checkpoint(&x);

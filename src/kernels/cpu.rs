@@ -47,8 +47,7 @@ fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {
 }
 
 fn tensor(shape: &[usize], data: Vec<f32>) -> NdArrayTensor {
-    let array = ArcArray::from_shape_vec(IxDyn(shape), data)
-        .expect("kernel output length matches its shape");
+    let array = ArcArray::from_shape_vec(IxDyn(shape), data).expect("kernel output length matches its shape");
     NdArrayTensor::from(array)
 }
 
@@ -86,8 +85,25 @@ unsafe fn matmul(
 ) {
     let parallelism = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
     gemm::gemm(
-        m, n, k, c, 1, c_row, accumulate, a.ptr, a.col, a.row, b.ptr, b.col, b.row, 1.0, 1.0,
-        false, false, false, parallelism,
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_row,
+        accumulate,
+        a.ptr,
+        a.col,
+        a.row,
+        b.ptr,
+        b.col,
+        b.row,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
     );
 }
 
@@ -198,7 +214,13 @@ pub fn winograd_conv3x3(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -
 
 /// Winograd over a block of tile rows per task: transform the block's inputs, 16 GEMMs,
 /// transform back, all in cache.
-fn winograd_blocked(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize, target_tiles: usize) -> Vec<f32> {
+fn winograd_blocked(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    weight: &[f32],
+    k: usize,
+    target_tiles: usize,
+) -> Vec<f32> {
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let rows_per_block = (target_tiles / tiles_x).clamp(1, tiles_y);
     let blocks_per_image = tiles_y.div_ceil(rows_per_block);
@@ -206,7 +228,14 @@ fn winograd_blocked(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usiz
     let mut out = vec![0.0f32; n * k * h * w];
     let out_ptr = SharedMut(out.as_mut_ptr());
     (0..n * blocks_per_image).into_par_iter().for_each_init(
-        || (Vec::<f32>::new(), Vec::<f32>::new(), simd::InputScratch::new(tiles_x), vec![0.0f32; 12 * tiles_x]),
+        || {
+            (
+                Vec::<f32>::new(),
+                Vec::<f32>::new(),
+                simd::InputScratch::new(tiles_x),
+                vec![0.0f32; 12 * tiles_x],
+            )
+        },
         |(v, m, scratch, out_scratch), task| {
             let out_ptr = out_ptr;
             let (ni, block) = (task / blocks_per_image, task % blocks_per_image);
@@ -219,7 +248,15 @@ fn winograd_blocked(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usiz
             for ci in 0..c {
                 let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
                 for r in 0..rows {
-                    simd::input_tile_row(plane, h, w, ty0 + r, scratch, &mut v[ci * pb + r * tiles_x..], c * pb);
+                    simd::input_tile_row(
+                        plane,
+                        h,
+                        w,
+                        ty0 + r,
+                        scratch,
+                        &mut v[ci * pb + r * tiles_x..],
+                        c * pb,
+                    );
                 }
             }
             for e in 0..16 {
@@ -242,9 +279,18 @@ fn winograd_blocked(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usiz
             for ki in 0..k {
                 // SAFETY: the task writes only the output rows of its own tile rows, which no
                 // other task touches, and the plane lies inside `out`.
-                let plane = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((ni * k + ki) * h * w), h * w) };
+                let plane =
+                    unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((ni * k + ki) * h * w), h * w) };
                 for r in 0..rows {
-                    simd::output_tile_row(&m[ki * pb + r * tiles_x..], k * pb, h, w, ty0 + r, out_scratch, plane);
+                    simd::output_tile_row(
+                        &m[ki * pb + r * tiles_x..],
+                        k * pb,
+                        h,
+                        w,
+                        ty0 + r,
+                        out_scratch,
+                        plane,
+                    );
                 }
             }
         },
@@ -254,12 +300,7 @@ fn winograd_blocked(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usiz
 
 /// Winograd over the whole layer at once: one transform pass, 16 large GEMMs (one per task),
 /// one inverse pass. Better than blocking while the layer is small.
-fn winograd_whole(
-    x: &[f32],
-    [n, c, h, w]: [usize; 4],
-    weight: &[f32],
-    k: usize,
-) -> Vec<f32> {
+fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let tiles = tiles_y * tiles_x;
     let p = n * tiles;
@@ -445,8 +486,7 @@ pub fn conv3x3_backward(
             grad.clone(),
             conv3x3_options(),
         );
-        let grad_w =
-            <Cpu as ModuleOps<Cpu>>::conv2d_weight_backward(x, weight, grad, conv3x3_options());
+        let grad_w = <Cpu as ModuleOps<Cpu>>::conv2d_weight_backward(x, weight, grad, conv3x3_options());
         (grad_x, grad_w)
     })
 }
@@ -530,9 +570,7 @@ pub fn conv_transpose2x2(x: FloatTensor<Cpu>, weight: FloatTensor<Cpu>) -> Float
         }
         _ => None,
     };
-    output.unwrap_or_else(|| {
-        <Cpu as ModuleOps<Cpu>>::conv_transpose2d(x, weight, None, up2x2_options())
-    })
+    output.unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::conv_transpose2d(x, weight, None, up2x2_options()))
 }
 
 /// [`super::EngineBackend::conv_transpose2x2_backward`] for the CPU backend.
@@ -591,12 +629,8 @@ pub fn conv_transpose2x2_backward(
             grad.clone(),
             up2x2_options(),
         );
-        let grad_w = <Cpu as ModuleOps<Cpu>>::conv_transpose2d_weight_backward(
-            x,
-            weight,
-            grad,
-            up2x2_options(),
-        );
+        let grad_w =
+            <Cpu as ModuleOps<Cpu>>::conv_transpose2d_weight_backward(x, weight, grad, up2x2_options());
         (grad_x, grad_w)
     })
 }
@@ -617,9 +651,8 @@ fn group_stats(x: &[f32], [n, c, h, w]: [usize; 4], groups: usize) -> Vec<(f64, 
         .map(|index| {
             let (ni, gi) = (index / groups, index % groups);
             let first = ni * c + gi * per_group;
-            let (s, q) = sums[first..first + per_group]
-                .iter()
-                .fold((0.0, 0.0), |(a, b), (s, q)| (a + s, b + q));
+            let (s, q) =
+                sums[first..first + per_group].iter().fold((0.0, 0.0), |(a, b), (s, q)| (a + s, b + q));
             let mean = s / count;
             let variance = (q / count - mean * mean).max(0.0);
             (mean, 1.0 / (variance + GROUP_NORM_EPS).sqrt())

@@ -66,18 +66,12 @@ impl SimdPath {
 
     /// Every path this processor can execute, portable first.
     pub fn supported() -> Vec<SimdPath> {
-        Self::ALL
-            .into_iter()
-            .filter(|path| path.is_supported())
-            .collect()
+        Self::ALL.into_iter().filter(|path| path.is_supported()).collect()
     }
 
     /// The best path this processor can execute.
     pub fn best() -> SimdPath {
-        Self::supported()
-            .into_iter()
-            .max()
-            .unwrap_or(SimdPath::Portable)
+        Self::supported().into_iter().max().unwrap_or(SimdPath::Portable)
     }
 }
 
@@ -143,11 +137,7 @@ fn check_supported(path: SimdPath) -> Result<()> {
     } else {
         Err(Error::InvalidSimdPath(format!(
             "this processor cannot run the {path} CPU kernels (it supports: {})",
-            SimdPath::supported()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            SimdPath::supported().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         )))
     }
 }
@@ -167,9 +157,7 @@ static EXCLUSIVE: Mutex<()> = Mutex::new(());
 /// so that concurrent tests each see their own path; code that does not call this meanwhile
 /// sees whichever path is in force, which computes the same results to rounding.
 pub fn with_path<T>(path: SimdPath, work: impl FnOnce() -> T) -> Result<T> {
-    let _exclusive = EXCLUSIVE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _exclusive = EXCLUSIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let previous = active();
     force(path)?;
     struct Restore(SimdPath);
@@ -259,17 +247,11 @@ mod tests {
 
     #[test]
     fn unsupported_paths_are_refused() {
-        for path in SimdPath::ALL
-            .into_iter()
-            .filter(|path| !path.is_supported())
-        {
+        for path in SimdPath::ALL.into_iter().filter(|path| !path.is_supported()) {
             assert!(force(path).is_err());
             assert!(with_path(path, || ()).is_err());
         }
         assert!(SimdPath::Portable.is_supported());
-        assert_eq!(
-            SimdPath::supported().last().copied(),
-            Some(SimdPath::best())
-        );
+        assert_eq!(SimdPath::supported().last().copied(), Some(SimdPath::best()));
     }
 }

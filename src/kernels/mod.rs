@@ -93,9 +93,9 @@ pub(crate) fn group_norm_elu_backward_composed<B: Backend>(
     let grad_weight = per_channel(dz.clone() * normalized.clone());
     let dnorm = (dz * gamma).reshape([n, groups, size]);
     let normalized = normalized.reshape([n, groups, size]);
-    let grad_x = (dnorm.clone() - dnorm.clone().mean_dim(2)
-        - normalized.clone() * (dnorm * normalized).mean_dim(2))
-        / std;
+    let grad_x =
+        (dnorm.clone() - dnorm.clone().mean_dim(2) - normalized.clone() * (dnorm * normalized).mean_dim(2))
+            / std;
     (
         grad_x.reshape([n, c, h, w]).into_primitive().tensor(),
         grad_weight.into_primitive().tensor(),
@@ -117,12 +117,8 @@ pub trait EngineBackend: Backend {
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let grad_x = Self::conv2d_x_backward(
-            x.clone(),
-            weight.clone(),
-            output_grad.clone(),
-            conv3x3_options(),
-        );
+        let grad_x =
+            Self::conv2d_x_backward(x.clone(), weight.clone(), output_grad.clone(), conv3x3_options());
         let grad_weight = Self::conv2d_weight_backward(x, weight, output_grad, conv3x3_options());
         (grad_x, grad_weight)
     }
@@ -139,10 +135,8 @@ pub trait EngineBackend: Backend {
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let grad_x =
-            Self::conv_transpose2d_x_backward(weight.clone(), output_grad.clone(), up2x2_options());
-        let grad_weight =
-            Self::conv_transpose2d_weight_backward(x, weight, output_grad, up2x2_options());
+        let grad_x = Self::conv_transpose2d_x_backward(weight.clone(), output_grad.clone(), up2x2_options());
+        let grad_weight = Self::conv_transpose2d_weight_backward(x, weight, output_grad, up2x2_options());
         (grad_x, grad_weight)
     }
 

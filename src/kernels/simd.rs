@@ -237,10 +237,11 @@ fn exp_m1_negative(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = r * (1.0
-        + r * (1.0 / 2.0
-            + r * (1.0 / 6.0
-                + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let p = r
+        * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let exponent = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()).wrapping_add(127);
     let scale = f32::from_bits(exponent << 23);
     scale * p + (scale - 1.0)

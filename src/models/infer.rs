@@ -65,12 +65,16 @@ fn unknown(path: &Path, reason: impl Into<String>) -> Error {
 /// `[out, 2d, k, k]` of the first layer to (d_state, hidden).
 fn sizes_from(path: &Path, name: &str, shape: &[usize], kernel: usize) -> Result<(usize, usize)> {
     match shape {
-        &[hidden, input, k1, k2] if input % 2 == 0 && input > 0 && hidden > 0 && k1 == kernel && k2 == kernel => {
+        &[hidden, input, k1, k2]
+            if input % 2 == 0 && input > 0 && hidden > 0 && k1 == kernel && k2 == kernel =>
+        {
             Ok((input / 2, hidden))
         }
         _ => Err(unknown(
             path,
-            format!("tensor '{name}' has shape {shape:?}, expected [hidden, 2 * d_state, {kernel}, {kernel}]"),
+            format!(
+                "tensor '{name}' has shape {shape:?}, expected [hidden, 2 * d_state, {kernel}, {kernel}]"
+            ),
         )),
     }
 }
@@ -80,10 +84,9 @@ fn layout(weights: &WeightFile) -> Result<Layout> {
     let has = |name: &str| weights.tensors.contains_key(name);
     let shape = |name: &str| weights.tensors.get(name).map(|tensor| tensor.shape.clone());
     match (shape(MLP_INPUT), shape(UNET_INPUT)) {
-        (Some(_), Some(_)) => Err(unknown(
-            path,
-            format!("it holds both '{MLP_INPUT}' (MLP) and '{UNET_INPUT}' (U-Net)"),
-        )),
+        (Some(_), Some(_)) => {
+            Err(unknown(path, format!("it holds both '{MLP_INPUT}' (MLP) and '{UNET_INPUT}' (U-Net)")))
+        }
         (Some(first), None) => {
             let (d_state, hidden) = sizes_from(path, MLP_INPUT, &first, 1)?;
             Ok(Layout {
@@ -126,7 +129,13 @@ fn layout(weights: &WeightFile) -> Result<Layout> {
                     ),
                 ),
             };
-            Ok(Layout { candidates, arch_evidence, d_state, hidden, size_evidence: (UNET_INPUT.into(), first) })
+            Ok(Layout {
+                candidates,
+                arch_evidence,
+                d_state,
+                hidden,
+                size_evidence: (UNET_INPUT.into(), first),
+            })
         }
         (None, None) => {
             let sample: Vec<&str> = weights.tensors.keys().take(4).map(String::as_str).collect();

@@ -136,11 +136,7 @@ pub struct GroupNorm<B: Backend> {
 }
 
 impl<B: EngineBackend> GroupNorm<B> {
-    pub(crate) fn build<S: ParamSource<B>>(
-        source: &mut S,
-        name: &str,
-        channels: usize,
-    ) -> Result<Self> {
+    pub(crate) fn build<S: ParamSource<B>>(source: &mut S, name: &str, channels: usize) -> Result<Self> {
         let weight = source.take(&format!("{name}.weight"), [channels], Init::Ones)?;
         let bias = source.take(&format!("{name}.bias"), [channels], Init::Zeros)?;
         Ok(Self {
@@ -203,11 +199,7 @@ pub struct RmsNorm2d<B: Backend> {
 }
 
 impl<B: EngineBackend> RmsNorm2d<B> {
-    pub(crate) fn build<S: ParamSource<B>>(
-        source: &mut S,
-        name: &str,
-        channels: usize,
-    ) -> Result<Self> {
+    pub(crate) fn build<S: ParamSource<B>>(source: &mut S, name: &str, channels: usize) -> Result<Self> {
         let weight = source.take(&format!("{name}.weight"), [channels], Init::Ones)?;
         Ok(Self { weight: Param::from_tensor(weight) })
     }
@@ -279,11 +271,9 @@ impl<B: EngineBackend> ConvBlock<B> {
                 NormKind::Rms => Norm::Rms(RmsNorm2d::build(source, &name, channels_out)?),
             })
         };
-        let conv1 =
-            Conv3x3::build(source, &format!("{prefix}.0"), channels_in, channels_out, false)?;
+        let conv1 = Conv3x3::build(source, &format!("{prefix}.0"), channels_in, channels_out, false)?;
         let norm1 = build_norm(source, 1)?;
-        let conv2 =
-            Conv3x3::build(source, &format!("{prefix}.3"), channels_out, channels_out, false)?;
+        let conv2 = Conv3x3::build(source, &format!("{prefix}.3"), channels_out, channels_out, false)?;
         let norm2 = build_norm(source, 4)?;
         Ok(Self { conv1, norm1, conv2, norm2 })
     }

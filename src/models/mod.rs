@@ -6,8 +6,8 @@
 
 pub mod infer;
 pub mod layers;
-pub mod params;
 mod mlp;
+pub mod params;
 mod unet;
 
 use std::fmt;
@@ -215,9 +215,7 @@ pub fn check_grid(arch: Architecture, height: usize, width: usize) -> Result<()>
         return Err(Error::InvalidGrid {
             height,
             width,
-            reason: format!(
-                "the {arch} pools twice, so height and width must be multiples of 4"
-            ),
+            reason: format!("the {arch} pools twice, so height and width must be multiples of 4"),
         });
     }
     Ok(())
@@ -249,11 +247,7 @@ impl<B: EngineBackend> Law<B> {
 
     /// `M(x)`: x [B, 2d, H, W] (real parts, then imaginary parts) to the same shape.
     /// The memory is used and returned by the ConvLSTM U-Net; other laws pass `None` through.
-    pub fn forward(
-        &self,
-        x: Tensor<B, 4>,
-        memory: Option<Memory<B>>,
-    ) -> (Tensor<B, 4>, Option<Memory<B>>) {
+    pub fn forward(&self, x: Tensor<B, 4>, memory: Option<Memory<B>>) -> (Tensor<B, 4>, Option<Memory<B>>) {
         match self {
             Law::UNet(net) => net.forward(x, memory),
             Law::Mlp(net) => (net.forward(x), None),

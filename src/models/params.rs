@@ -20,21 +20,20 @@ use crate::io::HostTensor;
 #[derive(Debug, Clone, Copy)]
 pub enum Init {
     /// U(-bound, bound), PyTorch's default for convolutions.
-    Uniform { bound: f64 },
+    Uniform {
+        bound: f64,
+    },
     /// N(0, std).
-    Normal { std: f64 },
+    Normal {
+        std: f64,
+    },
     Zeros,
     Ones,
 }
 
 /// Supplies tensors by name and shape while a model is built.
 pub trait ParamSource<B: Backend> {
-    fn take<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        init: Init,
-    ) -> Result<Tensor<B, D>>;
+    fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], init: Init) -> Result<Tensor<B, D>>;
 }
 
 /// Draws every parameter from a seeded ChaCha stream on the host, so that the same seed gives
@@ -51,17 +50,10 @@ impl<'a, B: Backend> SeededInit<'a, B> {
 }
 
 impl<B: Backend> ParamSource<B> for SeededInit<'_, B> {
-    fn take<const D: usize>(
-        &mut self,
-        _name: &str,
-        shape: [usize; D],
-        init: Init,
-    ) -> Result<Tensor<B, D>> {
+    fn take<const D: usize>(&mut self, _name: &str, shape: [usize; D], init: Init) -> Result<Tensor<B, D>> {
         let count: usize = shape.iter().product();
         let values: Vec<f32> = match init {
-            Init::Uniform { bound } => {
-                (0..count).map(|_| self.rng.gen_range(-bound..bound) as f32).collect()
-            }
+            Init::Uniform { bound } => (0..count).map(|_| self.rng.gen_range(-bound..bound) as f32).collect(),
             Init::Normal { std } => {
                 let normal = Normal::new(0.0, std).map_err(|error| {
                     Error::InvalidArgument(format!("invalid initialisation std {std}: {error}"))
@@ -91,13 +83,8 @@ impl<'a, B: Backend> NamedWeights<'a, B> {
 
     /// Fails if the file holds tensors the model did not ask for.
     pub fn finish(self) -> Result<()> {
-        let unused: Vec<String> = self
-            .file
-            .tensors
-            .keys()
-            .filter(|name| !self.used.contains(*name))
-            .cloned()
-            .collect();
+        let unused: Vec<String> =
+            self.file.tensors.keys().filter(|name| !self.used.contains(*name)).cloned().collect();
         if unused.is_empty() {
             Ok(())
         } else {
@@ -107,12 +94,7 @@ impl<'a, B: Backend> NamedWeights<'a, B> {
 }
 
 impl<B: Backend> ParamSource<B> for NamedWeights<'_, B> {
-    fn take<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        _init: Init,
-    ) -> Result<Tensor<B, D>> {
+    fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], _init: Init) -> Result<Tensor<B, D>> {
         let tensor = self.file.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             path: self.file.path.clone(),
             name: name.to_string(),
@@ -146,12 +128,7 @@ impl<'a, B: Backend> NameRecorder<'a, B> {
 }
 
 impl<B: Backend> ParamSource<B> for NameRecorder<'_, B> {
-    fn take<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        _init: Init,
-    ) -> Result<Tensor<B, D>> {
+    fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], _init: Init) -> Result<Tensor<B, D>> {
         self.names.push((name.to_string(), shape.to_vec()));
         Ok(Tensor::zeros(shape, self.device))
     }

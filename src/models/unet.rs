@@ -75,20 +75,14 @@ impl<B: EngineBackend> UNet<B> {
         Ok(Self { inc, down1, down2, conv_gates, bot, up1, conv_up1, up2, conv_up2, outc })
     }
 
-    pub fn forward(
-        &self,
-        x: Tensor<B, 4>,
-        memory: Option<Memory<B>>,
-    ) -> (Tensor<B, 4>, Option<Memory<B>>) {
+    pub fn forward(&self, x: Tensor<B, 4>, memory: Option<Memory<B>>) -> (Tensor<B, 4>, Option<Memory<B>>) {
         let x1 = self.inc.forward(x);
         let x2 = self.down1.forward(max_pool2(x1.clone()));
         let x3 = self.down2.forward(max_pool2(x2.clone()));
         let (bottom, memory) = match &self.conv_gates {
             Some(gates) => {
-                let memory = memory.unwrap_or_else(|| Memory {
-                    hidden: x3.zeros_like(),
-                    cell: x3.zeros_like(),
-                });
+                let memory =
+                    memory.unwrap_or_else(|| Memory { hidden: x3.zeros_like(), cell: x3.zeros_like() });
                 let next = lstm_cell(gates, x3, memory);
                 (next.hidden.clone(), Some(next))
             }

@@ -114,11 +114,8 @@ fn point(out: &Path, name: &str, relative: &Path) -> Result<()> {
 /// The checkpoint directory behind `out/NAME`, if it exists.
 pub fn resolve(out: &Path, name: &str) -> Option<PathBuf> {
     let link = out.join(name);
-    let target = if cfg!(unix) {
-        link.canonicalize().ok()?
-    } else {
-        out.join(fs::read_to_string(&link).ok()?.trim())
-    };
+    let target =
+        if cfg!(unix) { link.canonicalize().ok()? } else { out.join(fs::read_to_string(&link).ok()?.trim()) };
     target.is_dir().then_some(target)
 }
 

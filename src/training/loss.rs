@@ -77,18 +77,11 @@ impl<B: Backend> LossOutput<B> {
     pub fn values(&self) -> (f64, Vec<(&'static str, f64)>) {
         let mut all = vec![self.total.clone()];
         all.extend(self.terms.iter().map(|(_, tensor)| tensor.clone()));
-        let values: Vec<f64> = Tensor::cat(all, 0)
-            .into_data()
-            .convert::<f64>()
-            .to_vec::<f64>()
-            .unwrap_or_default();
+        let values: Vec<f64> =
+            Tensor::cat(all, 0).into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default();
         let total = values.first().copied().unwrap_or(f64::NAN);
-        let terms = self
-            .terms
-            .iter()
-            .zip(values.iter().skip(1))
-            .map(|((name, _), value)| (*name, *value))
-            .collect();
+        let terms =
+            self.terms.iter().zip(values.iter().skip(1)).map(|((name, _), value)| (*name, *value)).collect();
         (total, terms)
     }
 }

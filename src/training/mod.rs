@@ -129,7 +129,9 @@ impl TrainConfig {
         if self.episodes == 0 || self.qca_steps == 0 || self.batch == 0 || self.grid < 2 {
             return fail("episodes, qca_steps and batch must be at least 1, grid at least 2".into());
         }
-        for (name, value) in [("lr", self.lr), ("grad_clip", self.grad_clip), ("plateau_factor", self.plateau_factor)] {
+        for (name, value) in
+            [("lr", self.lr), ("grad_clip", self.grad_clip), ("plateau_factor", self.plateau_factor)]
+        {
             if !(value.is_finite() && value > 0.0) {
                 return fail(format!("{name} must be a positive number, got {value}"));
             }
@@ -199,7 +201,12 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         };
         check_grid(model.config.arch, config.grid, config.grid)?;
         let state = TrainerState {
-            schedule: ReduceOnPlateau::new(config.lr, config.plateau_factor, config.plateau_patience, config.min_lr),
+            schedule: ReduceOnPlateau::new(
+                config.lr,
+                config.plateau_factor,
+                config.plateau_patience,
+                config.min_lr,
+            ),
             config: config.clone(),
             episode: 0,
             metrics: vec![],
@@ -241,7 +248,8 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         let episode = self.state.episode;
         let mut rng = episode_rng(config.seed, episode);
         let d_state = self.model.config.d_state;
-        let host = generate(&InitialState::Random, config.batch, config.grid, config.grid, d_state, rng.gen())?;
+        let host =
+            generate(&InitialState::Random, config.batch, config.grid, config.grid, d_state, rng.gen())?;
         let psi0 = Universe::<B>::from_host(&host, &self.device).psi;
         let noise = noise_level(config.max_noise, config.noise_ramp_episodes, episode);
         let unitary = self.model.config.arch.is_unitary();
@@ -270,7 +278,8 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         let law = self.model.law.clone();
         self.model.law = self.optimizer.step(lr, law, gradients);
 
-        let terms: Vec<(String, f64)> = terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect();
+        let terms: Vec<(String, f64)> =
+            terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect();
         let borrowed: Vec<(&str, f64)> = terms.iter().map(|(name, value)| (name.as_str(), *value)).collect();
         let metric = loss::combined_metric(&borrowed).unwrap_or(total);
         self.state.schedule.step(episode, total);
@@ -301,16 +310,14 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
             write_atomic(&dir.join(OPTIMIZER_FILE), &optimizer)?;
             checkpoint::write_state(dir, &state)
         })?;
-        self.state.kept = checkpoint::prune(out, &self.state.kept, self.config.keep_best, self.config.keep_last);
+        self.state.kept =
+            checkpoint::prune(out, &self.state.kept, self.config.keep_best, self.config.keep_last);
         Ok(path)
     }
 }
 
 fn optimizer_for<B: AutodiffBackend + EngineBackend>(config: &TrainConfig) -> Adam<B> {
-    AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init::<B, Law<B>>()
+    AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init::<B, Law<B>>()
 }
 
 /// The random stream of one episode: ChaCha8 seeded with the run's seed, on the episode's own

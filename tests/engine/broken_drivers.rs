@@ -44,19 +44,12 @@ fn cuda_install(name: &str, source: &str, defines: &[&str], other_release: bool)
     cc(&build.join("libnvJitLink.so.12"), "jitlink_full.c", &[]);
     let mut flags: Vec<String> = defines.iter().map(|d| format!("-D{d}")).collect();
     if defines.contains(&"NEEDS_JITLINK") {
-        flags.extend([
-            format!("-L{}", build.display()),
-            "-l:libnvJitLink.so.12".into(),
-        ]);
+        flags.extend([format!("-L{}", build.display()), "-l:libnvJitLink.so.12".into()]);
     }
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     cc(&lib.join("libcuda.so.1"), source, &flags);
     std::fs::copy(lib.join("libcuda.so.1"), lib.join("libcuda.so")).unwrap();
-    let jitlink = if other_release {
-        "jitlink_other_release.c"
-    } else {
-        "jitlink_full.c"
-    };
+    let jitlink = if other_release { "jitlink_other_release.c" } else { "jitlink_full.c" };
     cc(&lib.join("libnvJitLink.so.12"), jitlink, &[]);
     lib
 }
@@ -67,42 +60,12 @@ fn library_path(lib: &Path) -> (String, String) {
 
 fn cuda_cases(prefix: &str) -> Vec<(&'static str, Install)> {
     let short = ("ATHERIA_PROBE_TIMEOUT".to_string(), "3".to_string());
-    let mismatch = cuda_install(
-        &format!("{prefix}-stub-jitlink"),
-        "cuda_full.c",
-        &["NEEDS_JITLINK"],
-        true,
-    );
-    let init_only = cuda_install(
-        &format!("{prefix}-stub-init-only"),
-        "cuda_init_only.c",
-        &[],
-        false,
-    );
-    let crash = cuda_install(
-        &format!("{prefix}-stub-crash"),
-        "cuda_full.c",
-        &["CRASH"],
-        false,
-    );
-    let hang = cuda_install(
-        &format!("{prefix}-stub-hang"),
-        "cuda_full.c",
-        &["HANG"],
-        false,
-    );
-    let partial = cuda_install(
-        &format!("{prefix}-stub-partial"),
-        "cuda_full.c",
-        &["NO_DEVICE_GET"],
-        false,
-    );
-    let no_device = cuda_install(
-        &format!("{prefix}-stub-no-device"),
-        "cuda_full.c",
-        &[],
-        false,
-    );
+    let mismatch = cuda_install(&format!("{prefix}-stub-jitlink"), "cuda_full.c", &["NEEDS_JITLINK"], true);
+    let init_only = cuda_install(&format!("{prefix}-stub-init-only"), "cuda_init_only.c", &[], false);
+    let crash = cuda_install(&format!("{prefix}-stub-crash"), "cuda_full.c", &["CRASH"], false);
+    let hang = cuda_install(&format!("{prefix}-stub-hang"), "cuda_full.c", &["HANG"], false);
+    let partial = cuda_install(&format!("{prefix}-stub-partial"), "cuda_full.c", &["NO_DEVICE_GET"], false);
+    let no_device = cuda_install(&format!("{prefix}-stub-no-device"), "cuda_full.c", &[], false);
     vec![
         (
             "undefined symbol in a dependency",
@@ -120,25 +83,16 @@ fn cuda_cases(prefix: &str) -> Vec<(&'static str, Install)> {
         ),
         (
             "cuInit crashes",
-            Install {
-                env: vec![library_path(&crash)],
-                expect: vec!["driver crashed", "SIGSEGV"],
-            },
+            Install { env: vec![library_path(&crash)], expect: vec!["driver crashed", "SIGSEGV"] },
         ),
         (
             "cuInit hangs",
-            Install {
-                env: vec![library_path(&hang), short.clone()],
-                expect: vec!["timed out"],
-            },
+            Install { env: vec![library_path(&hang), short.clone()], expect: vec!["timed out"] },
         ),
         (
             "a missing entry point",
             Install {
-                env: vec![
-                    library_path(&partial),
-                    ("STUB_CUDA_INIT_CODE".into(), "0".into()),
-                ],
+                env: vec![library_path(&partial), ("STUB_CUDA_INIT_CODE".into(), "0".into())],
                 expect: vec!["library/symbol mismatch", "cuDeviceGet"],
             },
         ),
@@ -168,11 +122,7 @@ fn broken_icd(prefix: &str) -> PathBuf {
             &format!("-Wl,-rpath,{}", dir.display()),
         ],
     );
-    cc(
-        &dir.join("libnvJitLink.so.12"),
-        "jitlink_other_release.c",
-        &[],
-    );
+    cc(&dir.join("libnvJitLink.so.12"), "jitlink_other_release.c", &[]);
     let manifest = dir.join("leftover_icd.json");
     let json = format!(
         r#"{{"file_format_version": "1.0.0", "ICD": {{"library_path": "{}", "api_version": "1.3.0"}}}}"#,
@@ -186,12 +136,7 @@ fn lavapipe_manifest() -> PathBuf {
     std::fs::read_dir("/usr/share/vulkan/icd.d")
         .expect("software Vulkan is installed (.ci/run installs mesa-vulkan-drivers)")
         .map(|entry| entry.unwrap().path())
-        .find(|path| {
-            path.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("lvp_icd")
-        })
+        .find(|path| path.file_name().unwrap().to_string_lossy().starts_with("lvp_icd"))
         .expect("lavapipe's manifest")
 }
 
@@ -207,42 +152,20 @@ fn atheria_with(env: &[(String, String)], args: &[&str]) -> (Output, Duration) {
 }
 
 fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 /// The command succeeds on the CPU within 60 s, names the cause, and prints no panic.
 fn assert_survives(case: &str, install: &Install, args: &[&str]) -> String {
     let (output, took) = atheria_with(&install.env, args);
     let all = text(&output);
-    assert!(
-        output.status.success(),
-        "{case}: {args:?} exited {:?}: {all}",
-        output.status
-    );
-    assert!(
-        took < Duration::from_secs(60),
-        "{case}: {args:?} took {took:?}"
-    );
+    assert!(output.status.success(), "{case}: {args:?} exited {:?}: {all}", output.status);
+    assert!(took < Duration::from_secs(60), "{case}: {args:?} took {took:?}");
     for needle in &install.expect {
-        assert!(
-            all.contains(needle),
-            "{case}: {args:?} does not say '{needle}': {all}"
-        );
+        assert!(all.contains(needle), "{case}: {args:?} does not say '{needle}': {all}");
     }
-    for forbidden in [
-        "panicked",
-        "backtrace",
-        "RUST_BACKTRACE",
-        "symbol lookup error",
-    ] {
-        assert!(
-            !all.contains(forbidden),
-            "{case}: {args:?} printed '{forbidden}': {all}"
-        );
+    for forbidden in ["panicked", "backtrace", "RUST_BACKTRACE", "symbol lookup error"] {
+        assert!(!all.contains(forbidden), "{case}: {args:?} printed '{forbidden}': {all}");
     }
     all
 }
@@ -258,40 +181,19 @@ fn broken_cuda_installs_fall_back_with_their_cause() {
         assert!(!cuda.contains("running on cuda"), "{case}: {cuda}");
         assert_survives(case, &install, &["devices"]);
         let doctor = assert_survives(case, &install, &["doctor"]);
-        assert!(
-            doctor.contains("hint:") && doctor.contains("parity"),
-            "{case}: {doctor}"
-        );
+        assert!(doctor.contains("hint:") && doctor.contains("parity"), "{case}: {doctor}");
         let (json, _) = atheria_with(&install.env, &["doctor", "--json"]);
-        let report: serde_json::Value =
-            serde_json::from_slice(&json.stdout).expect("doctor --json parses");
-        assert_eq!(
-            report["backends"][0]["attempt"]["backend"], "cuda",
-            "{case}"
-        );
-        assert!(
-            report["backends"][0]["attempt"]["failure"]["cause"].is_string(),
-            "{case}"
-        );
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json parses");
+        assert_eq!(report["backends"][0]["attempt"]["backend"], "cuda", "{case}");
+        assert!(report["backends"][0]["attempt"]["failure"]["cause"].is_string(), "{case}");
 
-        let (strict, _) = atheria_with(
-            &install.env,
-            &[RUN, &["--device", "cuda", "--strict-device"]].concat(),
-        );
+        let (strict, _) =
+            atheria_with(&install.env, &[RUN, &["--device", "cuda", "--strict-device"]].concat());
         let said = text(&strict);
         assert_eq!(strict.status.code(), Some(1), "{case}: {said}");
-        let errors: Vec<&str> = said
-            .lines()
-            .filter(|line| line.starts_with("error:"))
-            .collect();
+        let errors: Vec<&str> = said.lines().filter(|line| line.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "{case}: {said}");
-        assert!(
-            install
-                .expect
-                .iter()
-                .all(|needle| errors[0].contains(needle)),
-            "{case}: {said}"
-        );
+        assert!(install.expect.iter().all(|needle| errors[0].contains(needle)), "{case}: {said}");
         assert!(!said.contains("panicked"), "{case}: {said}");
     }
 }
@@ -299,10 +201,7 @@ fn broken_cuda_installs_fall_back_with_their_cause() {
 #[test]
 fn a_hanging_driver_costs_the_default_timeout_not_minutes() {
     let lib = cuda_install("stub-hang-default", "cuda_full.c", &["HANG"], false);
-    let install = Install {
-        env: vec![library_path(&lib)],
-        expect: vec!["timed out", "20 s"],
-    };
+    let install = Install { env: vec![library_path(&lib)], expect: vec!["timed out", "20 s"] };
     assert_survives("cuInit hangs, default timeout", &install, RUN);
 }
 
@@ -314,33 +213,17 @@ fn a_broken_vulkan_driver_is_left_out_or_falls_back() {
         env: vec![("VK_ICD_FILENAMES".into(), broken.display().to_string())],
         expect: vec!["library/symbol mismatch", "__nvJitLinkCreate_12_8"],
     };
-    for args in [
-        RUN.to_vec(),
-        [RUN, &["--device", "wgpu"]].concat(),
-        vec!["devices"],
-        vec!["doctor"],
-    ] {
+    for args in [RUN.to_vec(), [RUN, &["--device", "wgpu"]].concat(), vec!["devices"], vec!["doctor"]] {
         assert_survives("broken Vulkan ICD alone", &alone, &args);
     }
     // Beside a working driver: the broken one is left out and wgpu runs on the other.
     let list = format!("{}:{}", broken.display(), lavapipe_manifest().display());
-    let beside = Install {
-        env: vec![("VK_ICD_FILENAMES".into(), list)],
-        expect: vec!["leftover_icd.json"],
-    };
-    let run = assert_survives(
-        "broken Vulkan ICD beside lavapipe",
-        &beside,
-        &[RUN, &["--device", "wgpu"]].concat(),
-    );
+    let beside = Install { env: vec![("VK_ICD_FILENAMES".into(), list)], expect: vec!["leftover_icd.json"] };
+    let run =
+        assert_survives("broken Vulkan ICD beside lavapipe", &beside, &[RUN, &["--device", "wgpu"]].concat());
     assert!(run.contains("running on wgpu"), "{run}");
     let devices = assert_survives("broken Vulkan ICD beside lavapipe", &beside, &["devices"]);
-    assert!(
-        devices
-            .lines()
-            .any(|line| line.starts_with("wgpu") && line.contains(" ok ")),
-        "{devices}"
-    );
+    assert!(devices.lines().any(|line| line.starts_with("wgpu") && line.contains(" ok ")), "{devices}");
 }
 
 /// The in-process probe (for programs that embed the crate without isolation) in a child of
@@ -349,8 +232,7 @@ fn a_broken_vulkan_driver_is_left_out_or_falls_back() {
 fn the_in_process_probe_survives_what_can_be_survived() {
     if let Ok(request) = std::env::var("ATHERIA_IN_PROCESS_PROBE") {
         let request: DeviceRequest = request.parse().unwrap();
-        let selection =
-            select_device(request, &SelectOptions::default()).expect("falls back to the CPU");
+        let selection = select_device(request, &SelectOptions::default()).expect("falls back to the CPU");
         println!("REPORT {}", selection.report.summary().replace('\n', " "));
         return;
     }
@@ -362,10 +244,7 @@ fn the_in_process_probe_survives_what_can_be_survived() {
         "no device",
     ];
     let vulkan = Install {
-        env: vec![(
-            "VK_ICD_FILENAMES".into(),
-            broken_icd("in-process").display().to_string(),
-        )],
+        env: vec![("VK_ICD_FILENAMES".into(), broken_icd("in-process").display().to_string())],
         expect: vec!["library/symbol mismatch"],
     };
     let runs = cases
@@ -393,9 +272,6 @@ fn the_in_process_probe_survives_what_can_be_survived() {
             .find_map(|line| line.split_once("REPORT ").map(|(_, report)| report))
             .unwrap_or_else(|| panic!("{case}: {all}"));
         assert!(report.contains("running on cpu"), "{case}: {report}");
-        assert!(
-            install.expect.iter().all(|needle| report.contains(needle)),
-            "{case}: {report}"
-        );
+        assert!(install.expect.iter().all(|needle| report.contains(needle)), "{case}: {report}");
     }
 }

@@ -38,17 +38,26 @@ fn run_on_the_embedded_default_writes_frames_and_state() {
     let frames = dir.join("frames");
     let state = dir.join("final.safetensors");
     let output = atheria(&[
-        "run", "--device", "cpu", "--grid", "16x24", "--steps", "5", "--every", "2",
-        "--frames", frames.to_str().unwrap(), "--save-state", state.to_str().unwrap(),
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "16x24",
+        "--steps",
+        "5",
+        "--every",
+        "2",
+        "--frames",
+        frames.to_str().unwrap(),
+        "--save-state",
+        state.to_str().unwrap(),
     ]);
     let text = stderr(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("running on cpu"), "{text}");
     assert!(text.contains("ran 5 steps of unet d8 h16"), "{text}");
-    let mut names: Vec<String> = std::fs::read_dir(&frames)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&frames).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["frame_000000.png", "frame_000002.png", "frame_000004.png", "frame_000005.png"]);
     let picture = image::open(frames.join("frame_000005.png")).unwrap();
@@ -69,9 +78,25 @@ fn a_saved_state_continues_and_tiles() {
     let out = dir.join("out.safetensors");
     let fixture = fixtures().join("mlp.safetensors");
     let output = atheria(&[
-        "run", "--device", "cpu", "--weights", fixture.to_str().unwrap(), "--arch", "mlp",
-        "--d-state", "3", "--hidden", "16", "--init", base.to_str().unwrap(), "--grid", "16",
-        "--steps", "2", "--save-state", out.to_str().unwrap(),
+        "run",
+        "--device",
+        "cpu",
+        "--weights",
+        fixture.to_str().unwrap(),
+        "--arch",
+        "mlp",
+        "--d-state",
+        "3",
+        "--hidden",
+        "16",
+        "--init",
+        base.to_str().unwrap(),
+        "--grid",
+        "16",
+        "--steps",
+        "2",
+        "--save-state",
+        out.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(load_state(&out).unwrap().dims(), [1, 16, 16, 3]);
@@ -97,7 +122,10 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     assert_fails_with(&["run", "--device", "cpu", "--grid", "0"], "invalid grid size");
     assert_fails_with(&["run", "--device", "cpu", "--model", "/nonexistent/dir"], "/nonexistent/dir");
     assert_fails_with(&["run", "--device", "cpu", "--arch", "unet"], "go together");
-    assert_fails_with(&["run", "--device", "cpu", "--arch", "resnet", "--d-state", "2", "--hidden", "4"], "unknown architecture");
+    assert_fails_with(
+        &["run", "--device", "cpu", "--arch", "resnet", "--d-state", "2", "--hidden", "4"],
+        "unknown architecture",
+    );
     assert_fails_with(&["run", "--device", "cpu", "--gamma", "2"], "gamma");
     assert_fails_with(&["run", "--device", "cpu", "--init", "complex-noise:x"], "strength");
 
@@ -114,7 +142,19 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let corrupt = dir.join("corrupt.pth");
     std::fs::write(&corrupt, b"PK\x03\x04 not really a zip").unwrap();
     assert_fails_with(
-        &["run", "--device", "cpu", "--weights", corrupt.to_str().unwrap(), "--arch", "mlp", "--d-state", "3", "--hidden", "16"],
+        &[
+            "run",
+            "--device",
+            "cpu",
+            "--weights",
+            corrupt.to_str().unwrap(),
+            "--arch",
+            "mlp",
+            "--d-state",
+            "3",
+            "--hidden",
+            "16",
+        ],
         "corrupt.pth",
     );
 
@@ -144,4 +184,3 @@ fn devices_lists_every_backend() {
     }
     assert!(text.lines().any(|l| l.starts_with("cpu") && l.contains(" ok ")), "{text}");
 }
-

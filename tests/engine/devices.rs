@@ -1,9 +1,7 @@
 //! The guarded constructor. On a machine without an NVIDIA driver (CI) CUDA fails to start and
 //! these tests check the fallback; on a GPU machine the same tests check that CUDA is selected.
 
-use atheria::backend::{
-    probe_all, select_device, BackendKind, DeviceRequest, FailureCause, SelectOptions,
-};
+use atheria::backend::{probe_all, select_device, BackendKind, DeviceRequest, FailureCause, SelectOptions};
 use atheria::Error;
 
 fn cuda_starts() -> bool {
@@ -12,8 +10,7 @@ fn cuda_starts() -> bool {
 
 #[test]
 fn cuda_request_runs_somewhere_and_says_why() {
-    let selection =
-        select_device(DeviceRequest::Cuda { index: 0 }, &SelectOptions::default()).unwrap();
+    let selection = select_device(DeviceRequest::Cuda { index: 0 }, &SelectOptions::default()).unwrap();
     let report = &selection.report;
     let cuda = &report.attempts[0];
     assert_eq!(cuda.backend, BackendKind::Cuda);
@@ -52,8 +49,7 @@ fn strict_request_refuses_to_fall_back() {
 
 #[test]
 fn missing_cuda_device_falls_back_without_strict() {
-    let selection =
-        select_device(DeviceRequest::Cuda { index: 999 }, &SelectOptions::default()).unwrap();
+    let selection = select_device(DeviceRequest::Cuda { index: 999 }, &SelectOptions::default()).unwrap();
     assert!(selection.report.fell_back());
     assert!(selection.report.attempts[0].failure.is_some());
     // The engine still works after a GPU runtime panicked during the probe.

@@ -89,7 +89,8 @@ fn decay_alone_only_rescales_before_renormalising() {
     let output = step(&sim.model.law, false, 0.3, sim.universe.psi.clone(), None);
     let error = relative_error(&to_vec(output.psi), &before);
     assert!(error < 1e-6, "{error}");
-    let delta_error = relative_error(&to_vec(output.delta), &before.iter().map(|v| -0.3 * v).collect::<Vec<_>>());
+    let delta_error =
+        relative_error(&to_vec(output.delta), &before.iter().map(|v| -0.3 * v).collect::<Vec<_>>());
     assert!(delta_error < 1e-6, "{delta_error}");
 }
 

@@ -177,18 +177,36 @@ fn bad_state_files_are_typed_errors() {
 
     let mut with_nan = good.clone();
     with_nan[..4].copy_from_slice(&f32::NAN.to_le_bytes());
-    write_tensors(&path, vec![("re", safetensors::Dtype::F32, shape.clone(), with_nan), ("im", safetensors::Dtype::F32, shape.clone(), good.clone())]);
+    write_tensors(
+        &path,
+        vec![
+            ("re", safetensors::Dtype::F32, shape.clone(), with_nan),
+            ("im", safetensors::Dtype::F32, shape.clone(), good.clone()),
+        ],
+    );
     assert!(matches!(load_state(&path), Err(Error::NonFinite { count: 1, .. })));
 
     let doubles: Vec<u8> = [0.5f64; 64].iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_tensors(&path, vec![("re", safetensors::Dtype::F64, shape.clone(), doubles), ("im", safetensors::Dtype::F32, shape.clone(), good.clone())]);
+    write_tensors(
+        &path,
+        vec![
+            ("re", safetensors::Dtype::F64, shape.clone(), doubles),
+            ("im", safetensors::Dtype::F32, shape.clone(), good.clone()),
+        ],
+    );
     assert!(matches!(load_state(&path), Err(Error::DType { .. })));
 
     write_tensors(&path, vec![("re", safetensors::Dtype::F32, shape.clone(), good.clone())]);
     let error = load_state(&path).unwrap_err();
     assert!(error.to_string().contains("missing tensor 'im'"), "{error}");
 
-    write_tensors(&path, vec![("re", safetensors::Dtype::F32, shape.clone(), good.clone()), ("im", safetensors::Dtype::F32, vec![2, 4, 2, 4], good.clone())]);
+    write_tensors(
+        &path,
+        vec![
+            ("re", safetensors::Dtype::F32, shape.clone(), good.clone()),
+            ("im", safetensors::Dtype::F32, vec![2, 4, 2, 4], good.clone()),
+        ],
+    );
     assert!(load_state(&path).unwrap_err().to_string().contains("differ in shape"));
 
     save_state(&path, &state(1)).unwrap();

@@ -80,8 +80,16 @@ fn every_wrapping_of_every_architecture_imports_without_flags_and_matches_pytorc
             assert_eq!(report.config.arch, expected, "{what}");
             assert_eq!(report.config.d_state, fixture.config.d_state, "{what}");
             assert_eq!(report.config.hidden_channels, fixture.config.hidden_channels, "{what}");
-            assert!(report.notes.iter().any(|n| n.starts_with(&format!("inferred {expected}"))), "{what}: {:?}", report.notes);
-            assert!(report.notes.iter().any(|n| n.contains("inferred d_state 3 and hidden")), "{what}: {:?}", report.notes);
+            assert!(
+                report.notes.iter().any(|n| n.starts_with(&format!("inferred {expected}"))),
+                "{what}: {:?}",
+                report.notes
+            );
+            assert!(
+                report.notes.iter().any(|n| n.contains("inferred d_state 3 and hidden")),
+                "{what}: {:?}",
+                report.notes
+            );
             if arch == Architecture::UnetUnitary {
                 assert!(report.notes.iter().any(|n| n.contains("--arch unet-unitary")), "{:?}", report.notes);
             } else {
@@ -139,7 +147,11 @@ fn other_float_dtypes_are_converted_and_said_so() {
             assert!(error > 0.0, "{name} should have lost precision");
         }
         let report = import_into(&file, &scratch.join(name), ConfigHints::default()).unwrap();
-        assert!(report.notes.iter().any(|n| n == &format!("converted {dtype} tensors to f32")), "{:?}", report.notes);
+        assert!(
+            report.notes.iter().any(|n| n == &format!("converted {dtype} tensors to f32")),
+            "{:?}",
+            report.notes
+        );
     }
 }
 
@@ -158,12 +170,42 @@ fn import_error(file: &Path, hints: ConfigHints) -> Error {
 fn flags_that_contradict_the_tensors_are_named() {
     let pytorch = fixtures().join("pytorch");
     let cases: [(&str, ConfigHints, &str, &str); 6] = [
-        ("mlp.pth", ConfigHints { arch: Some(Architecture::Unet), ..Default::default() }, "--arch", "net.0.weight"),
-        ("unet.pth", ConfigHints { arch: Some(Architecture::Mlp), ..Default::default() }, "--arch", "inc.conv_block.1.bias"),
-        ("unet-unitary-rmsnorm.pth", ConfigHints { arch: Some(Architecture::UnetUnitary), ..Default::default() }, "--arch", "inc.conv_block.1.weight"),
-        ("unet-convlstm.pth", ConfigHints { arch: Some(Architecture::Unet), ..Default::default() }, "--arch", "conv_gates.weight"),
-        ("unet.pth", ConfigHints { d_state: Some(4), ..Default::default() }, "--d-state", "inc.conv_block.0.weight"),
-        ("mlp_checkpoint.pth", ConfigHints { hidden: Some(8), ..Default::default() }, "--hidden", "net.0.weight"),
+        (
+            "mlp.pth",
+            ConfigHints { arch: Some(Architecture::Unet), ..Default::default() },
+            "--arch",
+            "net.0.weight",
+        ),
+        (
+            "unet.pth",
+            ConfigHints { arch: Some(Architecture::Mlp), ..Default::default() },
+            "--arch",
+            "inc.conv_block.1.bias",
+        ),
+        (
+            "unet-unitary-rmsnorm.pth",
+            ConfigHints { arch: Some(Architecture::UnetUnitary), ..Default::default() },
+            "--arch",
+            "inc.conv_block.1.weight",
+        ),
+        (
+            "unet-convlstm.pth",
+            ConfigHints { arch: Some(Architecture::Unet), ..Default::default() },
+            "--arch",
+            "conv_gates.weight",
+        ),
+        (
+            "unet.pth",
+            ConfigHints { d_state: Some(4), ..Default::default() },
+            "--d-state",
+            "inc.conv_block.0.weight",
+        ),
+        (
+            "mlp_checkpoint.pth",
+            ConfigHints { hidden: Some(8), ..Default::default() },
+            "--hidden",
+            "net.0.weight",
+        ),
     ];
     for (file, hints, flag, tensor) in cases {
         let path = pytorch.join(file);
@@ -195,7 +237,9 @@ fn files_that_are_not_usable_weights_are_typed_errors() {
 
     let dir = scratch("import-bad-files");
     let missing = dir.join("absent.pth");
-    assert!(matches!(import_error(&missing, ConfigHints::default()), Error::Io { path, .. } if path == missing));
+    assert!(
+        matches!(import_error(&missing, ConfigHints::default()), Error::Io { path, .. } if path == missing)
+    );
 
     // Tensors of no known architecture.
     let strange = dir.join("strange.safetensors");
@@ -219,31 +263,45 @@ fn files_that_are_not_usable_weights_are_typed_errors() {
 
     // Missing, unexpected and misshapen tensors of an inferred architecture.
     let without = |skip: &str| -> Vec<(&str, Vec<usize>, Vec<f32>)> {
-        named.iter().filter(|(n, _, _)| *n != skip).map(|(n, s, _)| (*n, s.clone(), vec![0.1; s.iter().product()])).collect()
+        named
+            .iter()
+            .filter(|(n, _, _)| *n != skip)
+            .map(|(n, s, _)| (*n, s.clone(), vec![0.1; s.iter().product()]))
+            .collect()
     };
     let partial = dir.join("partial.safetensors");
     write_f32_safetensors(&partial, &without("net.4.bias"));
     match import_error(&partial, ConfigHints::default()) {
-        Error::MissingTensor { name, arch, .. } => assert_eq!((name.as_str(), arch.as_str()), ("net.4.bias", "mlp")),
+        Error::MissingTensor { name, arch, .. } => {
+            assert_eq!((name.as_str(), arch.as_str()), ("net.4.bias", "mlp"))
+        }
         other => panic!("{other}"),
     }
     let mut extra = without("");
     extra.push(("net.6.weight", vec![1], vec![0.0]));
     write_f32_safetensors(&partial, &extra);
-    assert!(matches!(import_error(&partial, ConfigHints::default()), Error::UnexpectedTensors { names, .. } if names == ["net.6.weight"]));
+    assert!(
+        matches!(import_error(&partial, ConfigHints::default()), Error::UnexpectedTensors { names, .. } if names == ["net.6.weight"])
+    );
     let mut reshaped = without("net.2.weight");
     reshaped.push(("net.2.weight", vec![16, 16], vec![0.1; 256]));
     write_f32_safetensors(&partial, &reshaped);
-    assert!(matches!(import_error(&partial, ConfigHints::default()), Error::ShapeMismatch { name, .. } if name == "net.2.weight"));
+    assert!(
+        matches!(import_error(&partial, ConfigHints::default()), Error::ShapeMismatch { name, .. } if name == "net.2.weight")
+    );
 }
 
 fn write_f32_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), data)| {
-            (name.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
+            (
+                name.to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap(),
+            )
         })
         .collect();
     std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
@@ -275,14 +333,19 @@ fn the_output_directory_is_replaced_only_with_force_and_whole() {
 
     // A failing forced import keeps the previous model.
     let before = std::fs::read(out.join(RECORD_FILE)).unwrap();
-    let bad = ImportOptions { force: true, ..options(&fixtures().join("pytorch/mlp_int.pth"), &out, ConfigHints::default()) };
+    let bad = ImportOptions {
+        force: true,
+        ..options(&fixtures().join("pytorch/mlp_int.pth"), &out, ConfigHints::default())
+    };
     assert!(import(&bad).is_err());
     assert_eq!(std::fs::read(out.join(RECORD_FILE)).unwrap(), before);
 
     // Nothing but the model directory is left next to it.
-    let entries: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let entries: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(entries, ["model"]);
-    let mut files: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
     assert_eq!(files, [CONFIG_FILE, RECORD_FILE]);
 }
@@ -297,10 +360,12 @@ fn an_imported_record_and_its_states_round_trip_exactly() {
     import_into(&file, &out, ConfigHints::default()).unwrap();
 
     // The record holds exactly the checkpoint's tensors: same outputs as building from them.
-    let direct = Model::<B>::from_weights(fixture.config.clone(), &WeightFile::read(&file).unwrap(), &device).unwrap();
+    let direct =
+        Model::<B>::from_weights(fixture.config.clone(), &WeightFile::read(&file).unwrap(), &device).unwrap();
     let loaded = load_model::<B>(&out, &device).unwrap();
     let run = |model: Model<B>, host: &atheria::io::state_file::HostState, steps: usize| {
-        let mut simulation = Simulation::new(model, Universe::from_host(host, &device), fixture.gamma).unwrap();
+        let mut simulation =
+            Simulation::new(model, Universe::from_host(host, &device), fixture.gamma).unwrap();
         for _ in 0..steps {
             simulation.step();
         }
@@ -358,7 +423,9 @@ fn corrupt_pytorch_files_fail_or_read_exactly_never_silently_changed() {
         for at in positions(bytes.len()) {
             match WeightFile::from_bytes(&path, &flipped(&bytes, at)) {
                 // Only bytes no checksum covers (zip timestamps, padding) may change.
-                Ok(weights) => assert_eq!(weights.tensors, original, "{name}: flip at {at} changed the tensors"),
+                Ok(weights) => {
+                    assert_eq!(weights.tensors, original, "{name}: flip at {at} changed the tensors")
+                }
                 Err(Error::Format { path: reported, .. } | Error::DType { path: reported, .. }) => {
                     assert_eq!(reported, path);
                     failures += 1;
@@ -410,7 +477,17 @@ fn run_infers_the_architecture_of_weights() {
     let out = dir.join("final.safetensors");
     let weights = fixtures().join("pytorch/unet-convlstm_checkpoint.pth");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(["run", "--device", "cpu", "--weights", weights.to_str().unwrap(), "--grid", "8", "--steps", "2"])
+        .args([
+            "run",
+            "--device",
+            "cpu",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--grid",
+            "8",
+            "--steps",
+            "2",
+        ])
         .args(["--save-state", out.to_str().unwrap()])
         .env_remove("ATHERIA_DEVICE")
         .output()
@@ -425,7 +502,11 @@ fn run_infers_the_architecture_of_weights() {
 }
 
 fn atheria(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_atheria")).args(args).env_remove("ATHERIA_DEVICE").output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_atheria"))
+        .args(args)
+        .env_remove("ATHERIA_DEVICE")
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -445,7 +526,10 @@ fn the_import_command_says_what_it_inferred_or_fails_in_one_line() {
     let (other_x, other_y) = (dir.join("x"), dir.join("y"));
     let cases: [(Vec<&str>, &str); 4] = [
         (vec!["import", checkpoint.to_str().unwrap(), "--out", out.to_str().unwrap()], "--force"),
-        (vec!["import", checkpoint.to_str().unwrap(), "--out", other_x.to_str().unwrap(), "--arch", "mlp"], "--arch mlp does not match"),
+        (
+            vec!["import", checkpoint.to_str().unwrap(), "--out", other_x.to_str().unwrap(), "--arch", "mlp"],
+            "--arch mlp does not match",
+        ),
         (vec!["import", bad_file.to_str().unwrap(), "--out", other_y.to_str().unwrap()], "garbage.pth"),
         (vec!["run", "--device", "cpu", "--weights", bad_file.to_str().unwrap()], "garbage.pth"),
     ];
@@ -489,9 +573,16 @@ fn write_fuzz_seeds() {
     save_state(&dir.join("state.safetensors"), &state).unwrap();
     write("state.safetensors", 2, &std::fs::read(dir.join("state.safetensors")).unwrap());
     // The fuzz target's record configurations: mlp d2 h4 and unet-convlstm d1 h2.
-    for (selector, config) in [(3, ModelConfig::new(Architecture::Mlp, 2, 4)), (4, ModelConfig::new(Architecture::UnetConvlstm, 1, 2))] {
+    for (selector, config) in [
+        (3, ModelConfig::new(Architecture::Mlp, 2, 4)),
+        (4, ModelConfig::new(Architecture::UnetConvlstm, 1, 2)),
+    ] {
         let model_dir = dir.join(format!("model-{selector}"));
         save_model(&model_dir, &Model::<B>::seeded(config, 1, &device).unwrap()).unwrap();
-        write(&format!("record-{selector}.mpk"), selector, &std::fs::read(model_dir.join(RECORD_FILE)).unwrap());
+        write(
+            &format!("record-{selector}.mpk"),
+            selector,
+            &std::fs::read(model_dir.join(RECORD_FILE)).unwrap(),
+        );
     }
 }

@@ -46,7 +46,11 @@ fn wait_for_lines(child: &mut Child, path: &Path, lines: usize) {
         if count > lines {
             return;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the process ended before writing {lines} lines to {}", path.display());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the process ended before writing {lines} lines to {}",
+            path.display()
+        );
         assert!(Instant::now() < deadline, "no {lines} lines in {} after 120 s", path.display());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -54,7 +58,8 @@ fn wait_for_lines(child: &mut Child, path: &Path, lines: usize) {
 
 /// `N` from "interrupted at step N of M".
 fn interrupted_step(text: &str, of: u64) -> u64 {
-    let line = text.lines().find(|line| line.starts_with("interrupted at step")).unwrap_or_else(|| panic!("{text}"));
+    let line =
+        text.lines().find(|line| line.starts_with("interrupted at step")).unwrap_or_else(|| panic!("{text}"));
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[5], of.to_string(), "{line}");
     words[3].parse().unwrap()
@@ -67,11 +72,33 @@ fn path(dir: &Path, name: &str) -> String {
 #[test]
 fn ctrl_c_stops_a_run_at_a_step_boundary_and_writes_everything_asked() {
     let dir = scratch("sigint-run");
-    let (state, metrics, frames, gif, checkpoint) =
-        (path(&dir, "s.safetensors"), path(&dir, "m.csv"), path(&dir, "f"), path(&dir, "g.gif"), path(&dir, "ck"));
+    let (state, metrics, frames, gif, checkpoint) = (
+        path(&dir, "s.safetensors"),
+        path(&dir, "m.csv"),
+        path(&dir, "f"),
+        path(&dir, "g.gif"),
+        path(&dir, "ck"),
+    );
     let mut child = spawn(&[
-        "run", "--device", "cpu", "--grid", "16", "--steps", "1000000", "--every", "5", "--save-state", &state,
-        "--metrics", &metrics, "--frames", &frames, "--gif", &gif, "--checkpoint", &checkpoint,
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "16",
+        "--steps",
+        "1000000",
+        "--every",
+        "5",
+        "--save-state",
+        &state,
+        "--metrics",
+        &metrics,
+        "--frames",
+        &frames,
+        "--gif",
+        &gif,
+        "--checkpoint",
+        &checkpoint,
     ]);
     // Rows appear while the run goes on: they are flushed as they happen.
     wait_for_lines(&mut child, Path::new(&metrics), 12);
@@ -92,7 +119,9 @@ fn ctrl_c_stops_a_run_at_a_step_boundary_and_writes_everything_asked() {
     let pngs = std::fs::read_dir(&frames).unwrap().count() as u64;
     let expected = step / 5 + 1 + u64::from(step % 5 != 0);
     assert_eq!(pngs, expected);
-    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
+    let decoder =
+        image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap()))
+            .unwrap();
     let gif_frames = image::AnimationDecoder::into_frames(decoder).collect_frames().unwrap();
     assert_eq!(gif_frames.len() as u64, expected);
     // The checkpoint was written at the interruption.
@@ -104,8 +133,19 @@ fn a_second_ctrl_c_ends_the_process_at_once() {
     let dir = scratch("sigint-twice");
     let (state, metrics) = (path(&dir, "s.safetensors"), path(&dir, "m.csv"));
     // 512x512 steps take long enough that the first signal waits for the boundary.
-    let mut child =
-        spawn(&["run", "--device", "cpu", "--grid", "512", "--steps", "100", "--save-state", &state, "--metrics", &metrics]);
+    let mut child = spawn(&[
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "512",
+        "--steps",
+        "100",
+        "--save-state",
+        &state,
+        "--metrics",
+        &metrics,
+    ]);
     wait_for_lines(&mut child, Path::new(&metrics), 1);
     signal(&child, "INT");
     std::thread::sleep(Duration::from_millis(20));
@@ -121,7 +161,22 @@ fn a_second_ctrl_c_ends_the_process_at_once() {
 fn sigterm_stops_training_with_a_checkpoint_that_resumes_exactly() {
     let dir = scratch("sigterm-train");
     let (out, straight) = (dir.join("run"), dir.join("straight"));
-    let train = ["train", "--device", "cpu", "--arch", "mlp", "--d-state", "2", "--hidden", "4", "--grid", "8", "--qca-steps", "2", "--quiet"];
+    let train = [
+        "train",
+        "--device",
+        "cpu",
+        "--arch",
+        "mlp",
+        "--d-state",
+        "2",
+        "--hidden",
+        "4",
+        "--grid",
+        "8",
+        "--qca-steps",
+        "2",
+        "--quiet",
+    ];
     let mut child = spawn(&[&train[..], &["--episodes", "1000000", "--out", out.to_str().unwrap()]].concat());
     wait_for_lines(&mut child, &out.join("metrics.csv"), 3);
     signal(&child, "TERM");
@@ -129,12 +184,23 @@ fn sigterm_stops_training_with_a_checkpoint_that_resumes_exactly() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(143), "{text}");
     let episode = interrupted_step(&text, 1_000_000);
-    let last = atheria::training::checkpoint::resolve(&out, "last").expect("a checkpoint at the interruption");
+    let last =
+        atheria::training::checkpoint::resolve(&out, "last").expect("a checkpoint at the interruption");
     assert!(last.ends_with(atheria::training::checkpoint::checkpoint_name(episode)), "{}", last.display());
 
     // Resumed to two more episodes, it equals a run that was never interrupted.
     let total = (episode + 2).to_string();
-    let resumed = atheria(&["train", "--device", "cpu", "--out", out.to_str().unwrap(), "--resume", "--episodes", &total, "--quiet"]);
+    let resumed = atheria(&[
+        "train",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--episodes",
+        &total,
+        "--quiet",
+    ]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let fresh = atheria(&[&train[..], &["--episodes", &total, "--out", straight.to_str().unwrap()]].concat());
     assert!(fresh.status.success(), "{}", stderr(&fresh));
@@ -155,19 +221,56 @@ fn sigterm_stops_training_with_a_checkpoint_that_resumes_exactly() {
 
 /// A run with a ConvLSTM memory, a one-shot vortex, a per-step click-out and phase-flip noise.
 const TOOLED_RUN: [&str; 19] = [
-    "run", "--device", "cpu", "--arch", "unet-convlstm", "--d-state", "2", "--hidden", "4", "--grid", "16",
-    "--tool", "vortex:x=8,y=8,radius=4", "--tool", "click-out:chance=0.5,seed=3", "--tool", "phase-flip:rate=0.3,seed=5",
-    "--tool-at", "9",
+    "run",
+    "--device",
+    "cpu",
+    "--arch",
+    "unet-convlstm",
+    "--d-state",
+    "2",
+    "--hidden",
+    "4",
+    "--grid",
+    "16",
+    "--tool",
+    "vortex:x=8,y=8,radius=4",
+    "--tool",
+    "click-out:chance=0.5,seed=3",
+    "--tool",
+    "phase-flip:rate=0.3,seed=5",
+    "--tool-at",
+    "9",
 ];
 
 #[test]
 fn a_checkpointed_run_resumes_bit_for_bit_with_tools_noise_and_memory() {
     let dir = scratch("run-resume");
-    let (full, resumed, checkpoint) = (path(&dir, "full.safetensors"), path(&dir, "resumed.safetensors"), path(&dir, "ck"));
-    let straight = atheria(&[&TOOLED_RUN[..], &["--tool-at", "2", "--tool-at", "6", "--steps", "20", "--save-state", &full]].concat());
+    let (full, resumed, checkpoint) =
+        (path(&dir, "full.safetensors"), path(&dir, "resumed.safetensors"), path(&dir, "ck"));
+    let straight = atheria(
+        &[&TOOLED_RUN[..], &["--tool-at", "2", "--tool-at", "6", "--steps", "20", "--save-state", &full]]
+            .concat(),
+    );
     assert!(straight.status.success(), "{}", stderr(&straight));
     // The same run stopped after 11 steps (checkpoints at 0, 4, 8 and its end), then continued.
-    let first = atheria(&[&TOOLED_RUN[..], &["--tool-at", "2", "--tool-at", "6", "--steps", "11", "--checkpoint", &checkpoint, "--checkpoint-every", "4"]].concat());
+    let first = atheria(
+        &[
+            &TOOLED_RUN[..],
+            &[
+                "--tool-at",
+                "2",
+                "--tool-at",
+                "6",
+                "--steps",
+                "11",
+                "--checkpoint",
+                &checkpoint,
+                "--checkpoint-every",
+                "4",
+            ],
+        ]
+        .concat(),
+    );
     assert!(first.status.success(), "{}", stderr(&first));
     let saved = run_checkpoint::load(Path::new(&checkpoint)).unwrap();
     assert_eq!(saved.state.step, 11);
@@ -193,10 +296,22 @@ fn a_checkpointed_run_resumes_bit_for_bit_with_tools_noise_and_memory() {
 fn a_run_killed_at_any_moment_leaves_a_checkpoint_that_resumes() {
     let dir = scratch("run-kill");
     let checkpoint = path(&dir, "ck");
-    let mut args: Vec<String> = ["run", "--device", "cpu", "--grid", "16", "--steps", "1000000", "--checkpoint", &checkpoint, "--checkpoint-every", "1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "16",
+        "--steps",
+        "1000000",
+        "--checkpoint",
+        &checkpoint,
+        "--checkpoint-every",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut previous = 0;
     for (round, wait_ms) in [400u64, 650, 900].into_iter().enumerate() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -211,7 +326,11 @@ fn a_run_killed_at_any_moment_leaves_a_checkpoint_that_resumes() {
         child.kill().unwrap(); // SIGKILL, at whatever instant the run is in
         child.wait().unwrap();
         let saved = run_checkpoint::load(Path::new(&checkpoint)).expect("the checkpoint loads after kill -9");
-        assert!(saved.state.step >= previous, "round {round}: went back from {previous} to {}", saved.state.step);
+        assert!(
+            saved.state.step >= previous,
+            "round {round}: went back from {previous} to {}",
+            saved.state.step
+        );
         previous = saved.state.step;
         args = ["run", "--resume", &checkpoint, "--steps", "1000000"].iter().map(|s| s.to_string()).collect();
     }
@@ -226,7 +345,17 @@ fn impossible_requests_are_refused_before_allocating() {
     for args in [
         &["run", "--device", "cpu", "--grid", "40000"][..],
         &["run", "--device", "cpu", "--grid", "64", "--batch", "100000000"][..],
-        &["train", "--device", "cpu", "--grid", "20000", "--episodes", "1", "--out", "/nonexistent/never-written"][..],
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--grid",
+            "20000",
+            "--episodes",
+            "1",
+            "--out",
+            "/nonexistent/never-written",
+        ][..],
         &["eval", "--device", "cpu", "--grid", "40000"][..],
     ] {
         let started = Instant::now();
@@ -234,7 +363,10 @@ fn impossible_requests_are_refused_before_allocating() {
         let text = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
         let line = text.lines().last().unwrap();
-        assert!(line.starts_with("error: ") && line.contains("needs about") && line.contains("available"), "{args:?}: {text}");
+        assert!(
+            line.starts_with("error: ") && line.contains("needs about") && line.contains("available"),
+            "{args:?}: {text}"
+        );
         assert!(!text.contains("panicked") && !text.contains("memory allocation"), "{text}");
         assert!(started.elapsed() < Duration::from_secs(60), "{args:?} took {:?}", started.elapsed());
     }
@@ -242,7 +374,8 @@ fn impossible_requests_are_refused_before_allocating() {
 
 fn small_model_dir(name: &str) -> std::path::PathBuf {
     let dir = scratch(name);
-    let model = Model::<Cpu>::seeded(ModelConfig::new(Architecture::Unet, 2, 4), 1, &Default::default()).unwrap();
+    let model =
+        Model::<Cpu>::seeded(ModelConfig::new(Architecture::Unet, 2, 4), 1, &Default::default()).unwrap();
     save_model(&dir, &model).unwrap();
     dir
 }
@@ -264,7 +397,8 @@ fn a_flipped_or_truncated_model_record_is_a_checksum_error() {
 
     // An older directory without the checksum loads; truncated, it is our own message.
     std::fs::write(dir.join(RECORD_FILE), &record).unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
     let mut config = config.as_object().unwrap().clone();
     assert!(config.remove("record_sha256").is_some());
     std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(&config).unwrap()).unwrap();

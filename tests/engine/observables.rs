@@ -27,8 +27,11 @@ impl Fixture {
             .tensors()
             .into_iter()
             .map(|(name, view)| {
-                let data =
-                    view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let data = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
                 (name, (view.shape().to_vec(), data))
             })
             .collect();

@@ -16,8 +16,21 @@ fn a_tool_at_step_zero_acts_on_the_initial_state() {
     let state = dir.join("out.safetensors");
     let spec = "wave:kx=0.8,ky=0.3,amplitude=1";
     let output = atheria(&[
-        "run", "--device", "cpu", "--grid", "12", "--steps", "0", "--seed", "3", "--tool", spec,
-        "--tool-at", "0", "--save-state", state.to_str().unwrap(),
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "12",
+        "--steps",
+        "0",
+        "--seed",
+        "3",
+        "--tool",
+        spec,
+        "--tool-at",
+        "0",
+        "--save-state",
+        state.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     // The same tool applied in the library to the same seeded initial state.
@@ -39,12 +52,33 @@ fn frames_panels_gif_and_metrics() {
     let gif = dir.join("run.gif");
     let metrics = dir.join("metrics.csv");
     let output = atheria(&[
-        "run", "--device", "cpu", "--grid", "16x20", "--steps", "4", "--every", "2",
-        "--tool", "vortex:x=10,y=8,radius=6,m=1", "--tool-at", "0",
-        "--tool", "collapse:radius=3,intensity=1", "--tool-at", "2",
-        "--tool", "click-out:chance=1",
-        "--frames", frames.to_str().unwrap(), "--view", "density,phase,entropy",
-        "--gif", gif.to_str().unwrap(), "--metrics", metrics.to_str().unwrap(),
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "16x20",
+        "--steps",
+        "4",
+        "--every",
+        "2",
+        "--tool",
+        "vortex:x=10,y=8,radius=6,m=1",
+        "--tool-at",
+        "0",
+        "--tool",
+        "collapse:radius=3,intensity=1",
+        "--tool-at",
+        "2",
+        "--tool",
+        "click-out:chance=1",
+        "--frames",
+        frames.to_str().unwrap(),
+        "--view",
+        "density,phase,entropy",
+        "--gif",
+        gif.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
     ]);
     let text = stderr(&output);
     assert!(output.status.success(), "{text}");
@@ -54,7 +88,12 @@ fn frames_panels_gif_and_metrics() {
     assert_eq!(names, ["frame_000000.png", "frame_000002.png", "frame_000004.png"]);
     // Three views side by side: each map is 20 wide scaled to >= 256 pixels.
     let panel = image::open(frames.join("frame_000002.png")).unwrap().to_rgb8();
-    assert!(panel.width() >= 3 * 256 && panel.width() > 2 * panel.height(), "{}x{}", panel.width(), panel.height());
+    assert!(
+        panel.width() >= 3 * 256 && panel.width() > 2 * panel.height(),
+        "{}x{}",
+        panel.width(),
+        panel.height()
+    );
 
     let file = std::io::BufReader::new(std::fs::File::open(&gif).unwrap());
     let decoder = image::codecs::gif::GifDecoder::new(file).unwrap();
@@ -86,8 +125,17 @@ fn one_view_per_frame_draws_the_map_alone() {
     let frames = dir.join("frames");
     for view in ["phase", "spectral", "physics", "energy", "coherence", "activity", "gradient"] {
         let output = atheria(&[
-            "run", "--device", "cpu", "--grid", "16", "--steps", "1", "--view", view,
-            "--frames", frames.to_str().unwrap(),
+            "run",
+            "--device",
+            "cpu",
+            "--grid",
+            "16",
+            "--steps",
+            "1",
+            "--view",
+            view,
+            "--frames",
+            frames.to_str().unwrap(),
         ]);
         assert!(output.status.success(), "{view}: {}", stderr(&output));
         let picture = image::open(frames.join("frame_000001.png")).unwrap();

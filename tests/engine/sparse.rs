@@ -19,7 +19,13 @@ fn config(tile: usize, threshold: f64) -> SparseConfig {
 }
 
 /// A random normalised grid [1, 2d, height, width].
-fn random_grid<B: EngineBackend>(d: usize, height: usize, width: usize, seed: u64, device: &B::Device) -> Tensor<B, 4> {
+fn random_grid<B: EngineBackend>(
+    d: usize,
+    height: usize,
+    width: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let host = generate(&InitialState::Random, 1, height, width, d, seed).unwrap();
     Universe::<B>::from_host(&host, device).psi
 }
@@ -71,7 +77,8 @@ fn dense_grids_round_trip_exactly_at_any_origin() {
     let cells = 13 * 19;
     let matter = (0..cells)
         .filter(|&cell| {
-            let density = |c: usize| values[c * cells + cell].powi(2) + values[(2 + c) * cells + cell].powi(2);
+            let density =
+                |c: usize| values[c * cells + cell].powi(2) + values[(2 + c) * cells + cell].powi(2);
             (density(0) - 0.5).abs() + (density(1) - 0.5).abs() > 0.01
         })
         .count();
@@ -191,7 +198,8 @@ fn vacuum_neighbours_of_matter_are_dropped_when_they_stay_vacuum() {
 fn memory_grows_with_matter_not_with_the_extent_of_the_universe() {
     let device = Default::default();
     // An untrained U-Net leaves the vacuum vacuum, so only the blobs hold matter.
-    let model = Model::<NdArray>::seeded(atheria::ModelConfig::new(Architecture::Unet, 3, 4), 0, &device).unwrap();
+    let model =
+        Model::<NdArray>::seeded(atheria::ModelConfig::new(Architecture::Unet, 3, 4), 0, &device).unwrap();
     let run = |seeds: &[MatterSeed]| {
         let mut universe = SparseUniverse::<NdArray>::new(config(32, 0.01), 3, &device).unwrap();
         universe.seed_matter(seeds, 0).unwrap();
@@ -267,9 +275,12 @@ fn the_sparse_engine_refuses_what_it_cannot_run() {
     assert!(SparseUniverse::<NdArray>::new(config(30, 0.01), 2, &device).is_err());
     assert!(SparseUniverse::<NdArray>::new(config(32, 0.0), 2, &device).is_err());
     let mut universe = SparseUniverse::<NdArray>::new(config(32, 0.01), 2, &device).unwrap();
-    let lstm = Model::<NdArray>::seeded(atheria::ModelConfig::new(Architecture::UnetConvlstm, 2, 4), 0, &device).unwrap();
+    let lstm =
+        Model::<NdArray>::seeded(atheria::ModelConfig::new(Architecture::UnetConvlstm, 2, 4), 0, &device)
+            .unwrap();
     assert!(universe.step(&lstm, 0.01).unwrap_err().to_string().contains("memory"));
-    let other = Model::<NdArray>::seeded(atheria::ModelConfig::new(Architecture::Mlp, 3, 4), 0, &device).unwrap();
+    let other =
+        Model::<NdArray>::seeded(atheria::ModelConfig::new(Architecture::Mlp, 3, 4), 0, &device).unwrap();
     assert!(universe.step(&other, 0.01).is_err());
     assert!(universe.to_dense(Region::new(0, 0, 1 << 14, 1 << 14)).is_err());
     assert!(universe.to_dense(Region::new(i64::MAX - 4, 0, 8, 8)).is_err());
@@ -280,10 +291,32 @@ fn cli_runs_a_sparse_universe_with_two_distant_blobs() {
     let dir = scratch("cli-sparse");
     let (frames, metrics) = (dir.join("frames"), dir.join("sparse.csv"));
     let output = atheria(&[
-        "run", "--device", "cpu", "--sparse", "--arch", "mlp", "--d-state", "4", "--hidden", "8",
-        "--tile", "16", "--seed-matter", "-3,0,5;1000000,0,5", "--steps", "3", "--every", "3",
-        "--window", "-16,-16,32x32", "--view", "density,phase",
-        "--frames", frames.to_str().unwrap(), "--metrics", metrics.to_str().unwrap(),
+        "run",
+        "--device",
+        "cpu",
+        "--sparse",
+        "--arch",
+        "mlp",
+        "--d-state",
+        "4",
+        "--hidden",
+        "8",
+        "--tile",
+        "16",
+        "--seed-matter",
+        "-3,0,5;1000000,0,5",
+        "--steps",
+        "3",
+        "--every",
+        "3",
+        "--window",
+        "-16,-16,32x32",
+        "--view",
+        "density,phase",
+        "--frames",
+        frames.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
     ]);
     let text = stderr(&output);
     assert!(output.status.success(), "{text}");

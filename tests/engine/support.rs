@@ -39,11 +39,8 @@ pub fn trajectory(arch: Architecture) -> Trajectory {
     let parsed = SafeTensors::deserialize(&bytes).unwrap();
     let tensor = |name: &str| -> Option<HostTensor> {
         let view = parsed.tensor(name).ok()?;
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let data =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Some(HostTensor { shape: view.shape().to_vec(), data })
     };
     let steps = number("steps") as u64;

@@ -95,7 +95,8 @@ fn winding(old: &Host, new: &Host, cx: usize, cy: usize, r: usize) -> f64 {
     for y in (-r + 1..=r).rev() {
         ring.push((cx - r, cy + y));
     }
-    let phases: Vec<f64> = ring.iter().map(|&(x, y)| factor_phase(old, new, y as usize, x as usize)).collect();
+    let phases: Vec<f64> =
+        ring.iter().map(|&(x, y)| factor_phase(old, new, y as usize, x as usize)).collect();
     let mut total = 0.0;
     for i in 0..phases.len() {
         let step = phases[(i + 1) % phases.len()] - phases[i];
@@ -172,7 +173,8 @@ fn a_full_wave_is_a_momentum_kick() {
             }
         }
     }
-    let unchanged = tool("wave:kx=1,ky=1,amplitude=0").apply(Tensor::<B, 4>::ones([1, 2, 3, 3], &Default::default()), 0);
+    let unchanged =
+        tool("wave:kx=1,ky=1,amplitude=0").apply(Tensor::<B, 4>::ones([1, 2, 3, 3], &Default::default()), 0);
     assert_eq!(to_vec(unchanged.unwrap()), vec![1.0; 18]);
 }
 
@@ -204,8 +206,12 @@ fn collapse_honours_centre_and_intensity() {
                 }
                 collapsed += 1;
                 // A basis state: one channel carries everything, with its old phase.
-                let occupied: Vec<usize> =
-                    (0..d).filter(|&c| { let (re, im) = new.complex(b, c, y, x); re.hypot(im) > 1e-6 }).collect();
+                let occupied: Vec<usize> = (0..d)
+                    .filter(|&c| {
+                        let (re, im) = new.complex(b, c, y, x);
+                        re.hypot(im) > 1e-6
+                    })
+                    .collect();
                 assert_eq!(occupied.len(), 1, "({x}, {y}) keeps {occupied:?}");
                 let k = occupied[0];
                 let (re, im) = new.complex(b, k, y, x);
@@ -235,7 +241,10 @@ fn partial_collapse_blends_toward_a_measured_channel() {
             // The result must be normalise((1 - I) psi + I e_k psi_k / |psi_k|) for some k.
             let matches = (0..d).any(|k| {
                 let mut blend: Vec<(f64, f64)> = (0..d)
-                    .map(|c| { let (re, im) = old.complex(0, c, y, x); ((1.0 - intensity) * re, (1.0 - intensity) * im) })
+                    .map(|c| {
+                        let (re, im) = old.complex(0, c, y, x);
+                        ((1.0 - intensity) * re, (1.0 - intensity) * im)
+                    })
                     .collect();
                 let (re, im) = old.complex(0, k, y, x);
                 let magnitude = re.hypot(im);
@@ -274,7 +283,12 @@ fn collapse_follows_the_born_rule() {
     for b in 0..batch {
         for y in 0..side {
             for x in 0..side {
-                let k = (0..3).find(|&c| { let (re, im) = out.complex(b, c, y, x); re.hypot(im) > 0.5 }).unwrap();
+                let k = (0..3)
+                    .find(|&c| {
+                        let (re, im) = out.complex(b, c, y, x);
+                        re.hypot(im) > 0.5
+                    })
+                    .unwrap();
                 counts[k] += 1;
             }
         }
@@ -293,8 +307,12 @@ fn collapse_follows_the_born_rule() {
 #[test]
 fn random_tools_are_seeded() {
     let psi = random_state(2, 12, 12, 3, 2);
-    for spec in ["collapse:radius=5,intensity=0.7", "click-out:chance=1", "phase-flip:rate=0.5", "bit-flip:rate=0.5"] {
-        let apply = |seed: u64, step: u64| to_vec(tool(&format!("{spec},seed={seed}")).apply(psi.clone(), step).unwrap());
+    for spec in
+        ["collapse:radius=5,intensity=0.7", "click-out:chance=1", "phase-flip:rate=0.5", "bit-flip:rate=0.5"]
+    {
+        let apply = |seed: u64, step: u64| {
+            to_vec(tool(&format!("{spec},seed={seed}")).apply(psi.clone(), step).unwrap())
+        };
         assert_eq!(apply(3, 5), apply(3, 5), "{spec}: same seed and step");
         assert_ne!(apply(3, 5), apply(4, 5), "{spec}: another seed");
         assert_ne!(apply(3, 5), apply(3, 6), "{spec}: another step");
@@ -315,7 +333,8 @@ fn click_out_swaps_disjoint_pairs_of_cells() {
     let mut moved_per_universe = Vec::new();
     for b in 0..2 {
         let cells: Vec<(usize, usize)> = (0..height).flat_map(|y| (0..width).map(move |x| (y, x))).collect();
-        let moved: Vec<(usize, usize)> = cells.iter().copied().filter(|&(y, x)| new.cell(b, y, x) != old.cell(b, y, x)).collect();
+        let moved: Vec<(usize, usize)> =
+            cells.iter().copied().filter(|&(y, x)| new.cell(b, y, x) != old.cell(b, y, x)).collect();
         // Each moved cell now holds the old content of exactly one other moved cell, which in
         // turn holds its content: a swap.
         for &(y, x) in &moved {
@@ -335,7 +354,8 @@ fn click_out_swaps_disjoint_pairs_of_cells() {
     }
     // With chance 0.3, about 30% of 400 steps click.
     let clicking = tool("click-out:chance=0.3,seed=5");
-    let events = (0..400u64).filter(|&step| to_vec(clicking.apply(psi.clone(), step).unwrap()) != old.data).count();
+    let events =
+        (0..400u64).filter(|&step| to_vec(clicking.apply(psi.clone(), step).unwrap()) != old.data).count();
     assert!((events as f64 - 120.0).abs() < 5.0 * (400.0f64 * 0.3 * 0.7).sqrt(), "{events} of 400");
 }
 
@@ -379,7 +399,10 @@ fn parse_error(spec: &str) -> String {
 #[test]
 fn bad_specs_are_clear_errors() {
     let cases = [
-        ("swirl", "unknown tool 'swirl': expected one of vortex, wave, collapse, click-out, phase-flip, bit-flip"),
+        (
+            "swirl",
+            "unknown tool 'swirl': expected one of vortex, wave, collapse, click-out, phase-flip, bit-flip",
+        ),
         ("vortex:q=1", "vortex: unknown key 'q'; valid keys: x, y, radius, m, strength"),
         ("wave:kx", "wave: expected key=value, got 'kx'"),
         ("vortex:radius=-2", "vortex: radius must be positive, got '-2'"),
@@ -417,7 +440,13 @@ fn centres_must_lie_on_the_grid() {
 
 #[test]
 fn specs_print_and_parse_back() {
-    for spec in ["vortex:x=3,y=4.5,radius=2,m=-2,strength=0.5", "wave", "collapse:seed=7", "click-out:enabled=false", "bit-flip"] {
+    for spec in [
+        "vortex:x=3,y=4.5,radius=2,m=-2,strength=0.5",
+        "wave",
+        "collapse:seed=7",
+        "click-out:enabled=false",
+        "bit-flip",
+    ] {
         let parsed = tool(spec);
         assert_eq!(tool(&parsed.to_string()), parsed, "{spec} -> {parsed}");
     }
@@ -438,7 +467,9 @@ fn tools_pair_with_steps_in_order() {
 fn tools_and_views_on<Q: burn::tensor::backend::Backend>(device: &Q::Device) -> Vec<(String, Vec<f32>)> {
     let host = generate(&InitialState::Random, 2, 12, 16, 3, 21).unwrap();
     let psi = Universe::<Q>::from_host(&host, device).psi;
-    let delta = Universe::<Q>::from_host(&generate(&InitialState::Random, 2, 12, 16, 3, 22).unwrap(), device).psi * 0.1;
+    let delta = Universe::<Q>::from_host(&generate(&InitialState::Random, 2, 12, 16, 3, 22).unwrap(), device)
+        .psi
+        * 0.1;
     let mut outputs = Vec::new();
     for spec in [
         "vortex:x=5,y=6,radius=5,m=2,strength=0.9",
@@ -467,7 +498,10 @@ fn tools_and_views_agree_on_wgpu_and_the_cpu() {
             let wrapped: Vec<f32> = cpu
                 .iter()
                 .zip(wgpu)
-                .map(|(a, b)| { let d = (a - b).rem_euclid(std::f32::consts::TAU); d.min(std::f32::consts::TAU - d) })
+                .map(|(a, b)| {
+                    let d = (a - b).rem_euclid(std::f32::consts::TAU);
+                    d.min(std::f32::consts::TAU - d)
+                })
                 .collect();
             assert_close(name, &wrapped, &vec![0.0; wrapped.len()], 1e-4);
         } else {

@@ -48,7 +48,8 @@ fn reference(case: &str) -> Reference {
     let parsed = SafeTensors::deserialize(&bytes).unwrap();
     let read = |name: &str| {
         let view = parsed.tensor(name).unwrap();
-        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         HostTensor { shape: view.shape().to_vec(), data }
     };
     let gradients = parsed
@@ -75,7 +76,8 @@ fn losses_and_gradients_through_time_match_pytorch() {
     for case in ["unet_evolutionary", "unet-unitary_evolutionary", "mlp_structure"] {
         let reference = reference(case);
         let device = Default::default();
-        let model = Model::<Train>::from_weights(reference.config.clone(), &reference.weights, &device).unwrap();
+        let model =
+            Model::<Train>::from_weights(reference.config.clone(), &reference.weights, &device).unwrap();
         let psi0 = Universe::<Train>::from_host(&reference.psi0, &device).psi;
         let (mut psi, mut memory) = (psi0.clone(), None);
         for _ in 0..reference.steps {
@@ -102,7 +104,8 @@ fn losses_and_gradients_through_time_match_pytorch() {
 
         let output = loss::compute(reference.loss, &LossWeights::default(), psi0, psi).unwrap();
         let gradients = GradientsParams::from_grads(output.total.backward(), &model.law);
-        let ours: HashMap<String, HostTensor> = named_gradients(&model, &gradients).unwrap().into_iter().collect();
+        let ours: HashMap<String, HostTensor> =
+            named_gradients(&model, &gradients).unwrap().into_iter().collect();
         let mut names: Vec<&String> = reference.gradients.keys().collect();
         names.sort();
         assert_eq!(ours.len(), reference.gradients.len(), "{case}: parameters with a gradient");
@@ -336,7 +339,15 @@ fn train_command_refuses_what_would_lose_or_mix_runs() {
     let bad_config = dir.join("bad.toml");
     std::fs::write(&bad_config, "learning_rate = 3\n").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(["train", "--device", "cpu", "--config", bad_config.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap()])
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--config",
+            bad_config.to_str().unwrap(),
+            "--out",
+            dir.join("x").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     one_line_error(&output, "learning_rate");
@@ -348,7 +359,11 @@ fn train_command_refuses_what_would_lose_or_mix_runs() {
 }
 
 /// The evolutionary loss of a rollout from a fixed universe, on any backend.
-fn rollout_loss<B: atheria::EngineBackend>(model: &Model<B>, psi0: &HostState, steps: usize) -> loss::LossOutput<B> {
+fn rollout_loss<B: atheria::EngineBackend>(
+    model: &Model<B>,
+    psi0: &HostState,
+    steps: usize,
+) -> loss::LossOutput<B> {
     let device = model.law.devices()[0].clone();
     let psi0 = Universe::<B>::from_host(psi0, &device).psi;
     let (mut psi, mut memory) = (psi0.clone(), None);
@@ -363,7 +378,9 @@ fn rollout_loss<B: atheria::EngineBackend>(model: &Model<B>, psi0: &HostState, s
 fn gradients_agree_with_finite_differences_on_tiny_models() {
     use rand::{Rng, SeedableRng};
 
-    for config in [ModelConfig::new(Architecture::Mlp, 2, 4), ModelConfig::new(Architecture::UnetUnitary, 2, 4)] {
+    for config in
+        [ModelConfig::new(Architecture::Mlp, 2, 4), ModelConfig::new(Architecture::UnetUnitary, 2, 4)]
+    {
         let device = Default::default();
         let psi0 = atheria::state::generate(&atheria::state::InitialState::Random, 1, 8, 8, 2, 21).unwrap();
         let seeded = Model::<Cpu>::seeded(config.clone(), 5, &device).unwrap();
@@ -379,17 +396,23 @@ fn gradients_agree_with_finite_differences_on_tiny_models() {
         let trained = Model::<Train>::from_weights(config.clone(), &weights, &device).unwrap();
         let output = rollout_loss(&trained, &psi0, 3);
         let gradients = GradientsParams::from_grads(output.total.backward(), &trained.law);
-        let gradients: HashMap<String, HostTensor> = named_gradients(&trained, &gradients).unwrap().into_iter().collect();
+        let gradients: HashMap<String, HostTensor> =
+            named_gradients(&trained, &gradients).unwrap().into_iter().collect();
 
         // A direction mixing the gradient with noise, normalised over all parameters.
         let mut direction: HashMap<String, Vec<f32>> = HashMap::new();
         for (name, gradient) in &gradients {
-            direction.insert(name.clone(), gradient.data.iter().map(|g| g + rng.gen_range(-1.0..1.0) * 0.05).collect());
+            direction.insert(
+                name.clone(),
+                gradient.data.iter().map(|g| g + rng.gen_range(-1.0..1.0) * 0.05).collect(),
+            );
         }
         let norm = direction.values().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         let analytic: f64 = gradients
             .iter()
-            .map(|(name, gradient)| gradient.data.iter().zip(&direction[name]).map(|(g, v)| *g as f64 * *v as f64).sum::<f64>())
+            .map(|(name, gradient)| {
+                gradient.data.iter().zip(&direction[name]).map(|(g, v)| *g as f64 * *v as f64).sum::<f64>()
+            })
             .sum::<f64>()
             / norm;
 
@@ -405,7 +428,11 @@ fn gradients_agree_with_finite_differences_on_tiny_models() {
         };
         let epsilon = 1e-2;
         let numeric = (shifted(epsilon) - shifted(-epsilon)) / (2.0 * epsilon);
-        assert!(analytic.abs() > 1e-3, "{}: the check needs a non-trivial slope, got {analytic}", config.arch);
+        assert!(
+            analytic.abs() > 1e-3,
+            "{}: the check needs a non-trivial slope, got {analytic}",
+            config.arch
+        );
         assert!(
             (numeric - analytic).abs() <= 2e-2 * analytic.abs(),
             "{}: directional derivative {analytic} by backprop, {numeric} by finite differences",
@@ -426,9 +453,14 @@ fn training_runs_on_wgpu() {
     assert_eq!(report.backend, "wgpu");
     assert_eq!(report.episodes_total, 3);
     assert!(report.last_metrics.iter().all(|(_, value)| value.is_finite()), "{:?}", report.last_metrics);
-    let untrained = Model::<Cpu>::seeded(ModelConfig::new(Architecture::Mlp, 3, 8), 11, &Default::default()).unwrap();
+    let untrained =
+        Model::<Cpu>::seeded(ModelConfig::new(Architecture::Mlp, 3, 8), 11, &Default::default()).unwrap();
     let before: Vec<HostTensor> = untrained.export_weights(&out).unwrap().tensors.into_values().collect();
-    assert_ne!(weights_of(&resolve(&out, LAST).unwrap()), before, "three AdamW steps on wgpu changed nothing");
+    assert_ne!(
+        weights_of(&resolve(&out, LAST).unwrap()),
+        before,
+        "three AdamW steps on wgpu changed nothing"
+    );
 }
 
 #[test]
@@ -451,7 +483,8 @@ fn the_shipped_model_beats_its_untrained_initialisation() {
         app::evaluate(&options, &|_| {}).unwrap()
     };
     let trained = evaluate(ModelSource::Default);
-    let untrained = evaluate(ModelSource::Seeded { config: ModelConfig::new(Architecture::Unet, 8, 16), seed: 0 });
+    let untrained =
+        evaluate(ModelSource::Seeded { config: ModelConfig::new(Architecture::Unet, 8, 16), seed: 0 });
     assert!(
         trained.loss < 0.8 * untrained.loss,
         "shipped {:.4} vs untrained {:.4}",

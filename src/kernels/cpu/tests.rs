@@ -33,11 +33,7 @@ fn on_every_path(test: impl Fn(SimdPath)) {
 
 /// `Ok` when `|actual - exact| <= bound` everywhere; otherwise the worst element.
 fn within(actual: &[f32], exact: &[f64], bound: &[f64]) -> Result<(), String> {
-    assert_eq!(
-        (actual.len(), exact.len()),
-        (bound.len(), bound.len()),
-        "lengths differ"
-    );
+    assert_eq!((actual.len(), exact.len()), (bound.len(), bound.len()), "lengths differ");
     let mut worst: Option<(f64, usize)> = None;
     for (index, ((a, e), b)) in actual.iter().zip(exact).zip(bound).enumerate() {
         let error = (*a as f64 - e).abs();
@@ -77,12 +73,10 @@ fn direct_conv3x3(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize)
                     for ci in 0..c {
                         for i in 0..3 {
                             for j in 0..3 {
-                                let (sy, sx) =
-                                    (y as isize + i as isize - 1, xx as isize + j as isize - 1);
+                                let (sy, sx) = (y as isize + i as isize - 1, xx as isize + j as isize - 1);
                                 if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
                                     sum += weight[((ki * c + ci) * 3 + i) * 3 + j] as f64
-                                        * x[((ni * c + ci) * h + sy as usize) * w + sx as usize]
-                                            as f64;
+                                        * x[((ni * c + ci) * h + sy as usize) * w + sx as usize] as f64;
                                 }
                             }
                         }
@@ -98,18 +92,9 @@ fn direct_conv3x3(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize)
 /// What Winograd F(2x2, 3x3)'s rounding scales with: the algorithm evaluated with the absolute
 /// values of its transforms and data, `|A^T| [sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)] |A|`.
 fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
-    const G: [[f64; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, 0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    const BT: [[f64; 4]; 4] = [
-        [1.0, 0.0, 1.0, 0.0],
-        [0.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, 0.0, 1.0],
-    ];
+    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 1.0]];
+    const BT: [[f64; 4]; 4] =
+        [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]];
     const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
     let kernel = |ki: usize, ci: usize| {
         let g = |i: usize, j: usize| weight[((ki * c + ci) * 3 + i) * 3 + j].abs() as f64;
@@ -182,10 +167,7 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
 /// Winograd's bound: the GEMM's sum over `c` channels plus the transforms' depth.
 fn winograd_bound(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
     let roundings = dims[1] as f64 + DEPTH;
-    winograd_magnitude(x, dims, weight, k)
-        .iter()
-        .map(|m| roundings * EPS * m)
-        .collect()
+    winograd_magnitude(x, dims, weight, k).iter().map(|m| roundings * EPS * m).collect()
 }
 
 /// The kernel with each 3x3 tap grid transposed (rows read as columns): an orientation mistake.
@@ -203,13 +185,8 @@ fn transposed_taps(weight: &[f32]) -> Vec<f32> {
 
 #[test]
 fn winograd_matches_the_definition_including_odd_sizes() {
-    let cases = [
-        ([2, 3, 8, 12], 5),
-        ([1, 4, 7, 5], 3),
-        ([1, 1, 1, 1], 2),
-        ([3, 2, 4, 4], 1),
-        ([2, 5, 40, 44], 7),
-    ];
+    let cases =
+        [([2, 3, 8, 12], 5), ([1, 4, 7, 5], 3), ([1, 1, 1, 1], 2), ([3, 2, 4, 4], 1), ([2, 5, 40, 44], 7)];
     let prepared: Vec<_> = cases
         .iter()
         .map(|&(dims, k)| {
@@ -237,9 +214,7 @@ fn winograd_matches_the_definition_including_odd_sizes() {
     let wrong = rounded(&direct_conv3x3(x, *dims, &transposed_taps(weight), *k));
     assert!(within(&wrong, exact, bound).is_err());
     let mut dropped = weight.clone();
-    dropped
-        .chunks_mut(9 * dims[1])
-        .for_each(|kernel| kernel[9 * (dims[1] - 1)..].fill(0.0));
+    dropped.chunks_mut(9 * dims[1]).for_each(|kernel| kernel[9 * (dims[1] - 1)..].fill(0.0));
     let wrong = rounded(&direct_conv3x3(x, *dims, &dropped, *k));
     assert!(within(&wrong, exact, bound).is_err());
 }
@@ -255,22 +230,15 @@ fn changed_kernels_are_never_served_from_the_transform_cache() {
     on_every_path(|path| {
         for weight in [&first, &second, &first] {
             let exact = direct_conv3x3(&x, dims, weight, 2);
-            within(
-                &winograd_conv3x3(&x, dims, weight, 2),
-                &exact,
-                &winograd_bound(&x, dims, weight, 2),
-            )
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+            within(&winograd_conv3x3(&x, dims, weight, 2), &exact, &winograd_bound(&x, dims, weight, 2))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
         }
     });
     // A stale kernel (the first served for the second) would fail the same check.
     let stale = rounded(&direct_conv3x3(&x, dims, &first, 2));
-    assert!(within(
-        &stale,
-        &direct_conv3x3(&x, dims, &second, 2),
-        &winograd_bound(&x, dims, &second, 2)
-    )
-    .is_err());
+    assert!(
+        within(&stale, &direct_conv3x3(&x, dims, &second, 2), &winograd_bound(&x, dims, &second, 2)).is_err()
+    );
 }
 
 #[test]
@@ -283,11 +251,7 @@ fn convolution_gradients_match_the_exact_derivatives() {
     // loss = sum(grad * conv(x, w)) is linear in x and in w, so a unit bump's change is the
     // exact derivative.
     let loss = |x: &[f32], w: &[f32]| -> f64 {
-        direct_conv3x3(x, dims, w, k)
-            .iter()
-            .zip(&grad)
-            .map(|(o, g)| o * *g as f64)
-            .sum()
+        direct_conv3x3(x, dims, w, k).iter().zip(&grad).map(|(o, g)| o * *g as f64).sum()
     };
     let base = loss(&x, &weight);
     let exact_x: Vec<f64> = (0..x.len())
@@ -324,11 +288,9 @@ fn convolution_gradients_match_the_exact_derivatives() {
     let bound_w: Vec<f64> = magnitude_w.iter().map(|m| terms * EPS * m).collect();
     on_every_path(|path| {
         let grad_x = winograd_conv3x3(&grad, [n, k, h, w], &flipped, c);
-        within(&grad_x, &exact_x, &bound_x)
-            .unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
+        within(&grad_x, &exact_x, &bound_x).unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
         let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
-        within(&grad_w, &exact_w, &bound_w)
-            .unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
+        within(&grad_w, &exact_w, &bound_w).unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
     });
     // The kernel flipped without swapping the channels would be wrong.
     let unswapped = winograd_conv3x3(&grad, [n, k, h, w], &transposed_taps(&flipped), c);
@@ -353,13 +315,7 @@ fn transpose_swaps_rows_and_columns() {
 
 /// `out[n][o][y][x] = sum_c x[n][c][y/2][x/2] w[c][o][y%2][x%2]` in f64, with the absolute
 /// values of `x` and `w` when `absolute`.
-fn up_definition(
-    x: &[f32],
-    [n, c, h, w]: [usize; 4],
-    weight: &[f32],
-    o: usize,
-    absolute: bool,
-) -> Vec<f64> {
+fn up_definition(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], o: usize, absolute: bool) -> Vec<f64> {
     let value = |v: f32| if absolute { v.abs() as f64 } else { v as f64 };
     let mut out = vec![0.0f64; n * o * 4 * h * w];
     for ni in 0..n {
@@ -387,26 +343,19 @@ fn up_convolution_matches_the_definition_and_its_gradients() {
     let weight = random(c * o * 4, 7);
     let grad = random(n * o * 4 * h * w, 8);
     let exact = up_definition(&x, dims, &weight, o, false);
-    let bound: Vec<f64> = up_definition(&x, dims, &weight, o, true)
-        .iter()
-        .map(|m| (c as f64 + DEPTH) * EPS * m)
-        .collect();
+    let bound: Vec<f64> =
+        up_definition(&x, dims, &weight, o, true).iter().map(|m| (c as f64 + DEPTH) * EPS * m).collect();
 
     let loss = |x: &[f32], w: &[f32], absolute: bool| -> f64 {
         let g = |v: f32| if absolute { v.abs() as f64 } else { v as f64 };
-        up_definition(x, dims, w, o, absolute)
-            .iter()
-            .zip(&grad)
-            .map(|(a, v)| a * g(*v))
-            .sum()
+        up_definition(x, dims, w, o, absolute).iter().zip(&grad).map(|(a, v)| a * g(*v)).sum()
     };
     // Exact derivatives of the linear loss, and the magnitudes of their terms.
-    let derivatives =
-        |len: usize, bump: &dyn Fn(usize, bool) -> f64, terms: f64| -> (Vec<f64>, Vec<f64>) {
-            let exact = (0..len).map(|i| bump(i, false)).collect();
-            let bound = (0..len).map(|i| terms * EPS * bump(i, true)).collect();
-            (exact, bound)
-        };
+    let derivatives = |len: usize, bump: &dyn Fn(usize, bool) -> f64, terms: f64| -> (Vec<f64>, Vec<f64>) {
+        let exact = (0..len).map(|i| bump(i, false)).collect();
+        let bound = (0..len).map(|i| terms * EPS * bump(i, true)).collect();
+        (exact, bound)
+    };
     let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
     let bump_x = |index: usize, absolute: bool| {
         let base = if absolute { abs(&x) } else { x.clone() };
@@ -415,11 +364,7 @@ fn up_convolution_matches_the_definition_and_its_gradients() {
         loss(&bumped, &weight, absolute) - loss(&base, &weight, absolute)
     };
     let bump_w = |index: usize, absolute: bool| {
-        let base = if absolute {
-            abs(&weight)
-        } else {
-            weight.clone()
-        };
+        let base = if absolute { abs(&weight) } else { weight.clone() };
         let mut bumped = base.clone();
         bumped[index] += 1.0;
         loss(&x, &bumped, absolute) - loss(&x, &base, absolute)
@@ -428,30 +373,22 @@ fn up_convolution_matches_the_definition_and_its_gradients() {
     let (exact_w, bound_w) = derivatives(weight.len(), &bump_w, (n * h * w) as f64 + DEPTH);
 
     on_every_path(|path| {
-        within(&up_conv2x2(&x, dims, &weight, o), &exact, &bound)
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        within(&up_conv2x2(&x, dims, &weight, o), &exact, &bound).unwrap_or_else(|e| panic!("{path}: {e}"));
         let (grad_x, grad_w) = conv_transpose2x2_backward(
             tensor(&dims, x.clone()),
             tensor(&[c, o, 2, 2], weight.clone()),
             tensor(&[n, o, 2 * h, 2 * w], grad.clone()),
         );
         let read = |t: &NdArrayTensor| contiguous(t).unwrap().1.to_vec();
-        within(&read(&grad_x), &exact_x, &bound_x)
-            .unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
-        within(&read(&grad_w), &exact_w, &bound_w)
-            .unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
+        within(&read(&grad_x), &exact_x, &bound_x).unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
+        within(&read(&grad_w), &exact_w, &bound_w).unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
     });
     // Sub-pixels swapped (x % 2 and y % 2 exchanged in the kernel) would be wrong.
     let mut swapped = weight.clone();
     for kernel in swapped.chunks_mut(4) {
         kernel.swap(1, 2);
     }
-    assert!(within(
-        &rounded(&up_definition(&x, dims, &swapped, o, false)),
-        &exact,
-        &bound
-    )
-    .is_err());
+    assert!(within(&rounded(&up_definition(&x, dims, &swapped, o, false)), &exact, &bound).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,17 +452,8 @@ struct Forward {
 
 impl GroupNormCase {
     fn new(dims: [usize; 4], groups: usize, offset: f32, spread: f32, seed: u64) -> Self {
-        let x = random(dims.iter().product(), seed)
-            .iter()
-            .map(|v| spread * v + offset)
-            .collect();
-        Self {
-            x,
-            dims,
-            weight: random(dims[1], seed + 1),
-            bias: random(dims[1], seed + 2),
-            groups,
-        }
+        let x = random(dims.iter().product(), seed).iter().map(|v| spread * v + offset).collect();
+        Self { x, dims, weight: random(dims[1], seed + 1), bias: random(dims[1], seed + 2), groups }
     }
 
     /// The algorithms whose bounds are tight enough on this case to show the mistakes fail:
@@ -533,11 +461,7 @@ impl GroupNormCase {
     /// f32 mean of a group alone may err by `size EPS mean|x|`, which is about a 1e-3 change
     /// of the normalised values, as large as the mistakes' effect.
     fn resolving_mistakes(&self) -> Vec<Statistics> {
-        if self
-            .stats(Variant::Correct, Statistics::TwoPass)
-            .iter()
-            .all(|s| s.kappa < 2.0)
-        {
+        if self.stats(Variant::Correct, Statistics::TwoPass).iter().all(|s| s.kappa < 2.0) {
             vec![Statistics::OnePass, Statistics::TwoPass]
         } else {
             Vec::new()
@@ -572,11 +496,7 @@ impl GroupNormCase {
                 } else {
                     squares / size
                 };
-                let eps = if variant == Variant::WrongEpsilon {
-                    1e-3
-                } else {
-                    GROUP_NORM_EPS
-                };
+                let eps = if variant == Variant::WrongEpsilon { 1e-3 } else { GROUP_NORM_EPS };
                 let mean_square = values.iter().map(|v| v * v).sum::<f64>() / size;
                 let kappa = mean_square / (variance + eps);
                 let inv_roundings = match algorithm {
@@ -608,26 +528,17 @@ impl GroupNormCase {
         };
         for (i, &xv) in self.x.iter().enumerate() {
             let s = &stats[self.group(i)];
-            let (g, b) = (
-                self.weight[self.channel(i)] as f64,
-                self.bias[self.channel(i)] as f64,
-            );
+            let (g, b) = (self.weight[self.channel(i)] as f64, self.bias[self.channel(i)] as f64);
             let xv = xv as f64;
             f.xhat[i] = (xv - s.mean) * s.inv;
             f.xhat_abs[i] = (xv.abs() + s.mean.abs()) * s.inv;
             // The element-wise chain, and the statistics' sums: the mean's error
             // (size EPS mean|x|) and 1/std's relative error.
-            f.xhat_bound[i] = EPS
-                * (DEPTH * f.xhat_abs[i]
-                    + s.inv_roundings * f.xhat_abs[i]
-                    + s.size * s.inv * s.mean_abs);
+            f.xhat_bound[i] =
+                EPS * (DEPTH * f.xhat_abs[i] + s.inv_roundings * f.xhat_abs[i] + s.size * s.inv * s.mean_abs);
             f.z[i] = g * f.xhat[i] + b;
             f.z_bound[i] = g.abs() * f.xhat_bound[i] + DEPTH * EPS * b.abs();
-            f.y[i] = if f.z[i] > 0.0 {
-                f.z[i]
-            } else {
-                f.z[i].exp_m1()
-            };
+            f.y[i] = if f.z[i] > 0.0 { f.z[i] } else { f.z[i].exp_m1() };
             // ELU's slope is at most 1; its polynomial adds a few roundings of the result.
             f.y_bound[i] = f.z_bound[i] + DEPTH * EPS * f.y[i].abs();
         }
@@ -692,11 +603,7 @@ impl GroupNormCase {
             let st = &stats[group];
             let s = sums[group].map(|v| v / st.size);
             let g = self.weight[self.channel(i)] as f64;
-            let variance_path = if variant == Variant::NoVarianceGradient {
-                0.0
-            } else {
-                f.xhat[i] * s[3]
-            };
+            let variance_path = if variant == Variant::NoVarianceGradient { 0.0 } else { f.xhat[i] * s[3] };
             dx[i] = st.inv * (g * dz[i] - s[0] - variance_path);
             let sum_terms = st.size + DEPTH;
             let m1_bound = s[2] + sum_terms * EPS * s[1];
@@ -720,13 +627,7 @@ fn group_norm_cases() -> Vec<GroupNormCase> {
     let mut cases = Vec::new();
     for (seed, (offset, spread)) in [(0.3f32, 2.0f32), (4.0, 0.5)].into_iter().enumerate() {
         for groups in [1, 2, 16] {
-            cases.push(GroupNormCase::new(
-                dims,
-                groups,
-                offset,
-                spread,
-                9 + 10 * seed as u64,
-            ));
+            cases.push(GroupNormCase::new(dims, groups, offset, spread, 9 + 10 * seed as u64));
         }
     }
     cases
@@ -762,8 +663,7 @@ fn fused_and_composed_group_norm_elu_match_the_reference() {
     on_every_path(|path| {
         for case in &cases {
             let (exact, bound) = case.reference(Variant::Correct, Statistics::OnePass);
-            let fused =
-                fused_group_norm_elu(&case.x, case.dims, &case.weight, &case.bias, case.groups);
+            let fused = fused_group_norm_elu(&case.x, case.dims, &case.weight, &case.bias, case.groups);
             within(&fused, &exact, &bound)
                 .unwrap_or_else(|e| panic!("{path}, fused, groups {}: {e}", case.groups));
         }
@@ -771,17 +671,12 @@ fn fused_and_composed_group_norm_elu_match_the_reference() {
     for case in &cases {
         let (exact, bound) = case.reference(Variant::Correct, Statistics::TwoPass);
         let [y, ..] = composed(case, &case.x);
-        within(&y, &exact, &bound)
-            .unwrap_or_else(|e| panic!("composed, groups {}: {e}", case.groups));
+        within(&y, &exact, &bound).unwrap_or_else(|e| panic!("composed, groups {}: {e}", case.groups));
         for algorithm in case.resolving_mistakes() {
             let (exact, bound) = case.reference(Variant::Correct, algorithm);
             for mistake in [Variant::UnbiasedVariance, Variant::WrongEpsilon] {
                 let wrong = rounded(&case.reference(mistake, algorithm).0);
-                assert!(
-                    within(&wrong, &exact, &bound).is_err(),
-                    "groups {}: a mistake passed",
-                    case.groups
-                );
+                assert!(within(&wrong, &exact, &bound).is_err(), "groups {}: a mistake passed", case.groups);
             }
         }
     }
@@ -804,9 +699,8 @@ fn fused_and_composed_group_norm_elu_gradients_match_the_reference() {
                 &grad,
             );
             for ((name, actual), (exact, bound)) in names.iter().zip([dx, dw, db]).zip(&reference) {
-                within(&actual, exact, bound).unwrap_or_else(|e| {
-                    panic!("{path}, fused, groups {}, {name}: {e}", case.groups)
-                });
+                within(&actual, exact, bound)
+                    .unwrap_or_else(|e| panic!("{path}, fused, groups {}, {name}: {e}", case.groups));
             }
         }
     });
@@ -822,11 +716,7 @@ fn fused_and_composed_group_norm_elu_gradients_match_the_reference() {
             let (exact, bound) = &reference[0];
             for mistake in [Variant::UnbiasedVariance, Variant::NoVarianceGradient] {
                 let wrong = rounded(&case.reference_backward(&grad, mistake, algorithm)[0].0);
-                assert!(
-                    within(&wrong, exact, bound).is_err(),
-                    "groups {}: a mistake passed",
-                    case.groups
-                );
+                assert!(within(&wrong, exact, bound).is_err(), "groups {}: a mistake passed", case.groups);
             }
         }
     }
@@ -839,13 +729,9 @@ fn fused_group_norm_elu_gradient_matches_finite_differences() {
     let grad = random(36, 20);
     let loss = |x: &[f32], weight: &[f32]| -> f64 {
         let y = fused_group_norm_elu(x, case.dims, weight, &case.bias, 2);
-        y.iter()
-            .zip(&grad)
-            .map(|(a, g)| (*a as f64) * (*g as f64))
-            .sum()
+        y.iter().zip(&grad).map(|(a, g)| (*a as f64) * (*g as f64)).sum()
     };
-    let (dx, dw, _) =
-        fused_group_norm_elu_backward(&case.x, case.dims, &case.weight, &case.bias, 2, &grad);
+    let (dx, dw, _) = fused_group_norm_elu_backward(&case.x, case.dims, &case.weight, &case.bias, 2, &grad);
     let step = 1e-2f32;
     // Central differences err by O(step^2) from the curvature, and by the f32 rounding of the
     // loss (36 terms near 1) divided by the step.
