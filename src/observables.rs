@@ -243,6 +243,10 @@ pub enum View {
 }
 
 impl View {
+    /// What frames show unless told otherwise: four maps that show a universe's structure.
+    /// (The density alone is 1 in every cell of a normalised state.)
+    pub const DEFAULT_PANEL: [View; 4] = [View::Phase, View::Entropy, View::Activity, View::Real];
+
     pub const ALL: [View; 12] = [
         View::Density,
         View::Phase,

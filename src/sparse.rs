@@ -92,7 +92,7 @@ impl Default for SparseConfig {
 
 impl SparseConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.tile < 4 || self.tile > 1024 || self.tile % 4 != 0 {
+        if self.tile < 4 || self.tile > 1024 || !self.tile.is_multiple_of(4) {
             return Err(Error::InvalidArgument(format!(
                 "the tile side must be a multiple of 4 between 4 and 1024, got {}",
                 self.tile

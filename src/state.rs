@@ -204,7 +204,7 @@ pub fn normalize_cells(state: &mut HostState) {
 /// Memory is not tiled: a tiled state starts without one.
 pub fn tile(base: &HostState, height: usize, width: usize) -> Result<HostState> {
     let [batch, base_height, base_width, d] = base.dims();
-    if height % base_height != 0 || width % base_width != 0 {
+    if !height.is_multiple_of(base_height) || !width.is_multiple_of(base_width) {
         return Err(Error::InvalidArgument(format!(
             "cannot tile a {base_height}x{base_width} state over a {height}x{width} grid: \
              the grid must be a multiple of the state in both dimensions"

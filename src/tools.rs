@@ -6,8 +6,8 @@
 //! | `wave` | `kx` (0.25), `ky` (0), `amplitude` (1) | imprints a plane wave `exp(i (kx x + ky y))` |
 //! | `collapse` | `x`, `y`, `radius` (as vortex), `intensity` (1), `seed` (0) | projective measurement of every cell in the disc |
 //! | `click-out` | `enabled` (true), `chance` (0.1), `seed` (0) | after each step, maybe swaps random pairs of cells |
-//! | `phase-flip` | `rate` (0.05), `seed` (0) | [`noise::phase_flip`](crate::noise::phase_flip) |
-//! | `bit-flip` | `rate` (0.05), `seed` (0) | [`noise::bit_flip`](crate::noise::bit_flip) |
+//! | `phase-flip` | `rate` (0.05), `seed` (0) | [`crate::noise::phase_flip`] |
+//! | `bit-flip` | `rate` (0.05), `seed` (0) | [`crate::noise::bit_flip`] |
 //!
 //! Written `NAME` or `NAME:key=value,key=value` (see [`Tool::from_str`](std::str::FromStr)).
 //!

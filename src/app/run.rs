@@ -81,7 +81,7 @@ impl Default for RunOptions {
             save_state: None,
             frames: None,
             every: 10,
-            views: vec![View::Density],
+            views: View::DEFAULT_PANEL.to_vec(),
             gif: None,
             metrics: None,
             density_threshold: 0.5,
@@ -531,7 +531,8 @@ pub struct LastStep<B: burn::tensor::backend::Backend> {
 }
 
 /// The picture of universe 0 after `step` steps: one view alone (scaled up, unlabelled), or
-/// several side by side with their names and the step.
+/// several side by side with their names and the step. A map that is the same in every cell
+/// says so in its label (`density: 1.000 everywhere`), drawn as a labelled panel even alone.
 pub fn frame_image<B: burn::tensor::backend::Backend>(
     views: &[View],
     psi: &Tensor<B, 4>,
@@ -542,14 +543,44 @@ pub fn frame_image<B: burn::tensor::backend::Backend>(
     let [_, _, height, width] = psi.dims();
     let first = |tensor: &Tensor<B, 4>| tensor.clone().narrow(0, 0, 1);
     let mut tiles = Vec::with_capacity(views.len());
+    let mut any_constant = false;
     for view in views {
         let map = view.map(first(psi), last.input.as_ref().map(first), last.delta.as_ref().map(first))?;
         let map = observables::read_floats(map)?;
         let image = map_image(&map, height, width, view.colormap(), view.range(d_state));
-        tiles.push((view.name().to_string(), image));
+        let label = match constant_value(&map) {
+            Some(value) => {
+                any_constant = true;
+                format!("{}: {value:.3} everywhere", view.name())
+            }
+            None => view.name().to_string(),
+        };
+        tiles.push((label, image));
     }
-    if tiles.len() == 1 {
+    if tiles.len() == 1 && !any_constant {
         return Ok(tiles.remove(0).1);
     }
     Ok(panel(&format!("step {step}"), &tiles))
+}
+
+/// The value of a map that is the same in every cell (within f32 rounding of its magnitude).
+fn constant_value(map: &[f32]) -> Option<f32> {
+    let (low, high) =
+        map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = low.abs().max(high.abs()).max(1.0);
+    (low.is_finite() && high - low <= 1e-5 * scale).then_some(0.5 * (low + high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_value;
+
+    #[test]
+    fn constant_maps_are_recognised_within_rounding() {
+        assert_eq!(constant_value(&[1.0; 9]), Some(1.0));
+        assert!(constant_value(&[1.0, 1.0 + 2e-7, 1.0 - 2e-7]).is_some());
+        assert_eq!(constant_value(&[1.0, 1.0, 0.5]), None);
+        assert_eq!(constant_value(&[0.0, 1e-3]), None);
+        assert_eq!(constant_value(&[f32::NAN, f32::NAN]), None);
+    }
 }

@@ -22,6 +22,8 @@ pub const FRAMES_DIR: &str = "frames";
 pub const PLOT_FILE: &str = "metrics.png";
 
 /// A new run, or the continuation of the one in `out`.
+// Made once per run: boxing the configuration would only cost readability.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TrainStart {
     New(TrainConfig),

@@ -304,7 +304,7 @@ fn check_cuda_into(index: usize, info: &mut DriverInfo) -> Result<(), DriverProb
     Ok(())
 }
 
-unsafe fn symbol<'a, T>(library: &'a Library, name: &str) -> Result<Symbol<T>, DriverProblem> {
+unsafe fn symbol<T>(library: &Library, name: &str) -> Result<Symbol<T>, DriverProblem> {
     let bytes = format!("{name}\0");
     // SAFETY: the caller states the symbol's type.
     unsafe { library.get::<T>(bytes.as_bytes()) }.map_err(|_| {

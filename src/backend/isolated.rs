@@ -10,12 +10,10 @@
 //! A program that embeds the crate opts in with one call at the top of its `main`:
 //!
 //! ```no_run
-//! fn main() {
-//!     // Serves the probe when this process is a probe child (and exits), and otherwise
-//!     // turns on isolated probes for `select_device` and `probe_all`.
-//!     atheria::backend::isolated::serve_probe_subcommand();
-//!     // ... the program ...
-//! }
+//! // First thing in `main`: serves the probe when this process is a probe child (and exits),
+//! // and otherwise turns on isolated probes for `select_device` and `probe_all`.
+//! atheria::backend::isolated::serve_probe_subcommand();
+//! // ... the program ...
 //! ```
 //!
 //! Without it, probes run in-process (pre-checks and `catch_unwind` only).

@@ -24,6 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Evolve a universe under a law M and write frames and the final state.

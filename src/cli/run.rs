@@ -76,7 +76,7 @@ pub struct RunArgs {
 
     /// What frames show: density, phase, energy, gradient, real, imag, entropy, coherence,
     /// activity, spectral, physics, matter. Several (comma-separated or repeated) make a labelled
-    /// panel [default: density].
+    /// panel [default: phase,entropy,activity,real].
     #[arg(long, value_delimiter = ',')]
     pub view: Vec<String>,
 

@@ -153,7 +153,7 @@ fn validate_state(
             format!("'re' {:?} and 'im' {:?} differ in shape", re.shape, im.shape),
         ));
     }
-    if re.shape.iter().any(|&size| size == 0) {
+    if re.shape.contains(&0) {
         return Err(Error::format(path, format!("'re' has an empty dimension: {:?}", re.shape)));
     }
     let memory = match memory {

@@ -237,6 +237,9 @@ fn winograd_blocked(
             )
         },
         |(v, m, scratch, out_scratch), task| {
+            // Captures the whole Send wrapper, not its raw-pointer field (edition 2021
+            // closures capture fields separately).
+            #[allow(clippy::redundant_locals)]
             let out_ptr = out_ptr;
             let (ni, block) = (task / blocks_per_image, task % blocks_per_image);
             let ty0 = block * rows_per_block;
@@ -324,6 +327,8 @@ fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize)
     let mut m = Scratch::take(&PRODUCT_SCRATCH, k * 16 * p);
     let m_ptr = SharedMut(m.as_mut_ptr());
     (0..16).into_par_iter().for_each(|e| {
+        // Captures the whole Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let m_ptr = m_ptr;
         // SAFETY: U_e is k x c contiguous, V_e is c x p with row stride 16p, and each e writes
         // its own rows of M (offset e * p within every k block).

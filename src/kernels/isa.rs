@@ -1,6 +1,6 @@
 //! Which vector instruction set the CPU kernels run, detected at runtime and forcible.
 //!
-//! The element-wise kernels ([`super::simd`]) are compiled three times: portable (baseline
+//! The element-wise kernels (`kernels/simd.rs`) are compiled three times: portable (baseline
 //! x86-64 SSE2, or whatever the target has elsewhere), AVX2+FMA and AVX-512. Each call takes
 //! the path in force, which is the best the processor supports unless it was forced, either
 //! with `ATHERIA_SIMD=portable|avx2|avx512` or with [`force`]. Forcing a lower path on a

@@ -3,7 +3,7 @@
 //! The models call these hooks instead of burn's modules so that a backend can swap in a faster
 //! kernel while every backend keeps the same maths. The default of each hook is burn's own
 //! operation. The CPU backend overrides the convolutions with GEMM-based kernels
-//! ([`cpu`]); autodiff wraps any backend's hooks in custom backward steps ([`autodiff`]), so
+//! ([`cpu`]); autodiff wraps any backend's hooks in custom backward steps (`autodiff.rs`), so
 //! training gets the fast kernels too.
 
 mod autodiff;
@@ -140,7 +140,7 @@ pub trait EngineBackend: Backend {
         (grad_x, grad_weight)
     }
 
-    /// GroupNorm (eps 1e-5, affine) followed by ELU: `x` [N, C, H, W], `weight` and `bias` [C].
+    /// GroupNorm (eps 1e-5, affine) followed by ELU: `x` \[N, C, H, W\], `weight` and `bias` \[C\].
     fn group_norm_elu(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -185,7 +185,7 @@ pub fn group_norm<B: Backend>(
 /// The lab's group rule: c/8 groups when c > 8, else 1; 1 when that does not divide c.
 pub fn group_count(channels: usize) -> usize {
     let groups = if channels > 8 { channels / 8 } else { 1 };
-    if groups > 0 && channels % groups == 0 {
+    if groups > 0 && channels.is_multiple_of(groups) {
         groups
     } else {
         1

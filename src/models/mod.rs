@@ -211,7 +211,7 @@ pub fn check_grid(arch: Architecture, height: usize, width: usize) -> Result<()>
     if height == 0 || width == 0 {
         return Err(Error::InvalidGrid { height, width, reason: "the grid is empty".into() });
     }
-    if arch.is_unet() && (height % 4 != 0 || width % 4 != 0) {
+    if arch.is_unet() && (!height.is_multiple_of(4) || !width.is_multiple_of(4)) {
         return Err(Error::InvalidGrid {
             height,
             width,
@@ -229,6 +229,8 @@ pub struct Memory<B: Backend> {
 }
 
 /// The network of a law M.
+// One law per model, built once: the size of the U-Net variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Law<B: Backend> {
     UNet(UNet<B>),

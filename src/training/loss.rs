@@ -86,7 +86,7 @@ impl<B: Backend> LossOutput<B> {
     }
 }
 
-/// Energy `E = sum |psi|^2` of each universe, [B].
+/// Energy `E = sum |psi|^2` of each universe, \[B\].
 pub fn energy<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 1> {
     let batch = psi.dims()[0];
     psi.square().reshape([batch as i32, -1]).sum_dim(1).reshape([batch])

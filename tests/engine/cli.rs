@@ -60,11 +60,10 @@ fn run_on_the_embedded_default_writes_frames_and_state() {
         std::fs::read_dir(&frames).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["frame_000000.png", "frame_000002.png", "frame_000004.png", "frame_000005.png"]);
+    // The default picture: a labelled panel of four maps, each scaled up to 256 pixels.
     let picture = image::open(frames.join("frame_000005.png")).unwrap();
-    // Scaled up by a whole factor so that the longer side reaches 256 pixels.
-    assert_eq!(picture.width() % 24, 0);
-    assert_eq!(picture.height() * 24, picture.width() * 16);
-    assert!(picture.width() >= 256, "{}", picture.width());
+    assert!(picture.width() > 4 * 256, "{}", picture.width());
+    assert!(picture.width() > 4 * picture.height(), "{}x{}", picture.width(), picture.height());
     let saved = load_state(&state).unwrap();
     assert_eq!(saved.dims(), [1, 16, 24, 8]);
     assert_eq!(saved.step, 5);

@@ -117,7 +117,7 @@ fn ctrl_c_stops_a_run_at_a_step_boundary_and_writes_everything_asked() {
     assert_eq!(rows.lines().count() as u64, step + 2, "a header and one row per step 0..=N");
     // Every fifth step and the last one as PNG frames, and a GIF that decodes to as many.
     let pngs = std::fs::read_dir(&frames).unwrap().count() as u64;
-    let expected = step / 5 + 1 + u64::from(step % 5 != 0);
+    let expected = step / 5 + 1 + u64::from(!step.is_multiple_of(5));
     assert_eq!(pngs, expected);
     let decoder =
         image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap()))

@@ -141,6 +141,24 @@ fn one_view_per_frame_draws_the_map_alone() {
         let picture = image::open(frames.join("frame_000001.png")).unwrap();
         assert_eq!((picture.width(), picture.height()), (256, 256), "{view}");
     }
+    // A constant map (the density of a normalised state is 1 everywhere) is never a silent
+    // flat square: it is drawn with its label, so the picture is taller than the map.
+    let output = atheria(&[
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "16",
+        "--steps",
+        "1",
+        "--view",
+        "density",
+        "--frames",
+        frames.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let picture = image::open(frames.join("frame_000001.png")).unwrap();
+    assert!(picture.height() > 256 && picture.width() >= 256, "{}x{}", picture.width(), picture.height());
 }
 
 #[test]

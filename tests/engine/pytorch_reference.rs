@@ -15,10 +15,10 @@ const TWENTY_STEP_TOLERANCE: f64 = 1e-3;
 
 /// Runs the fixture's steps on backend B; returns the states at 1 and `steps` steps and the
 /// final memory.
-fn replay<B: EngineBackend>(
-    fixture: &Trajectory,
-    device: &B::Device,
-) -> (HostState, HostState, Option<(Vec<f32>, Vec<f32>)>) {
+/// The state after one step, after the fixture's last step, and the ConvLSTM memory then.
+type Replayed = (HostState, HostState, Option<(Vec<f32>, Vec<f32>)>);
+
+fn replay<B: EngineBackend>(fixture: &Trajectory, device: &B::Device) -> Replayed {
     let model = Model::<B>::from_weights(fixture.config.clone(), &fixture.weights, device).unwrap();
     let universe = Universe::from_host(&fixture.states[&0], device);
     let mut simulation = Simulation::new(model, universe, fixture.gamma).unwrap();
