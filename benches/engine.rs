@@ -151,7 +151,7 @@ impl BackendJob for EngineBenches<'_> {
                     later.clone(),
                 )
                 .unwrap();
-                black_box(output.values())
+                black_box(output.values().unwrap())
             })
         });
         group.finish();

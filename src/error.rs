@@ -26,6 +26,12 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// The backend could not read a tensor back to the host.
+    #[error(
+        "the backend could not read a tensor back to the host ({0}); if this is a GPU, run `atheria doctor`"
+    )]
+    ReadBack(String),
+
     /// Reading or writing a file failed at the operating-system level.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },

@@ -26,6 +26,7 @@ pub mod models;
 pub mod noise;
 pub mod observables;
 pub mod plot;
+pub mod readback;
 pub mod render;
 pub mod sparse;
 pub mod state;

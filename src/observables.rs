@@ -218,11 +218,7 @@ pub fn physics<B: Backend>(psi: Tensor<B, 4>, delta: Tensor<B, 4>) -> Tensor<B, 
 
 /// Reads a tensor back as f32 values (row-major).
 pub fn read_floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Vec<f32>> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|error| Error::InvalidArgument(format!("cannot read a tensor back: {error:?}")))
+    crate::readback::floats(tensor)
 }
 
 /// A map that can be drawn: the `--view` names.
@@ -381,11 +377,7 @@ pub fn step_metrics<B: Backend>(
     };
     let entropy = read_floats(entropy(psi.clone()).mean_dim(2).mean_dim(1).flatten::<1>(0, 2))?;
     let above = density(psi).greater_elem(density_threshold).int().sum_dim(2).sum_dim(1).flatten::<1>(0, 2);
-    let above: Vec<i64> = above
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .map_err(|error| Error::InvalidArgument(format!("cannot read a tensor back: {error:?}")))?;
+    let above: Vec<i64> = crate::readback::values::<i64, B, 1, burn::tensor::Int>(above)?;
     Ok((0..batch)
         .map(|universe| StepMetrics {
             universe,

@@ -64,15 +64,7 @@ impl<B: Backend> Universe<B> {
     pub fn to_host(&self) -> Result<HostState> {
         let [batch, height, width, d] = self.dims();
         let channels_last = self.psi.clone().permute([0, 2, 3, 1]);
-        let download = |tensor: Tensor<B, 4>| -> Result<HostTensor> {
-            let shape = tensor.dims().to_vec();
-            let data = tensor
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|error| Error::InvalidArgument(format!("cannot read tensor: {error:?}")))?;
-            Ok(HostTensor { shape, data })
-        };
+        let download = crate::readback::host_tensor::<B, 4>;
         let re = download(channels_last.clone().narrow(3, 0, d))?;
         let im = download(channels_last.narrow(3, d, d))?;
         debug_assert_eq!(re.shape, vec![batch, height, width, d]);

@@ -335,13 +335,7 @@ pub fn click_out_pairs(height: usize, width: usize) -> usize {
     (0.5 * ((height * width) as f64).sqrt()).floor() as usize
 }
 
-fn read_floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Vec<f32>> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|error| Error::InvalidArgument(format!("cannot read the state: {error:?}")))
-}
+use crate::readback::floats as read_floats;
 
 /// The keys each tool takes.
 fn keys(name: &str) -> &'static [&'static str] {

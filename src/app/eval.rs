@@ -111,7 +111,7 @@ impl BackendJob for EvalJob<'_> {
             steps += 1;
         }
         let psi = simulation.universe.psi;
-        let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values();
+        let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values()?;
         Ok(EvalReport {
             model: options.model.describe(),
             backend: B::engine_name().to_string(),

@@ -440,9 +440,7 @@ impl Checkpointer {
 
     /// Replaces the checkpoint with the simulation's current state.
     fn save<B: EngineBackend>(&self, simulation: &Simulation<B>, input: Option<&Tensor<B, 4>>) -> Result<()> {
-        let host_tensor = |tensor: &Tensor<B, 4>| -> Result<HostTensor> {
-            Ok(HostTensor { shape: tensor.dims().to_vec(), data: observables::read_floats(tensor.clone())? })
-        };
+        let host_tensor = |tensor: &Tensor<B, 4>| crate::readback::host_tensor(tensor.clone());
         let checkpoint = RunCheckpoint {
             settings: self.settings.clone(),
             state: simulation.universe.to_host()?,
@@ -514,11 +512,7 @@ pub fn write_density_frame<B: burn::tensor::backend::Backend>(
     step: u64,
 ) -> Result<()> {
     let [_, _, height, width] = psi.dims();
-    let map = observables::density(psi.clone().narrow(0, 0, 1))
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|error| Error::InvalidArgument(format!("cannot read the density map: {error:?}")))?;
+    let map = crate::readback::floats(observables::density(psi.clone().narrow(0, 0, 1)))?;
     let path = dir.join(frame_name(step));
     save_map(&path, &map, height, width, Colormap::Viridis, Range::Fixed(0.0, 1.0))
 }

@@ -289,7 +289,7 @@ impl<B: EngineBackend> Model<B> {
     /// The parameters' PyTorch names with their ids, in declaration order.
     pub fn parameter_names(&self) -> Result<Vec<(String, ParamId)>> {
         let layout = parameter_layout(&self.config)?;
-        let found: Vec<(ParamId, Vec<usize>)> = params::collect_parameters(&self.law)
+        let found: Vec<(ParamId, Vec<usize>)> = params::collect_parameters(&self.law)?
             .into_iter()
             .map(|(id, tensor)| (id, tensor.shape))
             .collect();
@@ -305,7 +305,7 @@ impl<B: EngineBackend> Model<B> {
     /// The weights under the lab's state_dict names (what `from_weights` reads back).
     pub fn export_weights(&self, path: &std::path::Path) -> Result<WeightFile> {
         let names = parameter_layout(&self.config)?;
-        let values = params::collect_parameters(&self.law);
+        let values = params::collect_parameters(&self.law)?;
         if names.len() != values.len() {
             return Err(Error::InvalidArgument(format!(
                 "the {} network does not have the layout of its configuration",

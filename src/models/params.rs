@@ -135,17 +135,14 @@ impl<B: Backend> ParamSource<B> for NameRecorder<'_, B> {
 }
 
 /// Every float parameter of a module, in declaration order: its id and its values on the host.
-pub fn collect_parameters<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, HostTensor)> {
-    struct Collect(Vec<(ParamId, HostTensor)>);
+pub fn collect_parameters<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<(ParamId, HostTensor)>> {
+    struct Collect(Vec<Result<(ParamId, HostTensor)>>);
     impl<B: Backend> ModuleVisitor<B> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let value = param.val();
-            let shape = value.dims().to_vec();
-            let data = value.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-            self.0.push((param.id, HostTensor { shape, data }));
+            self.0.push(crate::readback::host_tensor(param.val()).map(|tensor| (param.id, tensor)));
         }
     }
     let mut collect = Collect(Vec::new());
     module.visit(&mut collect);
-    collect.0
+    collect.0.into_iter().collect()
 }

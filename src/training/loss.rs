@@ -74,15 +74,15 @@ pub struct LossOutput<B: Backend> {
 
 impl<B: Backend> LossOutput<B> {
     /// Reads the total and the terms back as numbers (one device read for all).
-    pub fn values(&self) -> (f64, Vec<(&'static str, f64)>) {
+    pub fn values(&self) -> crate::error::Result<(f64, Vec<(&'static str, f64)>)> {
         let mut all = vec![self.total.clone()];
         all.extend(self.terms.iter().map(|(_, tensor)| tensor.clone()));
         let values: Vec<f64> =
-            Tensor::cat(all, 0).into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default();
+            crate::readback::values::<f64, B, 1, burn::tensor::Float>(Tensor::cat(all, 0))?;
         let total = values.first().copied().unwrap_or(f64::NAN);
         let terms =
             self.terms.iter().zip(values.iter().skip(1)).map(|((name, _), value)| (*name, *value)).collect();
-        (total, terms)
+        Ok((total, terms))
     }
 }
 

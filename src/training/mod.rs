@@ -264,7 +264,7 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
             memory = output.memory;
         }
         let output = loss::compute(config.loss, &config.loss_weights, psi0, psi.clone())?;
-        let (total, terms) = output.values();
+        let (total, terms) = output.values()?;
         if !total.is_finite() {
             return Err(Error::InvalidArgument(format!(
                 "episode {episode}: the loss is {total}; lower the learning rate or check the model"
@@ -382,24 +382,22 @@ pub fn named_gradients<B: AutodiffBackend + EngineBackend>(
 ) -> Result<Vec<(String, HostTensor)>> {
     struct Collect<'a> {
         gradients: &'a GradientsParams,
-        found: std::collections::HashMap<ParamId, HostTensor>,
+        found: std::collections::HashMap<ParamId, Result<HostTensor>>,
     }
     impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(gradient) = self.gradients.get::<B::InnerBackend, D>(param.id) {
-                let shape = gradient.dims().to_vec();
-                let data = gradient.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-                self.found.insert(param.id, HostTensor { shape, data });
+                self.found.insert(param.id, crate::readback::host_tensor(gradient));
             }
         }
     }
     let mut collect = Collect { gradients, found: Default::default() };
     model.law.visit(&mut collect);
-    Ok(model
+    model
         .parameter_names()?
         .into_iter()
-        .filter_map(|(name, id)| collect.found.remove(&id).map(|gradient| (name, gradient)))
-        .collect())
+        .filter_map(|(name, id)| collect.found.remove(&id).map(|gradient| gradient.map(|g| (name, g))))
+        .collect()
 }
 
 /// The model of a finished or checkpointed run, with its training recorded in `provenance`.
