@@ -9,16 +9,15 @@ pub mod bench;
 pub mod doctor;
 pub mod eval;
 pub mod import;
-mod outputs;
+pub mod outputs;
 pub mod run;
-pub mod sparse;
 pub mod train;
 
 pub use bench::{bench, BenchOptions, BenchRecord};
 pub use eval::{evaluate, EvalOptions, EvalReport};
 pub use import::{import, ImportOptions, ImportReport};
 pub use run::{run, RunOptions, RunReport};
-pub use sparse::{SparseRunOptions, SparseRunSummary};
+pub use run::{SparseRunOptions, SparseRunSummary};
 pub use train::{train, TrainOptions, TrainReport, TrainStart};
 
 use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};

@@ -1,5 +1,5 @@
 //! Where a run's pictures and metrics go: PNG frames, an animated GIF and a metrics CSV,
-//! shared by the dense and the sparse run.
+//! shared by the dense and the sparse run and training; and the pictures themselves.
 //!
 //! Metrics rows are written and flushed as they happen, so that a crash loses at most the row
 //! being written; the GIF is encoded when the run ends (normally or by a signal).
@@ -8,10 +8,13 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::render::{save_png, GifRecorder};
+use crate::observables::{self, View};
+use crate::render::{map_image, panel, save_map, save_png, Colormap, GifRecorder, Range};
 
 /// A CSV file written row by row, each row flushed to the operating system at once.
 pub struct CsvLog {
@@ -109,4 +112,74 @@ impl Outputs {
 /// `frame_000120.png`: the file of the picture after `step` steps.
 pub fn frame_name(step: u64) -> String {
     format!("frame_{step:06}.png")
+}
+
+/// Writes the density of universe 0 as `DIR/frame_STEP.png`.
+pub fn write_density_frame<B: Backend>(dir: &Path, psi: &Tensor<B, 4>, step: u64) -> Result<()> {
+    let [_, _, height, width] = psi.dims();
+    let map = crate::readback::floats(observables::density(psi.clone().narrow(0, 0, 1)))?;
+    let path = dir.join(frame_name(step));
+    save_map(&path, &map, height, width, Colormap::Viridis, Range::Fixed(0.0, 1.0))
+}
+
+/// The last step's input state and update (absent before the first step; the input is kept
+/// only when a view needs it).
+pub struct LastStep<B: Backend> {
+    pub input: Option<Tensor<B, 4>>,
+    pub delta: Option<Tensor<B, 4>>,
+}
+
+/// The picture of universe 0 after `step` steps: one view alone (scaled up, unlabelled), or
+/// several side by side with their names and the step. A map that is the same in every cell
+/// says so in its label (`density: 1.000 everywhere`), drawn as a labelled panel even alone.
+pub fn frame_image<B: Backend>(
+    views: &[View],
+    psi: &Tensor<B, 4>,
+    last: &LastStep<B>,
+    step: u64,
+    d_state: usize,
+) -> Result<image::RgbImage> {
+    let [_, _, height, width] = psi.dims();
+    let first = |tensor: &Tensor<B, 4>| tensor.clone().narrow(0, 0, 1);
+    let mut tiles = Vec::with_capacity(views.len());
+    let mut any_constant = false;
+    for view in views {
+        let map = view.map(first(psi), last.input.as_ref().map(first), last.delta.as_ref().map(first))?;
+        let map = observables::read_floats(map)?;
+        let image = map_image(&map, height, width, view.colormap(), view.range(d_state));
+        let label = match constant_value(&map) {
+            Some(value) => {
+                any_constant = true;
+                format!("{}: {value:.3} everywhere", view.name())
+            }
+            None => view.name().to_string(),
+        };
+        tiles.push((label, image));
+    }
+    if tiles.len() == 1 && !any_constant {
+        return Ok(tiles.remove(0).1);
+    }
+    Ok(panel(&format!("step {step}"), &tiles))
+}
+
+/// The value of a map that is the same in every cell (within f32 rounding of its magnitude).
+fn constant_value(map: &[f32]) -> Option<f32> {
+    let (low, high) =
+        map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = low.abs().max(high.abs()).max(1.0);
+    (low.is_finite() && high - low <= 1e-5 * scale).then_some(0.5 * (low + high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_value;
+
+    #[test]
+    fn constant_maps_are_recognised_within_rounding() {
+        assert_eq!(constant_value(&[1.0; 9]), Some(1.0));
+        assert!(constant_value(&[1.0, 1.0 + 2e-7, 1.0 - 2e-7]).is_some());
+        assert_eq!(constant_value(&[1.0, 1.0, 0.5]), None);
+        assert_eq!(constant_value(&[0.0, 1e-3]), None);
+        assert_eq!(constant_value(&[f32::NAN, f32::NAN]), None);
+    }
 }

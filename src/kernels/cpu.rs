@@ -24,9 +24,9 @@ use gemm::Parallelism;
 use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
+use super::reference::GROUP_NORM_EPS;
 use super::simd;
 use super::{conv3x3_options, up2x2_options};
-use crate::models::layers::GROUP_NORM_EPS;
 
 type Cpu = NdArray;
 

@@ -9,6 +9,7 @@
 mod autodiff;
 pub mod cpu;
 pub mod isa;
+pub mod reference;
 mod simd;
 
 use burn::backend::{Cuda, NdArray, Wgpu};
@@ -16,7 +17,44 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::models::layers::{elu, group_norm, GROUP_NORM_EPS};
+use reference::{elu, group_norm, GROUP_NORM_EPS};
+
+/// 3x3 convolution, padding 1, no bias, through the backend's hook.
+///
+/// # Shapes
+/// - `x`: \[N, C, H, W\], `weight`: \[K, C, 3, 3\] -> \[N, K, H, W\]
+pub fn conv3x3<B: EngineBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
+    let y = B::conv3x3(x.into_primitive().tensor(), weight.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// Transposed convolution, kernel 2, stride 2, no bias, through the backend's hook.
+///
+/// # Shapes
+/// - `x`: \[N, C, H, W\], `weight`: \[C, K, 2, 2\] -> \[N, K, 2H, 2W\]
+pub fn conv_transpose2x2<B: EngineBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
+    let y = B::conv_transpose2x2(x.into_primitive().tensor(), weight.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// GroupNorm (eps 1e-5, affine) then ELU, through the backend's (possibly fused) hook.
+///
+/// # Shapes
+/// - `x`: \[N, C, H, W\], `weight`, `bias`: \[C\] -> \[N, C, H, W\]
+pub fn group_norm_elu<B: EngineBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    groups: usize,
+) -> Tensor<B, 4> {
+    let y = B::group_norm_elu(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        bias.into_primitive().tensor(),
+        groups,
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
 
 /// Asks glibc's allocator to keep freed blocks (up to 32 MiB each, 256 MiB in all) for reuse
 /// instead of handing them back to the system. The CPU backend allocates a fresh buffer for

@@ -4,11 +4,12 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 
 use super::params::{Init, ParamSource};
 use crate::error::Result;
-use crate::kernels::EngineBackend;
+pub use crate::kernels::reference::{elu, group_norm, GROUP_NORM_EPS};
+use crate::kernels::{self, EngineBackend};
 
 /// 3x3 convolution, zero padding 1 (PyTorch `Conv2d(c_in, c_out, 3, padding=1)`).
 #[derive(Module, Debug)]
@@ -40,10 +41,7 @@ impl<B: EngineBackend> Conv3x3<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = Tensor::from_primitive(TensorPrimitive::Float(B::conv3x3(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-        )));
+        let y = kernels::conv3x3(x, self.weight.val());
         match &self.bias {
             Some(bias) => add_channel_bias(y, bias.val()),
             None => y,
@@ -119,10 +117,7 @@ impl<B: EngineBackend> UpConv2x2<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = Tensor::from_primitive(TensorPrimitive::Float(B::conv_transpose2x2(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-        )));
+        let y = kernels::conv_transpose2x2(x, self.weight.val());
         add_channel_bias(y, self.bias.val())
     }
 }
@@ -152,34 +147,8 @@ impl<B: EngineBackend> GroupNorm<B> {
 
     /// `elu(forward(x))`, through the backend's (possibly fused) kernel.
     pub fn forward_elu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::group_norm_elu(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-            self.bias.val().into_primitive().tensor(),
-            self.groups,
-        )))
+        kernels::group_norm_elu(x, self.weight.val(), self.bias.val(), self.groups)
     }
-}
-
-/// Epsilon of PyTorch's `nn.GroupNorm`.
-pub const GROUP_NORM_EPS: f64 = 1e-5;
-
-/// GroupNorm of [N, C, H, W] over `groups` channel groups (biased variance, as PyTorch), then
-/// the per-channel affine `weight`, `bias`.
-pub fn group_norm<B: Backend>(
-    x: Tensor<B, 4>,
-    weight: Tensor<B, 1>,
-    bias: Tensor<B, 1>,
-    groups: usize,
-) -> Tensor<B, 4> {
-    let [batch, channels, height, width] = x.dims();
-    let grouped = x.reshape([batch, groups, (channels / groups) * height * width]);
-    let mean = grouped.clone().mean_dim(2);
-    let centered = grouped - mean;
-    let variance = centered.clone().square().mean_dim(2);
-    let normalized = centered / (variance + GROUP_NORM_EPS).sqrt();
-    let normalized = normalized.reshape([batch, channels, height, width]);
-    normalized * weight.reshape([1, channels, 1, 1]) + bias.reshape([1, channels, 1, 1])
 }
 
 /// The lab's group rule: c/8 groups when c > 8, else 1; 1 when that does not divide c.
@@ -282,12 +251,6 @@ impl<B: EngineBackend> ConvBlock<B> {
         let x = self.norm1.forward_elu(self.conv1.forward(x));
         self.norm2.forward_elu(self.conv2.forward(x))
     }
-}
-
-/// ELU with alpha 1, written without a branch so that neither value nor gradient can
-/// overflow: `max(x, 0) + exp(min(x, 0)) - 1`.
-pub fn elu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp() - 1.0
 }
 
 /// 2x2 max pooling with stride 2.

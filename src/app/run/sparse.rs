@@ -3,46 +3,14 @@
 
 use std::time::Instant;
 
-use super::outputs::Outputs;
-use super::run::{frame_image, LastStep, RunOptions, RunReport};
+use super::options::{describe_model, RunOptions, RunReport, SparseRunOptions, SparseRunSummary};
+use crate::app::outputs::{frame_image, LastStep, Outputs};
 use crate::backend::{BackendJob, DeviceReport};
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::observables::View;
-use crate::sparse::{check_law, MatterSeed, Region, SparseConfig, SparseStepReport, SparseUniverse};
+use crate::sparse::{check_law, SparseStepReport, SparseUniverse};
 use crate::state::InitialState;
-
-/// The sparse part of a run.
-#[derive(Debug, Clone, Default)]
-pub struct SparseRunOptions {
-    pub config: SparseConfig,
-    /// Blobs of matter placed on the vacuum before the first step.
-    pub seeds: Vec<MatterSeed>,
-    /// What frames show; `None`: a window of the run's grid size (64x64 by default) centred
-    /// on the first seed (or on the origin).
-    pub window: Option<Region>,
-}
-
-impl SparseRunOptions {
-    /// The window frames show.
-    pub fn window(&self, grid: Option<(usize, usize)>) -> Region {
-        self.window.unwrap_or_else(|| {
-            let (height, width) = grid.unwrap_or((64, 64));
-            let (x, y) = self.seeds.first().map_or((0, 0), |seed| (seed.x, seed.y));
-            Region::new(x - width as i64 / 2, y - height as i64 / 2, width, height)
-        })
-    }
-}
-
-/// What a sparse run did, besides the dense run's summary.
-#[derive(Debug, Clone)]
-pub struct SparseRunSummary {
-    /// One report per step (the first describes the seeded state, step 0).
-    pub steps: Vec<SparseStepReport>,
-    /// The most tile data held at once, in bytes.
-    pub peak_stored_bytes: usize,
-    pub window: Region,
-}
 
 /// Refuses the options that mean nothing without a dense grid.
 pub(super) fn check(options: &RunOptions, sparse: &SparseRunOptions) -> Result<()> {
@@ -105,7 +73,7 @@ impl BackendJob for SparseRunJob<'_> {
         )?;
         let mut reports = vec![universe.status()];
         let mut peak_stored_bytes = universe.stored_bytes();
-        let bar = super::progress_bar(options.steps, "sparse run", options.progress);
+        let bar = crate::app::progress_bar(options.steps, "sparse run", options.progress);
         let announce = |report: &SparseStepReport| {
             let line = format!(
                 "step {}: {} tiles evolved, {} stored, {} matter cells",
@@ -146,7 +114,7 @@ impl BackendJob for SparseRunJob<'_> {
         let frames = outputs.finish()?;
         let report = RunReport {
             device: DeviceReport::unselected(options.device),
-            model: super::run::describe_model(&config, &options.model),
+            model: describe_model(&config, &options.model),
             backend: B::engine_name(),
             grid: (window.height, window.width),
             batch: 1,
