@@ -8,8 +8,10 @@
 //! tuned to one machine's rounding. Each test also shows that a kernel with a real mistake
 //! (the mistake's exact result, rounded to f32) fails its bound.
 
+use super::winograd::winograd_blocked;
 use super::*;
 use crate::kernels::isa::{self, SimdPath};
+use crate::kernels::reference::GROUP_NORM_EPS;
 use rand::{Rng, SeedableRng};
 
 /// f32's machine epsilon: twice the largest relative change one rounding makes.

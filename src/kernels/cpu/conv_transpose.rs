@@ -1,0 +1,71 @@
+//! Transposed convolution, kernel 2, stride 2: no two inputs reach the same output pixel, so
+//! it is one GEMM followed by a scatter, and its gradients a gather followed by GEMMs.
+
+use rayon::prelude::*;
+
+use super::gemm::{matmul, Mat};
+
+/// Output channel-taps: row (o, i, j) of the GEMM result goes to pixel (2y + i, 2x + j) of
+/// output channel o.
+pub(super) fn up2x2_scatter(y: &[f32], [_, o, h, w]: [usize; 4], out: &mut [f32]) {
+    let hw = h * w;
+    out.par_chunks_mut(4 * hw).enumerate().for_each(|(plane_index, plane)| {
+        let (ni, oi) = (plane_index / o, plane_index % o);
+        for tap in 0..4 {
+            let (i, j) = (tap / 2, tap % 2);
+            let row = &y[(ni * 4 * o + oi * 4 + tap) * hw..][..hw];
+            for yy in 0..h {
+                let target = &mut plane[(2 * yy + i) * 2 * w..][..2 * w];
+                for xx in 0..w {
+                    target[2 * xx + j] = row[yy * w + xx];
+                }
+            }
+        }
+    });
+}
+
+/// The inverse of [`up2x2_scatter`]: [N, O, 2H, 2W] -> [N, 4O, H*W].
+pub(super) fn up2x2_gather(grad: &[f32], [n, o, h, w]: [usize; 4]) -> Vec<f32> {
+    let hw = h * w;
+    let mut gathered = vec![0.0f32; n * 4 * o * hw];
+    gathered.par_chunks_mut(4 * hw).enumerate().for_each(|(plane_index, rows)| {
+        let plane = &grad[plane_index * 4 * hw..][..4 * hw];
+        for tap in 0..4 {
+            let (i, j) = (tap / 2, tap % 2);
+            let row = &mut rows[tap * hw..][..hw];
+            for yy in 0..h {
+                let source = &plane[(2 * yy + i) * 2 * w..][..2 * w];
+                for xx in 0..w {
+                    row[yy * w + xx] = source[2 * xx + j];
+                }
+            }
+        }
+    });
+    gathered
+}
+
+/// Transposed convolution, kernel 2, stride 2: `x` [N, C, H, W], `weight` [C, O, 2, 2].
+pub fn up_conv2x2(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], o: usize) -> Vec<f32> {
+    let hw = h * w;
+    // Y_n [4O, HW] = W^T [4O, C] X_n [C, HW], W viewed as [C, 4O].
+    let mut y = vec![0.0f32; n * 4 * o * hw];
+    for ni in 0..n {
+        // SAFETY: sizes follow the shapes above; y is a fresh buffer.
+        unsafe {
+            matmul(
+                4 * o,
+                hw,
+                c,
+                Mat { ptr: weight.as_ptr(), row: 1, col: (4 * o) as isize },
+                Mat { ptr: x.as_ptr().add(ni * c * hw), row: hw as isize, col: 1 },
+                y.as_mut_ptr().add(ni * 4 * o * hw),
+                hw as isize,
+                false,
+                true,
+            );
+        }
+    }
+    let mut out = vec![0.0f32; n * o * 4 * hw];
+    up2x2_scatter(&y, [n, o, h, w], &mut out);
+    out
+}

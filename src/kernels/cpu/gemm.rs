@@ -1,0 +1,76 @@
+//! The GEMM underneath every CPU convolution (the `gemm` crate), a raw-pointer matrix view
+//! for it, and a cache-blocked transpose.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Writes through a raw pointer from several rayon tasks, each to disjoint elements.
+#[derive(Clone, Copy)]
+pub(super) struct SharedMut(pub(super) *mut f32);
+// SAFETY: every use writes disjoint index sets from different tasks.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// A row-major matrix view for [`matmul`]: element (r, c) at `ptr + r * row + c * col`.
+#[derive(Clone, Copy)]
+pub(super) struct Mat {
+    pub(super) ptr: *const f32,
+    pub(super) row: isize,
+    pub(super) col: isize,
+}
+
+/// `c = a * b` (or `c += a * b`), `a` m x k, `b` k x n, `c` m x n with row stride `c_row`.
+///
+/// # Safety
+/// All pointers must be valid for the strides and sizes given, and `c` must not alias `a` or
+/// `b`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: *mut f32,
+    c_row: isize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let parallelism = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_row,
+        accumulate,
+        a.ptr,
+        a.col,
+        a.row,
+        b.ptr,
+        b.col,
+        b.row,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// `out[j][i] = a[i][j]` for `a` [rows][cols] row-major, in cache-sized blocks.
+pub(super) fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    const BLOCK: usize = 32;
+    out.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(block, target)| {
+        let (j0, width) = (block * BLOCK, (cols - block * BLOCK).min(BLOCK));
+        for i0 in (0..rows).step_by(BLOCK) {
+            for i in i0..(i0 + BLOCK).min(rows) {
+                for (dj, &value) in a[i * cols + j0..i * cols + j0 + width].iter().enumerate() {
+                    target[dj * rows + i] = value;
+                }
+            }
+        }
+    });
+}

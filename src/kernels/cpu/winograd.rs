@@ -1,0 +1,342 @@
+//! Winograd F(2x2, 3x3) convolution and the 3x3 convolution's gradients: 4x4 input tiles are
+//! transformed, multiplied channel-wise as 16 independent GEMMs and transformed back into 2x2
+//! output tiles (2.25 times fewer multiplications than the direct convolution); the input
+//! gradient is the same convolution with the kernel flipped and transposed, the weight
+//! gradient one GEMM over the im2col matrix of the input.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+
+use super::gemm::{matmul, transpose, Mat, SharedMut};
+use crate::kernels::simd;
+
+/// The transformed inputs and products of the last convolution on this thread, kept for the
+/// next one: a fresh buffer of that size costs a page fault per 4 KiB and a full memset.
+pub(super) struct Scratch;
+
+thread_local! {
+    static INPUT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PRODUCT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Scratch {
+    /// A buffer of `len` floats (their values are whatever the last use left).
+    fn take(slot: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, len: usize) -> Vec<f32> {
+        let mut buffer = slot.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    fn give_back(slot: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, buffer: Vec<f32>) {
+        slot.with(|cell| {
+            let mut kept = cell.borrow_mut();
+            if buffer.capacity() > kept.capacity() {
+                *kept = buffer;
+            }
+        });
+    }
+}
+
+/// Kernels transformed recently, with the raw kernels they came from: a model steps with the
+/// same weights again and again, and transforming them costs as much as a small layer. A hit
+/// needs the raw values to be equal, so updated weights (training) are never served stale.
+pub(super) static TRANSFORMED: Mutex<Vec<TransformedKernels>> = Mutex::new(Vec::new());
+
+/// `(K, C, raw kernels, transformed kernels)`.
+type TransformedKernels = (usize, usize, Vec<f32>, Arc<Vec<f32>>);
+
+/// Kernels kept in [`TRANSFORMED`]: every 3x3 layer of a U-Net, with room to spare.
+pub(super) const TRANSFORMED_KEPT: usize = 32;
+
+/// [`winograd_weights`] of `weight`, from the cache when the same kernels were seen before.
+pub(super) fn transformed_weights(weight: &[f32], k: usize, c: usize) -> Arc<Vec<f32>> {
+    let lookup = |cache: &Vec<TransformedKernels>| {
+        cache
+            .iter()
+            .find(|(kept_k, kept_c, raw, _)| (*kept_k, *kept_c) == (k, c) && raw.as_slice() == weight)
+            .map(|(_, _, _, u)| u.clone())
+    };
+    if let Some(u) = TRANSFORMED.lock().ok().and_then(|cache| lookup(&cache)) {
+        return u;
+    }
+    let u = Arc::new(winograd_weights(weight, k, c));
+    if let Ok(mut cache) = TRANSFORMED.lock() {
+        if cache.len() >= TRANSFORMED_KEPT {
+            cache.remove(0);
+        }
+        cache.push((k, c, weight.to_vec(), u.clone()));
+    }
+    u
+}
+
+/// U = G g G^T for every (k, c) kernel, stored [16][K][C].
+pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
+    let mut u = vec![0.0f32; 16 * k * c];
+    for kc in 0..k * c {
+        let g = &weight[kc * 9..kc * 9 + 9];
+        // G g: 4x3.
+        let mut t = [[0.0f32; 3]; 4];
+        for j in 0..3 {
+            let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+            t[0][j] = g0;
+            t[1][j] = 0.5 * (g0 + g1 + g2);
+            t[2][j] = 0.5 * (g0 - g1 + g2);
+            t[3][j] = g2;
+        }
+        // (G g) G^T: 4x4.
+        for (i, row) in t.iter().enumerate() {
+            let values = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
+            for (j, value) in values.into_iter().enumerate() {
+                u[(i * 4 + j) * k * c + kc] = value;
+            }
+        }
+    }
+    u
+}
+
+/// Tiles per image from which [`winograd_conv3x3`] works a few tile rows at a time: the
+/// transformed inputs of a whole 128x128 layer (tens of MB) would not stay in cache.
+pub(super) const BLOCKED_FROM_TILES: usize = 2048;
+
+/// Tiles per block of the blocked path: small enough for a block's transformed inputs and
+/// products to stay in L2, large enough for efficient GEMMs.
+pub(super) const TILES_PER_BLOCK: usize = 64;
+
+/// 3x3 convolution, stride 1, zero padding 1, of `x` [N, C, H, W] with `weight` [K, C, 3, 3].
+pub fn winograd_conv3x3(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
+    let [_, _, h, w] = dims;
+    if h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES {
+        winograd_blocked(x, dims, weight, k, TILES_PER_BLOCK)
+    } else {
+        winograd_whole(x, dims, weight, k)
+    }
+}
+
+/// Winograd over a block of tile rows per task: transform the block's inputs, 16 GEMMs,
+/// transform back, all in cache.
+pub(super) fn winograd_blocked(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    weight: &[f32],
+    k: usize,
+    target_tiles: usize,
+) -> Vec<f32> {
+    let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let rows_per_block = (target_tiles / tiles_x).clamp(1, tiles_y);
+    let blocks_per_image = tiles_y.div_ceil(rows_per_block);
+    let u = transformed_weights(weight, k, c);
+    let mut out = vec![0.0f32; n * k * h * w];
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    (0..n * blocks_per_image).into_par_iter().for_each_init(
+        || {
+            (
+                Vec::<f32>::new(),
+                Vec::<f32>::new(),
+                simd::InputScratch::new(tiles_x),
+                vec![0.0f32; 12 * tiles_x],
+            )
+        },
+        |(v, m, scratch, out_scratch), task| {
+            // Captures the whole Send wrapper, not its raw-pointer field (edition 2021
+            // closures capture fields separately).
+            #[allow(clippy::redundant_locals)]
+            let out_ptr = out_ptr;
+            let (ni, block) = (task / blocks_per_image, task % blocks_per_image);
+            let ty0 = block * rows_per_block;
+            let rows = rows_per_block.min(tiles_y - ty0);
+            let pb = rows * tiles_x;
+            // V [16][C][pb] and M [16][K][pb]: each term's matrix is contiguous.
+            v.resize(16 * c * pb, 0.0);
+            m.resize(16 * k * pb, 0.0);
+            for ci in 0..c {
+                let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
+                for r in 0..rows {
+                    simd::input_tile_row(
+                        plane,
+                        h,
+                        w,
+                        ty0 + r,
+                        scratch,
+                        &mut v[ci * pb + r * tiles_x..],
+                        c * pb,
+                    );
+                }
+            }
+            for e in 0..16 {
+                // SAFETY: U_e is k x c, V_e is c x pb and M_e is k x pb, all contiguous and
+                // inside their buffers; M does not alias U or V.
+                unsafe {
+                    matmul(
+                        k,
+                        pb,
+                        c,
+                        Mat { ptr: u.as_ptr().add(e * k * c), row: c as isize, col: 1 },
+                        Mat { ptr: v.as_ptr().add(e * c * pb), row: pb as isize, col: 1 },
+                        m.as_mut_ptr().add(e * k * pb),
+                        pb as isize,
+                        false,
+                        false,
+                    );
+                }
+            }
+            for ki in 0..k {
+                // SAFETY: the task writes only the output rows of its own tile rows, which no
+                // other task touches, and the plane lies inside `out`.
+                let plane =
+                    unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((ni * k + ki) * h * w), h * w) };
+                for r in 0..rows {
+                    simd::output_tile_row(
+                        &m[ki * pb + r * tiles_x..],
+                        k * pb,
+                        h,
+                        w,
+                        ty0 + r,
+                        out_scratch,
+                        plane,
+                    );
+                }
+            }
+        },
+    );
+    out
+}
+
+/// Winograd over the whole layer at once: one transform pass, 16 large GEMMs (one per task),
+/// one inverse pass. Better than blocking while the layer is small.
+pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
+    let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let tiles = tiles_y * tiles_x;
+    let p = n * tiles;
+
+    // V = B^T d B for every 4x4 input tile, stored [C][16][P] so that each task owns a block
+    // and each tile row's terms are contiguous.
+    let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * p);
+    v.par_chunks_mut(16 * p).enumerate().for_each(|(ci, block)| {
+        let mut scratch = simd::InputScratch::new(tiles_x);
+        for ni in 0..n {
+            let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
+            for ty in 0..tiles_y {
+                let offset = ni * tiles + ty * tiles_x;
+                simd::input_tile_row(plane, h, w, ty, &mut scratch, &mut block[offset..], p);
+            }
+        }
+    });
+
+    // M_e = U_e V_e for the 16 tile positions e; M stored [K][16][P].
+    let u = transformed_weights(weight, k, c);
+    let mut m = Scratch::take(&PRODUCT_SCRATCH, k * 16 * p);
+    let m_ptr = SharedMut(m.as_mut_ptr());
+    (0..16).into_par_iter().for_each(|e| {
+        // Captures the whole Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
+        let m_ptr = m_ptr;
+        // SAFETY: U_e is k x c contiguous, V_e is c x p with row stride 16p, and each e writes
+        // its own rows of M (offset e * p within every k block).
+        unsafe {
+            matmul(
+                k,
+                p,
+                c,
+                Mat { ptr: u.as_ptr().add(e * k * c), row: c as isize, col: 1 },
+                Mat { ptr: v.as_ptr().add(e * p), row: (16 * p) as isize, col: 1 },
+                m_ptr.0.add(e * p),
+                (16 * p) as isize,
+                false,
+                false,
+            );
+        }
+    });
+
+    // Y = A^T M A: 2x2 outputs per tile, written plane by plane.
+    let mut out = vec![0.0f32; n * k * h * w];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(plane_index, plane)| {
+        let (ni, ki) = (plane_index / k, plane_index % k);
+        let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
+        let mut scratch = vec![0.0f32; 12 * tiles_x];
+        for ty in 0..tiles_y {
+            let offset = ni * tiles + ty * tiles_x;
+            simd::output_tile_row(&block[offset..], p, h, w, ty, &mut scratch, plane);
+        }
+    });
+    Scratch::give_back(&INPUT_SCRATCH, v);
+    Scratch::give_back(&PRODUCT_SCRATCH, m);
+    out
+}
+
+/// The kernel of the input gradient: flipped in space, input and output channels swapped.
+/// [K, C, 3, 3] -> [C, K, 3, 3].
+pub(super) fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
+    let mut flipped = vec![0.0f32; c * k * 9];
+    for ki in 0..k {
+        for ci in 0..c {
+            for tap in 0..9 {
+                flipped[(ci * k + ki) * 9 + (8 - tap)] = weight[(ki * c + ci) * 9 + tap];
+            }
+        }
+    }
+    flipped
+}
+
+/// Gradient of the 3x3 convolution's weight: for each image, grad [K, HW] times the
+/// transposed im2col matrix [HW, 9C], accumulated over the batch. Returns [K, C, 3, 3].
+pub(super) fn conv3x3_weight_grad(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f32], k: usize) -> Vec<f32> {
+    let hw = h * w;
+    let mut result = vec![0.0f32; k * c * 9];
+    // Every element of both is written before it is read.
+    let mut columns = Scratch::take(&INPUT_SCRATCH, c * 9 * hw);
+    let mut transposed = Scratch::take(&PRODUCT_SCRATCH, c * 9 * hw);
+    for ni in 0..n {
+        // im2col: row (ci, dy, dx) holds x[ci] shifted by (dy - 1, dx - 1), zero outside.
+        columns.par_chunks_mut(9 * hw).enumerate().for_each(|(ci, rows)| {
+            let plane = &x[(ni * c + ci) * hw..(ni * c + ci + 1) * hw];
+            for tap in 0..9 {
+                let (dy, dx) = (tap / 3, tap % 3);
+                let row = &mut rows[tap * hw..(tap + 1) * hw];
+                for y in 0..h {
+                    let sy = y as isize + dy as isize - 1;
+                    let line = &mut row[y * w..(y + 1) * w];
+                    if sy < 0 || sy >= h as isize {
+                        line.fill(0.0);
+                        continue;
+                    }
+                    let source = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    // Column x reads source[x + dx - 1]: shifted copies with a zero at the edge.
+                    match dx {
+                        0 => {
+                            line[0] = 0.0;
+                            line[1..].copy_from_slice(&source[..w - 1]);
+                        }
+                        1 => line.copy_from_slice(source),
+                        _ => {
+                            line[..w - 1].copy_from_slice(&source[1..]);
+                            line[w - 1] = 0.0;
+                        }
+                    }
+                }
+            }
+        });
+        // The GEMM reads its right operand fastest row-major: transpose the columns first
+        // (a strided right operand ran it at a fifth of the speed).
+        transpose(&columns, c * 9, hw, &mut transposed);
+        // SAFETY: grad_n is k x hw contiguous; the transposed columns are hw x 9c contiguous;
+        // result is k x 9c contiguous and distinct from both.
+        unsafe {
+            matmul(
+                k,
+                c * 9,
+                hw,
+                Mat { ptr: grad.as_ptr().add(ni * k * hw), row: hw as isize, col: 1 },
+                Mat { ptr: transposed.as_ptr(), row: (c * 9) as isize, col: 1 },
+                result.as_mut_ptr(),
+                (c * 9) as isize,
+                ni > 0,
+                true,
+            );
+        }
+    }
+    Scratch::give_back(&INPUT_SCRATCH, columns);
+    Scratch::give_back(&PRODUCT_SCRATCH, transposed);
+    result
+}
