@@ -1,0 +1,252 @@
+//! The 3x3 convolution (Winograd) and its gradients against f64 references.
+
+use super::*;
+
+/// The 3x3 convolution (stride 1, zero padding 1) by its definition, in f64:
+/// `out[n][k][y][x] = sum_{c,i,j} w[k][c][i][j] x[n][c][y+i-1][x+j-1]`.
+fn direct_conv3x3(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
+    let mut out = vec![0.0f64; n * k * h * w];
+    for ni in 0..n {
+        for ki in 0..k {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut sum = 0.0f64;
+                    for ci in 0..c {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let (sy, sx) = (y as isize + i as isize - 1, xx as isize + j as isize - 1);
+                                if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
+                                    sum += weight[((ki * c + ci) * 3 + i) * 3 + j] as f64
+                                        * x[((ni * c + ci) * h + sy as usize) * w + sx as usize] as f64;
+                                }
+                            }
+                        }
+                    }
+                    out[((ni * k + ki) * h + y) * w + xx] = sum;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What Winograd F(2x2, 3x3)'s rounding scales with: the algorithm evaluated with the absolute
+/// values of its transforms and data, `|A^T| [sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)] |A|`.
+fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
+    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 1.0]];
+    const BT: [[f64; 4]; 4] =
+        [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]];
+    const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+    let kernel = |ki: usize, ci: usize| {
+        let g = |i: usize, j: usize| weight[((ki * c + ci) * 3 + i) * 3 + j].abs() as f64;
+        let mut u = [[0.0f64; 4]; 4];
+        for (a, u_row) in u.iter_mut().enumerate() {
+            for (b, value) in u_row.iter_mut().enumerate() {
+                *value = (0..3)
+                    .flat_map(|i| (0..3).map(move |j| (i, j)))
+                    .map(|(i, j)| G[a][i] * g(i, j) * G[b][j])
+                    .sum();
+            }
+        }
+        u
+    };
+    let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let mut out = vec![0.0f64; n * k * h * w];
+    for ni in 0..n {
+        for ty in 0..tiles_y {
+            for tx in 0..tiles_x {
+                let input = |ci: usize| {
+                    let d = |r: usize, s: usize| {
+                        let (y, xx) = ((2 * ty + r) as isize - 1, (2 * tx + s) as isize - 1);
+                        if y < 0 || y >= h as isize || xx < 0 || xx >= w as isize {
+                            0.0
+                        } else {
+                            x[((ni * c + ci) * h + y as usize) * w + xx as usize].abs() as f64
+                        }
+                    };
+                    let mut v = [[0.0f64; 4]; 4];
+                    for (a, v_row) in v.iter_mut().enumerate() {
+                        for (b, value) in v_row.iter_mut().enumerate() {
+                            *value = (0..4)
+                                .flat_map(|r| (0..4).map(move |s| (r, s)))
+                                .map(|(r, s)| BT[a][r] * d(r, s) * BT[b][s])
+                                .sum();
+                        }
+                    }
+                    v
+                };
+                let inputs: Vec<_> = (0..c).map(input).collect();
+                for ki in 0..k {
+                    let mut m = [[0.0f64; 4]; 4];
+                    for (ci, v) in inputs.iter().enumerate() {
+                        let u = kernel(ki, ci);
+                        for a in 0..4 {
+                            for b in 0..4 {
+                                m[a][b] += u[a][b] * v[a][b];
+                            }
+                        }
+                    }
+                    for (i, at_row) in AT.iter().enumerate() {
+                        for (j, at_col) in AT.iter().enumerate() {
+                            let (y, xx) = (2 * ty + i, 2 * tx + j);
+                            if y < h && xx < w {
+                                let value: f64 = (0..4)
+                                    .flat_map(|a| (0..4).map(move |b| (a, b)))
+                                    .map(|(a, b)| at_row[a] * m[a][b] * at_col[b])
+                                    .sum();
+                                out[((ni * k + ki) * h + y) * w + xx] = value;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Winograd's bound: the GEMM's sum over `c` channels plus the transforms' depth.
+fn winograd_bound(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
+    let roundings = dims[1] as f64 + DEPTH;
+    winograd_magnitude(x, dims, weight, k).iter().map(|m| roundings * EPS * m).collect()
+}
+
+/// The kernel with each 3x3 tap grid transposed (rows read as columns): an orientation mistake.
+fn transposed_taps(weight: &[f32]) -> Vec<f32> {
+    let mut out = weight.to_vec();
+    for (source, target) in weight.chunks(9).zip(out.chunks_mut(9)) {
+        for i in 0..3 {
+            for j in 0..3 {
+                target[j * 3 + i] = source[i * 3 + j];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn winograd_matches_the_definition_including_odd_sizes() {
+    let cases =
+        [([2, 3, 8, 12], 5), ([1, 4, 7, 5], 3), ([1, 1, 1, 1], 2), ([3, 2, 4, 4], 1), ([2, 5, 40, 44], 7)];
+    let prepared: Vec<_> = cases
+        .iter()
+        .map(|&(dims, k)| {
+            let x = random(dims.iter().product(), 1);
+            let weight = random(k * dims[1] * 9, 2);
+            let exact = direct_conv3x3(&x, dims, &weight, k);
+            let bound = winograd_bound(&x, dims, &weight, k);
+            (dims, k, x, weight, exact, bound)
+        })
+        .collect();
+    on_every_path(|path| {
+        for (dims, k, x, weight, exact, bound) in &prepared {
+            let (dims, k) = (*dims, *k);
+            within(&winograd_conv3x3(x, dims, weight, k), exact, bound)
+                .unwrap_or_else(|e| panic!("{path}, {dims:?} k {k}: {e}"));
+            // The blocked path, with blocks of one tile row, of several, and of everything.
+            for tiles in [1, 8, 4096] {
+                within(&winograd_blocked(x, dims, weight, k, tiles), exact, bound)
+                    .unwrap_or_else(|e| panic!("{path}, {dims:?} k {k} blocks of {tiles}: {e}"));
+            }
+        }
+    });
+    // Real mistakes fail: taps read transposed, and the last input channel left out.
+    let (dims, k, x, weight, exact, bound) = &prepared[0];
+    let wrong = rounded(&direct_conv3x3(x, *dims, &transposed_taps(weight), *k));
+    assert!(within(&wrong, exact, bound).is_err());
+    let mut dropped = weight.clone();
+    dropped.chunks_mut(9 * dims[1]).for_each(|kernel| kernel[9 * (dims[1] - 1)..].fill(0.0));
+    let wrong = rounded(&direct_conv3x3(x, *dims, &dropped, *k));
+    assert!(within(&wrong, exact, bound).is_err());
+}
+
+#[test]
+fn changed_kernels_are_never_served_from_the_transform_cache() {
+    // Same shape, then changed values (as a training step does), then the first again.
+    let dims = [1, 3, 6, 5];
+    let x = random(dims.iter().product(), 21);
+    let first = random(2 * 3 * 9, 22);
+    let mut second = first.clone();
+    second[7] += 0.5;
+    on_every_path(|path| {
+        for weight in [&first, &second, &first] {
+            let exact = direct_conv3x3(&x, dims, weight, 2);
+            within(&winograd_conv3x3(&x, dims, weight, 2), &exact, &winograd_bound(&x, dims, weight, 2))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    });
+    // A stale kernel (the first served for the second) would fail the same check.
+    let stale = rounded(&direct_conv3x3(&x, dims, &first, 2));
+    assert!(
+        within(&stale, &direct_conv3x3(&x, dims, &second, 2), &winograd_bound(&x, dims, &second, 2)).is_err()
+    );
+}
+
+#[test]
+fn convolution_gradients_match_the_exact_derivatives() {
+    let dims @ [n, c, h, w] = [2, 3, 6, 4];
+    let k = 2;
+    let x = random(dims.iter().product(), 3);
+    let weight = random(k * c * 9, 4);
+    let grad = random(n * k * h * w, 5);
+    // loss = sum(grad * conv(x, w)) is linear in x and in w, so a unit bump's change is the
+    // exact derivative.
+    let loss = |x: &[f32], w: &[f32]| -> f64 {
+        direct_conv3x3(x, dims, w, k).iter().zip(&grad).map(|(o, g)| o * *g as f64).sum()
+    };
+    let base = loss(&x, &weight);
+    let exact_x: Vec<f64> = (0..x.len())
+        .map(|index| {
+            let mut bumped = x.clone();
+            bumped[index] += 1.0;
+            loss(&bumped, &weight) - base
+        })
+        .collect();
+    let exact_w: Vec<f64> = (0..weight.len())
+        .map(|index| {
+            let mut bumped = weight.clone();
+            bumped[index] += 1.0;
+            loss(&x, &bumped) - base
+        })
+        .collect();
+    // The input gradient is a Winograd convolution of the output gradient; the weight
+    // gradient sums |x| |grad| over every pixel of every image.
+    let flipped = flip_transpose(&weight, k, c);
+    let bound_x = winograd_bound(&grad, [n, k, h, w], &flipped, c);
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+    let terms = (n * h * w) as f64 + DEPTH;
+    let magnitude_w: Vec<f64> = (0..weight.len())
+        .map(|index| {
+            let mut bumped = vec![0.0; weight.len()];
+            bumped[index] = 1.0;
+            direct_conv3x3(&abs(&x), dims, &bumped, k)
+                .iter()
+                .zip(&grad)
+                .map(|(o, g)| o * g.abs() as f64)
+                .sum()
+        })
+        .collect();
+    let bound_w: Vec<f64> = magnitude_w.iter().map(|m| terms * EPS * m).collect();
+    on_every_path(|path| {
+        let grad_x = winograd_conv3x3(&grad, [n, k, h, w], &flipped, c);
+        within(&grad_x, &exact_x, &bound_x).unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
+        let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
+        within(&grad_w, &exact_w, &bound_w).unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
+    });
+    // The kernel flipped without swapping the channels would be wrong.
+    let unswapped = winograd_conv3x3(&grad, [n, k, h, w], &transposed_taps(&flipped), c);
+    assert!(within(&unswapped, &exact_x, &bound_x).is_err());
+}
+
+#[test]
+fn transpose_swaps_rows_and_columns() {
+    let (rows, cols) = (70, 45);
+    let a = random(rows * cols, 12);
+    let mut out = vec![0.0; rows * cols];
+    transpose(&a, rows, cols, &mut out);
+    for i in 0..rows {
+        for j in 0..cols {
+            assert_eq!(out[j * rows + i], a[i * cols + j]);
+        }
+    }
+}
