@@ -48,7 +48,6 @@
 
 mod spec;
 
-
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
