@@ -62,7 +62,7 @@ impl BackendJob for RunJob<'_> {
             input = saved.input.as_ref().filter(|_| needs_input).map(|input| engine_tensor(input, &device));
         }
         let checkpoints = match &options.checkpoint {
-            Some(dir) => Some(Checkpointer::open(dir, options, &simulation, gamma, resumed.is_some())?),
+            Some(dir) => Some(Checkpointer::open(dir, options, &simulation, gamma)?),
             None => None,
         };
 
@@ -183,7 +183,6 @@ impl Checkpointer {
         options: &RunOptions,
         simulation: &Simulation<B>,
         gamma: f64,
-        resumed: bool,
     ) -> Result<Self> {
         let [batch, height, width, _] = simulation.universe.dims();
         let settings = RunSettings {
@@ -211,7 +210,6 @@ impl Checkpointer {
             }
             save_model(&run_checkpoint::model_dir(dir), &simulation.model)?;
         }
-        let _ = resumed;
         Ok(Self { dir: dir.to_path_buf(), settings })
     }
 
