@@ -63,20 +63,19 @@ impl BackendJob for EngineBenches<'_> {
         group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
         for config in laws() {
             let model = Model::<B>::seeded(config.clone(), 0, &device).unwrap();
-            let unitary = config.arch.is_unitary();
             for &batch in &sizes.batches {
                 for &grid in &sizes.grids {
                     let host = generate(&InitialState::Random, batch, grid, grid, config.d_state, 1).unwrap();
                     let psi = Universe::<B>::from_host(&host, &device).psi;
                     for _ in 0..2 {
-                        step(&model.law, unitary, GAMMA, psi.clone(), None);
+                        step(&model, GAMMA, psi.clone(), None);
                     }
                     sync::<B>(&device);
                     group.throughput(Throughput::Elements((batch * grid * grid) as u64));
                     let id = BenchmarkId::new(format!("{}/batch{batch}", config.arch), grid);
                     group.bench_function(id, |bench| {
                         bench.iter(|| {
-                            let output = step(&model.law, unitary, GAMMA, psi.clone(), None);
+                            let output = step(&model, GAMMA, psi.clone(), None);
                             sync::<B>(&device);
                             black_box(output.psi)
                         })
@@ -208,7 +207,7 @@ fn sparse_benches<B: EngineBackend>(criterion: &mut Criterion, name: &str, devic
     let dense = Universe::<B>::from_host(&host, device).psi;
     group.bench_function(BenchmarkId::new("dense_step_unet", side), |bench| {
         bench.iter(|| {
-            let output = step(&model.law, false, GAMMA, dense.clone(), None);
+            let output = step(&model, GAMMA, dense.clone(), None);
             sync::<B>(device);
             black_box(output.psi)
         })

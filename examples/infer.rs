@@ -11,9 +11,9 @@
 
 use std::path::PathBuf;
 
-use atheria::app::{self, ImportOptions, RunOptions};
+use atheria::app::{self, DenseOptions, ImportOptions, OutputOptions, RunOptions, UniverseOptions};
 use atheria::io::model_dir::ModelSource;
-use atheria::models::infer::ConfigHints;
+use atheria::models::detect::ConfigHints;
 use atheria::DeviceRequest;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,15 +46,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model: ModelSource::Dir(model_dir),
         device,
         steps,
-        frames: Some(out.join("frames")),
-        save_state: Some(out.join("final.safetensors")),
+        outputs: OutputOptions { frames: Some(out.join("frames")), ..OutputOptions::default() },
+        universe: UniverseOptions::Dense(DenseOptions {
+            save_state: Some(out.join("final.safetensors")),
+            ..DenseOptions::default()
+        }),
         ..RunOptions::default()
     };
     let report = app::run(&options, &|device| eprintln!("{device}"))?;
     eprintln!("{}", report.summary());
     eprintln!(
         "{} frame(s) in {}, final state in {}",
-        report.frames,
+        report.ran.frames,
         out.join("frames").display(),
         out.join("final.safetensors").display()
     );

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use atheria::io::weights::WeightFile;
-use atheria::models::infer::{resolve, ConfigHints};
+use atheria::models::detect::{resolve, ConfigHints};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = PathBuf::from(std::env::args().nth(1).ok_or("usage: load_pytorch CHECKPOINT")?);

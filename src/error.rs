@@ -22,9 +22,51 @@ pub enum Error {
     #[error("{0}")]
     InvalidSimdPath(String),
 
-    /// A parameter outside its domain (negative rate, zero steps, unknown name, ...).
+    /// A model configuration that cannot be built: an unknown architecture, sizes out of
+    /// range, a decay rate outside [0, 1].
     #[error("{0}")]
-    InvalidArgument(String),
+    InvalidModel(String),
+
+    /// An initial state that cannot be made or does not fit the model (channels, memory).
+    #[error("{0}")]
+    InvalidState(String),
+
+    /// A tool or noise specification that cannot act: an unknown name or key, a value out of
+    /// range, a centre off the grid.
+    #[error("{0}")]
+    InvalidTool(String),
+
+    /// An unknown view name.
+    #[error("{0}")]
+    InvalidView(String),
+
+    /// Run settings that contradict each other or the run they continue: zero counts,
+    /// options that do not apply, a checkpoint that is missing or already there.
+    #[error("{0}")]
+    InvalidRun(String),
+
+    /// Training settings out of range, an unknown loss, an output directory in the wrong
+    /// state for a new or resumed run.
+    #[error("{0}")]
+    InvalidTraining(String),
+
+    /// Sparse-universe settings out of range: tiles, thresholds, regions, matter seeds, or a
+    /// law the sparse engine cannot step.
+    #[error("{0}")]
+    InvalidSparse(String),
+
+    /// A computation left the finite numbers (a training loss of NaN or infinity).
+    #[error("{what}: the computation diverged; {hint}")]
+    Diverged {
+        /// What diverged, and where.
+        what: String,
+        /// What to change.
+        hint: String,
+    },
+
+    /// The backend failed while working (a device error reported by the runtime).
+    #[error("the backend failed: {0}; run `atheria doctor` to check the device")]
+    Backend(String),
 
     /// The backend could not read a tensor back to the host.
     #[error(

@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod complex;
 pub mod dynamics;
 pub mod error;
 mod guard;
@@ -23,6 +24,7 @@ pub mod io;
 pub mod kernels;
 pub mod memory;
 pub mod models;
+pub mod names;
 pub mod noise;
 pub mod observables;
 pub mod plot;

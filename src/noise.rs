@@ -38,7 +38,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 
-use crate::dynamics::complex_mul;
+use crate::complex;
 use crate::error::{Error, Result};
 
 /// Multiplies every channel of each chosen cell by its own random phase `exp(i theta)`,
@@ -66,7 +66,7 @@ pub fn phase_flip<B: Backend>(psi: Tensor<B, 4>, rate: f64, rng: &mut impl Rng) 
         }
     }
     let factor = Tensor::from_data(TensorData::new(factor, [batch, channels, height, width]), &psi.device());
-    Ok(complex_mul(psi, factor))
+    Ok(complex::mul(psi, factor))
 }
 
 /// Negates each chosen cell (`psi -> -psi`, every channel).
@@ -94,6 +94,6 @@ pub(crate) fn check_rate(rate: f64) -> Result<()> {
     if (0.0..=1.0).contains(&rate) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("noise rate must be in [0, 1], got {rate}")))
+        Err(Error::InvalidTool(format!("noise rate must be in [0, 1], got {rate}")))
     }
 }

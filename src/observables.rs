@@ -26,6 +26,7 @@ use burn::tensor::{Tensor, TensorData};
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
+use crate::complex::{self, parts};
 use crate::error::{Error, Result};
 use crate::render::{Colormap, Range};
 
@@ -33,30 +34,17 @@ use crate::render::{Colormap, Range};
 /// decay and the law move it only between renormalisations, so the interesting structure is
 /// in the pre-normalisation update and the phases.
 pub fn density<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
-    psi.square().sum_dim(1).squeeze_dim(1)
+    complex::cell_squared_norm(psi).squeeze_dim(1)
 }
 
 /// Energy of an update: `sum_c |delta_c|^2` per cell, [B, H, W].
 pub fn update_energy<B: Backend>(delta: Tensor<B, 4>) -> Tensor<B, 3> {
-    delta.square().sum_dim(1).squeeze_dim(1)
-}
-
-/// Real and imaginary parts, [B, d, H, W] each.
-fn parts<B: Backend>(psi: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let d = psi.dims()[1] / 2;
-    (psi.clone().narrow(1, 0, d), psi.narrow(1, d, d))
-}
-
-/// `|psi_c|` per channel, [B, d, H, W].
-fn magnitudes<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 4> {
-    let (re, im) = parts(psi);
-    (re.square() + im.square()).sqrt()
+    complex::cell_squared_norm(delta).squeeze_dim(1)
 }
 
 /// Channel probabilities `p_c = |psi_c|^2 / sum_c |psi_c|^2`, [B, d, H, W] (0 for a zero cell).
 fn probabilities<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 4> {
-    let (re, im) = parts(psi);
-    let weights = re.square() + im.square();
+    let weights = complex::channel_densities(psi);
     let total = weights.clone().sum_dim(1).clamp_min(f32::MIN_POSITIVE);
     weights / total
 }
@@ -64,7 +52,7 @@ fn probabilities<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 4> {
 /// Circular mean of the channel phases, in (-pi, pi].
 pub fn phase<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
     let (re, im) = parts(psi.clone());
-    let magnitude = magnitudes(psi);
+    let magnitude = complex::magnitudes(psi, 0.0);
     let zero = magnitude.clone().equal_elem(0.0);
     let safe = magnitude.mask_fill(zero.clone(), 1.0);
     let cos = (re / safe.clone()).mask_fill(zero.clone(), 1.0);
@@ -88,9 +76,7 @@ pub fn imag_mean<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
 /// from the vacuum's `1/d` each, in [0, 2 (1 - 1/d)]. The sparse engine's measure of matter.
 pub fn matter_distance<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 3> {
     let d = psi.dims()[1] / 2;
-    let squared = psi.square();
-    let density = squared.clone().narrow(1, 0, d) + squared.narrow(1, d, d);
-    (density - 1.0 / d as f64).abs().sum_dim(1).squeeze_dim(1)
+    (complex::channel_densities(psi) - 1.0 / d as f64).abs().sum_dim(1).squeeze_dim(1)
 }
 
 /// Shannon entropy of the channel probabilities over `ln d`, in [0, 1].
@@ -209,8 +195,8 @@ fn spectrum(map: &[f32], height: usize, width: usize) -> Vec<f64> {
 /// Mean relative size of the update per channel, `|delta_c| / (|psi_c| + 1e-10)` (0 where
 /// `|psi_c| <= 1e-10`); `psi` is the state the update was computed from.
 pub fn physics<B: Backend>(psi: Tensor<B, 4>, delta: Tensor<B, 4>) -> Tensor<B, 3> {
-    let magnitude = magnitudes(psi);
-    let change = magnitudes(delta);
+    let magnitude = complex::magnitudes(psi, 0.0);
+    let change = complex::magnitudes(delta, 0.0);
     let negligible = magnitude.clone().lower_equal_elem(1e-10);
     let ratio = (change / (magnitude + 1e-10)).mask_fill(negligible, 0.0);
     ratio.mean_dim(1).squeeze_dim(1)
@@ -222,19 +208,32 @@ pub fn read_floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<V
 }
 
 /// A map that can be drawn: the `--view` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum View {
+    /// `sum_c |psi_c|^2`.
     Density,
+    /// The circular mean of the channel phases.
     Phase,
+    /// `sum_c |delta_c|^2` of the last step.
     Energy,
+    /// `|grad density|`.
     Gradient,
+    /// `mean_c re_c`.
     Real,
+    /// `mean_c im_c`.
     Imag,
+    /// The entropy of the channel probabilities, over `ln d`.
     Entropy,
+    /// Coherence with the right neighbour.
     Coherence,
+    /// The participation ratio: the effective number of occupied channels.
     Activity,
+    /// The density's spectrum.
     Spectral,
+    /// The mean relative size of the last update.
     Physics,
+    /// The L1 distance of the channel densities from the vacuum's.
     Matter,
 }
 
@@ -243,36 +242,14 @@ impl View {
     /// (The density alone is 1 in every cell of a normalised state.)
     pub const DEFAULT_PANEL: [View; 4] = [View::Phase, View::Entropy, View::Activity, View::Real];
 
-    pub const ALL: [View; 12] = [
-        View::Density,
-        View::Phase,
-        View::Energy,
-        View::Gradient,
-        View::Real,
-        View::Imag,
-        View::Entropy,
-        View::Coherence,
-        View::Activity,
-        View::Spectral,
-        View::Physics,
-        View::Matter,
-    ];
+    /// Every view.
+    pub fn all() -> impl Iterator<Item = View> {
+        <Self as clap::ValueEnum>::value_variants().iter().copied()
+    }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            View::Density => "density",
-            View::Phase => "phase",
-            View::Energy => "energy",
-            View::Gradient => "gradient",
-            View::Real => "real",
-            View::Imag => "imag",
-            View::Entropy => "entropy",
-            View::Coherence => "coherence",
-            View::Activity => "activity",
-            View::Spectral => "spectral",
-            View::Physics => "physics",
-            View::Matter => "matter",
-        }
+    /// The `--view` name.
+    pub fn name(self) -> String {
+        crate::names::name_of(&self)
     }
 
     /// The map, [B, H, W]. `input` and `delta` are the last step's input state and update,
@@ -328,16 +305,13 @@ impl FromStr for View {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        View::ALL.into_iter().find(|view| view.name() == text.trim()).ok_or_else(|| {
-            let names: Vec<&str> = View::ALL.iter().map(|view| view.name()).collect();
-            Error::InvalidArgument(format!("unknown view '{text}': expected one of {}", names.join(", ")))
-        })
+        crate::names::parse(text, "view").map_err(Error::InvalidView)
     }
 }
 
 impl fmt::Display for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 

@@ -15,9 +15,6 @@ use crate::io::state_file::HostState;
 use crate::io::HostTensor;
 use crate::models::Memory;
 
-/// Added to the per-cell norm before dividing, as in the original lab.
-pub const NORM_EPSILON: f64 = 1e-9;
-
 /// The lab's default phase-noise strength for `complex-noise`.
 pub const DEFAULT_NOISE_STRENGTH: f64 = 0.1;
 
@@ -103,7 +100,7 @@ impl FromStr for InitialState {
                     Ok(strength) if strength.is_finite() && strength >= 0.0 => {
                         Ok(InitialState::ComplexNoise { strength })
                     }
-                    _ => Err(Error::InvalidArgument(format!(
+                    _ => Err(Error::InvalidState(format!(
                         "complex-noise strength must be a non-negative number, got '{value}'"
                     ))),
                 },
@@ -159,7 +156,7 @@ pub fn generate(
         }
         InitialState::Zeros => (vec![0.0; count], vec![0.0; count]),
         InitialState::File(path) => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidState(format!(
                 "{} is a file; load it with state_file::load_state",
                 path.display()
             )))
@@ -178,18 +175,7 @@ pub fn generate(
 /// Divides every cell by its L2 norm over channels (plus epsilon), on the host.
 pub fn normalize_cells(state: &mut HostState) {
     let d = state.re.shape[3];
-    for (re, im) in state.re.data.chunks_mut(d).zip(state.im.data.chunks_mut(d)) {
-        let norm: f64 = re
-            .iter()
-            .zip(im.iter())
-            .map(|(r, i)| (*r as f64).powi(2) + (*i as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let scale = 1.0 / (norm + NORM_EPSILON);
-        for value in re.iter_mut().chain(im.iter_mut()) {
-            *value = (*value as f64 * scale) as f32;
-        }
-    }
+    crate::complex::normalize_host_cells(&mut state.re.data, &mut state.im.data, d);
 }
 
 /// Repeats a smaller state over a larger grid (`height`, `width` multiples of the base's).
@@ -197,7 +183,7 @@ pub fn normalize_cells(state: &mut HostState) {
 pub fn tile(base: &HostState, height: usize, width: usize) -> Result<HostState> {
     let [batch, base_height, base_width, d] = base.dims();
     if !height.is_multiple_of(base_height) || !width.is_multiple_of(base_width) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::InvalidState(format!(
             "cannot tile a {base_height}x{base_width} state over a {height}x{width} grid: \
              the grid must be a multiple of the state in both dimensions"
         )));

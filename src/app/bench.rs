@@ -67,7 +67,7 @@ pub fn bench(
     on_record: &dyn Fn(&BenchRecord),
 ) -> Result<Vec<BenchRecord>> {
     if options.steps == 0 || options.batch == 0 || options.grids.is_empty() {
-        return Err(Error::InvalidArgument(
+        return Err(Error::InvalidRun(
             "bench needs at least one grid, one timed step and a batch of one".into(),
         ));
     }
@@ -120,9 +120,7 @@ impl BackendJob for BenchJob<'_> {
         )?;
         let gamma = config.gamma;
         let mut simulation = Simulation::new(model, Universe::from_host(&host, &device), gamma)?;
-        let sync = |device: &B::Device| {
-            B::sync(device).map_err(|error| Error::InvalidArgument(format!("device error: {error:?}")))
-        };
+        let sync = |device: &B::Device| B::sync(device).map_err(|error| Error::Backend(format!("{error:?}")));
         for _ in 0..options.warmup {
             simulation.step();
         }
@@ -164,9 +162,7 @@ impl BenchJob<'_> {
         let estimate = crate::memory::training(config, options.batch, self.grid, 1, B::tensors_on_host());
         crate::memory::check_host(&estimate, B::engine_name())?;
         let mut trainer = Trainer::<Autodiff<B>>::new(train_config, &device)?;
-        let sync = |device: &B::Device| {
-            B::sync(device).map_err(|error| Error::InvalidArgument(format!("device error: {error:?}")))
-        };
+        let sync = |device: &B::Device| B::sync(device).map_err(|error| Error::Backend(format!("{error:?}")));
         for _ in 0..options.warmup {
             trainer.episode()?;
         }

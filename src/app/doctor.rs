@@ -142,7 +142,7 @@ impl BackendJob for SelfTest {
                 passed: error <= PARITY_TOLERANCE,
             });
         }
-        let model = speed_model.ok_or_else(|| Error::InvalidArgument("no U-Net reference".into()))?;
+        let model = speed_model.ok_or_else(|| Error::InvalidModel("no U-Net reference".into()))?;
         let d = model.config.d_state;
         let psi = Tensor::<B, 4>::random([1, 2 * d, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let mut simulation = Simulation::new(model, Universe::new(psi), 0.01)?;

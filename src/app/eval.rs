@@ -2,10 +2,12 @@
 //! or gradients. What `atheria eval` prints, e.g. to compare a trained model with an untrained
 //! one on the same universes.
 
+use std::ops::ControlFlow;
+
 use serde::Serialize;
 
 use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
-use crate::dynamics::Simulation;
+use crate::dynamics::{rollout, Simulation};
 use crate::error::Result;
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
@@ -100,16 +102,17 @@ impl BackendJob for EvalJob<'_> {
         let universe = Universe::<B>::from_host(&host, &device);
         let psi0 = universe.psi.clone();
         let mut simulation = Simulation::new(model, universe, gamma)?;
-        let mut steps = 0;
+        let total = options.steps as u64;
         let mut interrupted = None;
-        while steps < options.steps {
-            interrupted = crate::interrupt::check(steps as u64, options.steps as u64);
-            if interrupted.is_some() {
-                break;
-            }
-            simulation.step();
-            steps += 1;
-        }
+        let steps = rollout(&mut simulation, total, |simulation| {
+            let step = simulation.universe.step;
+            interrupted = crate::interrupt::check(step, total).filter(|_| step < total);
+            Ok::<_, crate::Error>(if interrupted.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })? as usize;
         let psi = simulation.universe.psi;
         let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values()?;
         Ok(EvalReport {

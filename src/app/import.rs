@@ -12,7 +12,7 @@ use burn::backend::NdArray;
 use crate::error::{Error, Result};
 use crate::io::model_dir::{load_model, save_model};
 use crate::io::weights::WeightFile;
-use crate::models::infer::{resolve, ConfigHints};
+use crate::models::detect::{resolve, ConfigHints};
 use crate::models::{Model, ModelConfig};
 
 /// What to import, and where.

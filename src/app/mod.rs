@@ -16,8 +16,10 @@ pub mod train;
 pub use bench::{bench, BenchOptions, BenchRecord};
 pub use eval::{evaluate, EvalOptions, EvalReport};
 pub use import::{import, ImportOptions, ImportReport};
-pub use run::{run, RunOptions, RunReport};
-pub use run::{SparseRunOptions, SparseRunSummary};
+pub use run::{
+    run, DenseOptions, OutputOptions, Ran, RanUniverse, RunOptions, RunReport, SparseRunOptions,
+    SparseRunSummary, UniverseOptions,
+};
 pub use train::{train, TrainOptions, TrainReport, TrainStart};
 
 use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};

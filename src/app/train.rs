@@ -116,13 +116,13 @@ where
     let mut trainer = match (&last, &options.start) {
         (Some(dir), TrainStart::Resume { episodes }) => Trainer::<B>::resume(dir, *episodes, device)?,
         (None, TrainStart::Resume { .. }) => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidTraining(format!(
                 "{} holds no checkpoint to resume from (no '{LAST}')",
                 out.display()
             )))
         }
         (Some(_), TrainStart::New(_)) => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidTraining(format!(
                 "{} already holds a training run; pass --resume to continue it, or choose another --out",
                 out.display()
             )))
@@ -160,7 +160,7 @@ where
                 trainer.state.seconds += checkpointed_at.elapsed().as_secs_f64();
                 let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
                 trainer.checkpoint(out, mean)?;
-                write_metrics_plot(out)?;
+                metrics.plot(&out.join(PLOT_FILE))?;
             }
             interrupted = Some(stop);
             break;
@@ -186,7 +186,7 @@ where
             }
             trainer.checkpoint(out, mean)?;
             checkpointed = trainer.state.episode;
-            write_metrics_plot(out)?;
+            metrics.plot(&out.join(PLOT_FILE))?;
         }
     }
     bar.finish_and_clear();
@@ -203,59 +203,41 @@ where
     })
 }
 
-/// Redraws `metrics.png` from `metrics.csv`: loss, its terms, learning rate and gradient norm
-/// against episode.
-pub fn write_metrics_plot(out: &Path) -> Result<()> {
-    let path = out.join(METRICS_FILE);
-    let text = fs::read_to_string(&path).map_err(|error| Error::io(&path, error))?;
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else { return Ok(()) };
-    let names: Vec<&str> = header.split(',').collect();
-    let rows: Vec<Vec<f64>> = lines
-        .map(|line| line.split(',').map(|field| field.parse::<f64>().unwrap_or(f64::NAN)).collect())
-        .filter(|row: &Vec<f64>| row.len() == names.len())
-        .collect();
-    let series: Vec<Series> = names
-        .iter()
-        .enumerate()
-        .filter(|(_, name)| !matches!(**name, "episode" | "seconds" | "noise"))
-        .map(|(column, name)| Series {
-            name: name.to_string(),
-            points: rows.iter().map(|row| (row[0] + 1.0, row[column])).collect(),
-        })
-        .collect();
-    plot_series(&out.join(PLOT_FILE), &series)
-}
-
 fn progress_message(report: &EpisodeReport) -> String {
     let terms: Vec<String> = report.terms.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
     format!("loss {:.4} ({}) lr {:.1e}", report.loss, terms.join(", "), report.lr)
 }
 
-/// `metrics.csv`, one row per episode, appended as training goes. On resume, rows of episodes
-/// after the checkpoint (run before a crash, about to be run again) are dropped first.
+/// `metrics.csv`, one row per episode, appended as training goes, and the same rows kept in
+/// memory for the plot. On resume, rows of episodes after the checkpoint (run before a crash,
+/// about to be run again) are dropped first.
 struct MetricsLog {
     path: PathBuf,
     file: Option<fs::File>,
+    /// The columns, once known (from the file, or from the first episode).
+    names: Vec<String>,
+    rows: Vec<Vec<f64>>,
 }
 
 impl MetricsLog {
     fn open(path: &Path, next_episode: u64) -> Result<Self> {
+        let mut log = Self { path: path.to_path_buf(), file: None, names: Vec::new(), rows: Vec::new() };
         if path.exists() {
             let text = fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
-            let kept: Vec<&str> = text
-                .lines()
-                .enumerate()
-                .filter(|(index, line)| {
-                    *index == 0
-                        || line
-                            .split(',')
-                            .next()
-                            .and_then(|episode| episode.parse::<u64>().ok())
-                            .is_some_and(|episode| episode < next_episode)
-                })
-                .map(|(_, line)| line)
-                .collect();
+            let mut lines = text.lines();
+            if let Some(header) = lines.next() {
+                log.names = header.split(',').map(str::to_string).collect();
+            }
+            let mut kept: Vec<&str> = text.lines().take(1).collect();
+            for line in lines {
+                let row: Vec<f64> =
+                    line.split(',').map(|field| field.parse::<f64>().unwrap_or(f64::NAN)).collect();
+                let episode = line.split(',').next().and_then(|episode| episode.parse::<u64>().ok());
+                if episode.is_some_and(|episode| episode < next_episode) && row.len() == log.names.len() {
+                    kept.push(line);
+                    log.rows.push(row);
+                }
+            }
             let mut joined = kept.join("\n");
             if !joined.is_empty() {
                 joined.push('\n');
@@ -265,10 +247,22 @@ impl MetricsLog {
             // A resumed run whose log was lost starts a new one.
             write_atomic(path, b"")?;
         }
-        Ok(Self { path: path.to_path_buf(), file: None })
+        Ok(log)
     }
 
     fn append(&mut self, report: &EpisodeReport, seconds: f64) -> Result<()> {
+        let terms = report.terms.iter().map(|(name, _)| name.clone());
+        let names: Vec<String> = ["episode", "loss"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(terms)
+            .chain(["metric", "lr", "noise", "grad_norm", "seconds"].into_iter().map(str::to_string))
+            .collect();
+        let values: Vec<f64> = [report.episode as f64, report.loss]
+            .into_iter()
+            .chain(report.terms.iter().map(|(_, value)| *value))
+            .chain([report.metric, report.lr, report.noise, report.grad_norm, seconds])
+            .collect();
         if self.file.is_none() {
             let empty = fs::metadata(&self.path).map(|m| m.len() == 0).unwrap_or(true);
             let mut file = fs::OpenOptions::new()
@@ -277,20 +271,19 @@ impl MetricsLog {
                 .open(&self.path)
                 .map_err(|error| Error::io(&self.path, error))?;
             if empty {
-                let names: Vec<&str> = report.terms.iter().map(|(name, _)| name.as_str()).collect();
-                writeln!(file, "episode,loss,{},metric,lr,noise,grad_norm,seconds", names.join(","))
-                    .map_err(|error| Error::io(&self.path, error))?;
+                writeln!(file, "{}", names.join(",")).map_err(|error| Error::io(&self.path, error))?;
+                self.names = names;
             }
             self.file = Some(file);
         }
-        let values: Vec<String> = report.terms.iter().map(|(_, value)| format!("{value:.6e}")).collect();
+        let fields: Vec<String> = report.terms.iter().map(|(_, value)| format!("{value:.6e}")).collect();
         if let Some(file) = &mut self.file {
             writeln!(
                 file,
                 "{},{:.6e},{},{:.6e},{:.3e},{:.4e},{:.4e},{:.2}",
                 report.episode,
                 report.loss,
-                values.join(","),
+                fields.join(","),
                 report.metric,
                 report.lr,
                 report.noise,
@@ -299,6 +292,27 @@ impl MetricsLog {
             )
             .map_err(|error| Error::io(&self.path, error))?;
         }
+        self.rows.push(values);
         Ok(())
+    }
+
+    /// Draws the loss, its terms, the learning rate and the gradient norm against episode.
+    fn plot(&self, path: &Path) -> Result<()> {
+        let series: Vec<Series> = self
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| !matches!(name.as_str(), "episode" | "seconds" | "noise"))
+            .map(|(column, name)| Series {
+                name: name.clone(),
+                points: self
+                    .rows
+                    .iter()
+                    .filter(|row| row.len() == self.names.len())
+                    .map(|row| (row[0] + 1.0, row[column]))
+                    .collect(),
+            })
+            .collect();
+        plot_series(path, &series)
     }
 }

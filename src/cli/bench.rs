@@ -45,13 +45,14 @@ fn parse_device(text: &str) -> Result<DeviceRequest, String> {
 }
 
 pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<Option<atheria::interrupt::Interruption>> {
-    let source = match (&args.model.model, &args.model.weights, args.model.arch) {
-        // Without a model flag, measure the lab's default U-Net (d_state 8, hidden 32).
-        (None, None, None) => atheria::io::model_dir::ModelSource::Seeded {
+    // Without a model flag, measure the lab's default U-Net (d_state 8, hidden 32).
+    let source = if args.model.is_given() {
+        args.model.source()?
+    } else {
+        atheria::io::model_dir::ModelSource::Seeded {
             config: atheria::ModelConfig::new(atheria::Architecture::Unet, 8, 32),
             seed: args.model.model_seed,
-        },
-        _ => args.model.source()?,
+        }
     };
     let options = BenchOptions {
         model: source,

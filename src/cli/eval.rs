@@ -4,7 +4,7 @@ use atheria::app::{self, EvalOptions};
 use atheria::training::loss::LossKind;
 use clap::Args;
 
-use super::common::{DeviceArgs, ModelArgs};
+use super::common::{DeviceArgs, ModelArgs, Names};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -30,8 +30,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// evolutionary, mse-energy or structure.
-    #[arg(long, default_value = "evolutionary", value_parser = parse_loss)]
+    /// The loss.
+    #[arg(long, value_parser = Names::<LossKind>::new("loss"), default_value = "evolutionary")]
     pub loss: LossKind,
 
     /// Lindblad decay rate (default: the model's).
@@ -41,10 +41,6 @@ pub struct EvalArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_loss(text: &str) -> Result<LossKind, String> {
-    text.parse().map_err(|error: atheria::Error| error.to_string())
 }
 
 pub fn eval(args: EvalArgs, verbose: bool) -> anyhow::Result<Option<atheria::interrupt::Interruption>> {

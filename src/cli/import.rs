@@ -3,11 +3,9 @@
 use std::path::PathBuf;
 
 use atheria::app::{self, ImportOptions};
-use atheria::models::infer::ConfigHints;
-use atheria::models::Architecture;
 use clap::Args;
 
-use super::common::parse_arch;
+use super::common::ArchArgs;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -19,18 +17,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub out: PathBuf,
 
-    /// Architecture (inferred when absent; a GroupNorm U-Net imports as `unet` unless this says
-    /// `unet-unitary`).
-    #[arg(long, value_parser = parse_arch)]
-    pub arch: Option<Architecture>,
-
-    /// Complex channels per cell (inferred when absent).
-    #[arg(long)]
-    pub d_state: Option<usize>,
-
-    /// Hidden channels of the network (inferred when absent).
-    #[arg(long)]
-    pub hidden: Option<usize>,
+    #[command(flatten)]
+    pub arch: ArchArgs,
 
     /// Replace --out even if it holds files.
     #[arg(long)]
@@ -41,7 +29,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     let options = ImportOptions {
         checkpoint: args.checkpoint,
         out: args.out,
-        hints: ConfigHints { arch: args.arch, d_state: args.d_state, hidden: args.hidden },
+        hints: args.arch.hints(),
         force: args.force,
     };
     let report = app::import(&options)?;

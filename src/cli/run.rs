@@ -2,15 +2,15 @@
 
 use std::path::PathBuf;
 
-use atheria::app::{self, RunOptions, SparseRunOptions};
+use atheria::app::{self, DenseOptions, RunOptions, SparseRunOptions, UniverseOptions};
 use atheria::interrupt::Interruption;
 use atheria::observables::View;
 use atheria::sparse::{self, MatterSeed, Region, SparseConfig};
 use atheria::state::InitialState;
-use atheria::tools::{ScheduledTool, Tool};
+use atheria::tools::{ScheduledTool, Tool, ToolKind};
 use clap::Args;
 
-use super::common::{DeviceArgs, GridSize, ModelArgs};
+use super::common::{DeviceArgs, GridSize, ModelArgs, Names};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -74,11 +74,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub every: Option<u64>,
 
-    /// What frames show: density, phase, energy, gradient, real, imag, entropy, coherence,
-    /// activity, spectral, physics, matter. Several (comma-separated or repeated) make a labelled
-    /// panel [default: phase,entropy,activity,real].
-    #[arg(long, value_delimiter = ',')]
-    pub view: Vec<String>,
+    /// What frames show. Several (comma-separated or repeated) make a labelled panel
+    /// [default: phase,entropy,activity,real].
+    #[arg(long, value_parser = Names::<View>::new("view"), value_delimiter = ',')]
+    pub view: Vec<View>,
 
     /// Write an animated GIF of the frames (every K steps) to FILE.
     #[arg(long, value_name = "FILE")]
@@ -93,9 +92,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub density_threshold: Option<f64>,
 
-    /// Apply a tool: NAME or NAME:key=value,... with NAME one of vortex, wave, collapse,
-    /// click-out, phase-flip, bit-flip (e.g. vortex:x=32,y=32,radius=8,m=1). Repeatable.
-    #[arg(long, value_name = "SPEC")]
+    /// Apply a tool: NAME or NAME:key=value,... (e.g. vortex:x=32,y=32,radius=8,m=1).
+    /// Repeatable.
+    #[arg(long, value_name = "SPEC", long_help = tool_help())]
     pub tool: Vec<String>,
 
     /// When the tool at the same position acts: before step STEP (0 = the initial state); a
@@ -132,6 +131,19 @@ pub struct RunArgs {
     pub vacuum_seed: u64,
 }
 
+/// The tools and their keys, from the registry.
+fn tool_help() -> String {
+    let kinds: Vec<String> = <ToolKind as clap::ValueEnum>::value_variants()
+        .iter()
+        .map(|kind| format!("  {}: {}", kind.name(), kind.keys().join(", ")))
+        .collect();
+    format!(
+        "Apply a tool: NAME or NAME:key=value,... (e.g. vortex:x=32,y=32,radius=8,m=1). Repeatable.\n\
+         Tools and their keys:\n{}",
+        kinds.join("\n")
+    )
+}
+
 impl RunArgs {
     /// With --resume, the flags that would change the saved run's trajectory are refused
     /// rather than silently ignored.
@@ -140,9 +152,9 @@ impl RunArgs {
         let given = [
             ("--model", model.model.is_some()),
             ("--weights", model.weights.is_some()),
-            ("--arch", model.arch.is_some()),
-            ("--d-state", model.d_state.is_some()),
-            ("--hidden", model.hidden.is_some()),
+            ("--arch", model.arch.arch.is_some()),
+            ("--d-state", model.arch.d_state.is_some()),
+            ("--hidden", model.arch.hidden.is_some()),
             ("--grid", self.grid.is_some()),
             ("--batch", self.batch.is_some()),
             ("--gamma", self.gamma.is_some()),
@@ -164,39 +176,58 @@ impl RunArgs {
 
     /// The options of a new run.
     fn new_run(&self) -> anyhow::Result<RunOptions> {
-        let init: InitialState = self.init.as_deref().unwrap_or("random").parse()?;
-        let tools = self.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
-        let tools = ScheduledTool::pair(tools, &self.tool_at)?;
-        let sparse = if self.sparse {
-            let mut seeds = Vec::new();
-            for spec in &self.seed_matter {
-                seeds.extend(MatterSeed::parse_list(spec)?);
-            }
-            let window = self.window.as_deref().map(str::parse::<Region>).transpose()?;
-            let config = SparseConfig {
-                tile: self.tile,
-                threshold: self.matter_threshold,
-                vacuum_seed: self.vacuum_seed,
-                ..SparseConfig::default()
-            };
-            Some(SparseRunOptions { config, seeds, window })
-        } else {
-            None
-        };
+        let universe = if self.sparse { self.sparse_options()? } else { self.dense_options()? };
         let defaults = RunOptions::default();
         Ok(RunOptions {
             model: self.model.source()?,
             grid: self.grid.map(|grid| (grid.height, grid.width)),
-            batch: self.batch.unwrap_or(defaults.batch),
             steps: self.steps.unwrap_or(defaults.steps),
             gamma: self.gamma,
             seed: self.seed.unwrap_or(defaults.seed),
-            init,
-            tools,
-            sparse,
-            checkpoint: self.checkpoint.clone(),
+            universe,
             ..defaults
         })
+    }
+
+    fn dense_options(&self) -> anyhow::Result<UniverseOptions> {
+        let init: InitialState = self.init.as_deref().unwrap_or("random").parse()?;
+        let tools = self.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
+        let defaults = DenseOptions::default();
+        Ok(UniverseOptions::Dense(DenseOptions {
+            batch: self.batch.unwrap_or(defaults.batch),
+            init,
+            tools: ScheduledTool::pair(tools, &self.tool_at)?,
+            checkpoint: self.checkpoint.clone(),
+            ..defaults
+        }))
+    }
+
+    /// The dense-only flags are refused by name rather than ignored.
+    fn sparse_options(&self) -> anyhow::Result<UniverseOptions> {
+        let dense_only = [
+            ("--batch", self.batch.is_some_and(|batch| batch != 1)),
+            ("--init (matter comes from --seed-matter)", self.init.is_some()),
+            ("--tool", !self.tool.is_empty() || !self.tool_at.is_empty()),
+            ("--save-state", self.save_state.is_some()),
+            ("--checkpoint (checkpoints hold dense states)", self.checkpoint.is_some()),
+            ("--checkpoint-every", self.checkpoint_every.is_some()),
+            ("--density-threshold (sparse metrics count matter cells)", self.density_threshold.is_some()),
+        ];
+        if let Some((flag, _)) = dense_only.iter().find(|(_, given)| *given) {
+            anyhow::bail!("{flag} does not apply to a sparse run");
+        }
+        let mut seeds = Vec::new();
+        for spec in &self.seed_matter {
+            seeds.extend(MatterSeed::parse_list(spec)?);
+        }
+        let window = self.window.as_deref().map(str::parse::<Region>).transpose()?;
+        let config = SparseConfig {
+            tile: self.tile,
+            threshold: self.matter_threshold,
+            vacuum_seed: self.vacuum_seed,
+            ..SparseConfig::default()
+        };
+        Ok(UniverseOptions::Sparse(SparseRunOptions { config, seeds, window }))
     }
 }
 
@@ -214,28 +245,30 @@ pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<Option<Interruption>>
     };
     // Output settings: the flags, else the resumed run's, else the defaults.
     if !args.view.is_empty() {
-        options.views = args.view.iter().map(|name| name.parse::<View>()).collect::<Result<Vec<_>, _>>()?;
+        options.outputs.views = args.view.clone();
     }
     if let Some(every) = args.every {
-        options.every = every;
+        options.outputs.every = every;
     }
-    if let Some(threshold) = args.density_threshold {
-        options.density_threshold = threshold;
-    }
-    if let Some(every) = args.checkpoint_every {
-        options.checkpoint_every = every;
+    options.outputs.frames = args.frames.clone();
+    options.outputs.gif = args.gif.clone();
+    options.outputs.metrics = args.metrics.clone();
+    if let UniverseOptions::Dense(dense) = &mut options.universe {
+        if let Some(threshold) = args.density_threshold {
+            dense.density_threshold = threshold;
+        }
+        if let Some(every) = args.checkpoint_every {
+            dense.checkpoint_every = every;
+        }
+        dense.save_state = args.save_state.clone();
     }
     options.device = args.device.device;
     options.strict_device = args.device.strict_device;
-    options.save_state = args.save_state.clone();
-    options.frames = args.frames.clone();
-    options.gif = args.gif.clone();
-    options.metrics = args.metrics.clone();
     options.progress = true;
     let report = app::run(&options, &|device| args.device.print_report(device, verbose))?;
     eprintln!("{}", report.summary());
     if let Some(dir) = &args.frames {
-        eprintln!("frames: {} file(s) in {}", report.frames, dir.display());
+        eprintln!("frames: {} file(s) in {}", report.ran.frames, dir.display());
     }
     if let Some(path) = &args.gif {
         eprintln!("gif: {}", path.display());
@@ -246,8 +279,8 @@ pub fn run(args: RunArgs, verbose: bool) -> anyhow::Result<Option<Interruption>>
     if let Some(path) = &args.save_state {
         eprintln!("state: {}", path.display());
     }
-    if let Some(dir) = &options.checkpoint {
+    if let UniverseOptions::Dense(DenseOptions { checkpoint: Some(dir), .. }) = &options.universe {
         eprintln!("checkpoint: {} (continue with --resume {})", dir.display(), dir.display());
     }
-    Ok(report.interrupted)
+    Ok(report.ran.interrupted)
 }

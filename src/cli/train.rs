@@ -4,12 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use atheria::app::{self, TrainOptions, TrainStart};
-use atheria::models::Architecture;
 use atheria::training::loss::LossKind;
 use atheria::training::TrainConfig;
 use clap::Args;
 
-use super::common::{parse_arch, DeviceArgs};
+use super::common::{ArchArgs, DeviceArgs, Names};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -43,24 +42,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch: Option<usize>,
 
-    /// Architecture of a new model: unet, unet-unitary, unet-unitary-rmsnorm, unet-convlstm, mlp.
-    #[arg(long, value_parser = parse_arch, conflicts_with = "model")]
-    pub arch: Option<Architecture>,
-
-    /// Complex channels per cell of a new model.
-    #[arg(long, conflicts_with = "model")]
-    pub d_state: Option<usize>,
-
-    /// Hidden channels of a new model.
-    #[arg(long, conflicts_with = "model")]
-    pub hidden: Option<usize>,
+    /// The architecture and sizes of a new model.
+    #[command(flatten)]
+    pub arch: ArchArgs,
 
     /// Start from this model directory's weights (fine-tuning).
     #[arg(long)]
     pub model: Option<PathBuf>,
 
-    /// evolutionary (default), mse-energy or structure.
-    #[arg(long, value_parser = parse_loss)]
+    /// The loss [default: evolutionary].
+    #[arg(long, value_parser = Names::<LossKind>::new("loss"))]
     pub loss: Option<LossKind>,
 
     /// AdamW learning rate.
@@ -77,10 +68,6 @@ pub struct TrainArgs {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
-}
-
-fn parse_loss(text: &str) -> Result<LossKind, String> {
-    text.parse().map_err(|error: atheria::Error| error.to_string())
 }
 
 impl TrainArgs {
@@ -102,17 +89,20 @@ impl TrainArgs {
         if let Some(value) = self.batch {
             config.batch = value;
         }
-        if let Some(value) = self.arch {
+        if let Some(dir) = &self.model {
+            if !self.arch.given().is_empty() {
+                bail!("--model starts from that model's architecture; drop {}", self.arch.given().join(", "));
+            }
+            config.init_model = Some(dir.clone());
+        }
+        if let Some(value) = self.arch.arch {
             config.arch = value;
         }
-        if let Some(value) = self.d_state {
+        if let Some(value) = self.arch.d_state {
             config.d_state = value;
         }
-        if let Some(value) = self.hidden {
+        if let Some(value) = self.arch.hidden {
             config.hidden = value;
-        }
-        if let Some(dir) = &self.model {
-            config.init_model = Some(dir.clone());
         }
         if let Some(value) = self.loss {
             config.loss = value;
@@ -134,9 +124,9 @@ impl TrainArgs {
             ("--grid", self.grid.is_some()),
             ("--qca-steps", self.qca_steps.is_some()),
             ("--batch", self.batch.is_some()),
-            ("--arch", self.arch.is_some()),
-            ("--d-state", self.d_state.is_some()),
-            ("--hidden", self.hidden.is_some()),
+            ("--arch", self.arch.arch.is_some()),
+            ("--d-state", self.arch.d_state.is_some()),
+            ("--hidden", self.arch.hidden.is_some()),
             ("--model", self.model.is_some()),
             ("--loss", self.loss.is_some()),
             ("--lr", self.lr.is_some()),

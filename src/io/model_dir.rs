@@ -15,7 +15,7 @@ use super::{read_file, sha256_hex, write_atomic};
 use crate::error::{Error, Result};
 use crate::guard::catch_silently;
 use crate::kernels::EngineBackend;
-use crate::models::infer::{resolve, ConfigHints};
+use crate::models::detect::{resolve, ConfigHints};
 use crate::models::{Law, Model, ModelConfig};
 
 pub const CONFIG_FILE: &str = "config.json";

@@ -102,7 +102,7 @@ pub fn saved_step(dir: &Path) -> Result<u64> {
 pub fn load(dir: &Path) -> Result<RunCheckpoint> {
     let path = dir.join(STATE_FILE);
     if !path.is_file() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::InvalidRun(format!(
             "{} holds no run checkpoint (no {STATE_FILE}): start the run with --checkpoint {}",
             dir.display(),
             dir.display()

@@ -17,7 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use reference::{elu, group_norm, GROUP_NORM_EPS};
+use reference::{elu, group_norm, group_standardize};
 
 /// 3x3 convolution, padding 1, no bias, through the backend's hook.
 ///
@@ -115,13 +115,7 @@ pub(crate) fn group_norm_elu_backward_composed<B: Backend>(
     let grad = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(output_grad));
     let [n, c, h, w] = x.dims();
     let size = (c / groups) * h * w;
-    let grouped = x.reshape([n, groups, size]);
-    let centered = grouped.clone() - grouped.mean_dim(2);
-    // Divide by the standard deviation rather than multiply by `recip()`: burn-ndarray's
-    // reciprocal is the processor's approximate one (about 2^-14 relative with AVX-512,
-    // 2^-12 with AVX2), which the rounding of a division does not suffer.
-    let std = (centered.clone().square().mean_dim(2) + GROUP_NORM_EPS).sqrt();
-    let normalized = (centered / std.clone()).reshape([n, c, h, w]);
+    let (normalized, std) = group_standardize(x, groups);
     let gamma = weight.reshape([1, c, 1, 1]);
     let z = normalized.clone() * gamma.clone() + bias.reshape([1, c, 1, 1]);
     // ELU'(z) is 1 above zero and exp(z) below: exp(min(z, 0)) covers both.

@@ -4,7 +4,7 @@
 //! state_dicts load by name: the U-Net (GroupNorm or RMSNorm blocks, optionally with a ConvLSTM
 //! memory at the bottleneck) and the per-cell MLP.
 
-pub mod infer;
+pub mod detect;
 pub mod layers;
 mod mlp;
 pub mod params;
@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use mlp::Mlp;
 pub use unet::UNet;
 
+use crate::complex::Renormalization;
+use crate::dynamics::UpdateRule;
 use crate::error::{Error, Result};
 use crate::io::weights::WeightFile;
 use crate::kernels::EngineBackend;
@@ -30,7 +32,7 @@ use params::{NamedWeights, ParamSource, SeededInit};
 pub const DEFAULT_GAMMA: f64 = 0.01;
 
 /// The registry of architectures (names as in config.json and on the command line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Architecture {
     /// U-Net with GroupNorm blocks; `delta = M(psi)`.
@@ -46,27 +48,24 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 5] = [
-        Architecture::Unet,
-        Architecture::UnetUnitary,
-        Architecture::UnetUnitaryRmsnorm,
-        Architecture::UnetConvlstm,
-        Architecture::Mlp,
-    ];
+    /// Every architecture, in the registry's order.
+    pub fn all() -> impl Iterator<Item = Architecture> {
+        <Self as clap::ValueEnum>::value_variants().iter().copied()
+    }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::Unet => "unet",
-            Architecture::UnetUnitary => "unet-unitary",
-            Architecture::UnetUnitaryRmsnorm => "unet-unitary-rmsnorm",
-            Architecture::UnetConvlstm => "unet-convlstm",
-            Architecture::Mlp => "mlp",
-        }
+    /// The name in config.json and on the command line (`unet-unitary`).
+    pub fn name(self) -> String {
+        crate::names::name_of(&self)
     }
 
     /// Whether the update multiplies the network output by psi.
     pub fn is_unitary(self) -> bool {
         matches!(self, Architecture::UnetUnitary | Architecture::UnetUnitaryRmsnorm)
+    }
+
+    /// How the law's output becomes the next state (see [`crate::dynamics::step`]).
+    pub fn update_rule(self) -> UpdateRule {
+        UpdateRule { unitary: self.is_unitary(), renormalization: Renormalization::EpsilonAddedToNorm }
     }
 
     /// Whether the network pools twice, so grids must be multiples of 4.
@@ -115,7 +114,7 @@ impl Architecture {
 
 impl fmt::Display for Architecture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
@@ -123,14 +122,7 @@ impl FromStr for Architecture {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let wanted = text.trim().to_ascii_lowercase().replace('_', "-");
-        Architecture::ALL.into_iter().find(|arch| arch.name() == wanted).ok_or_else(|| {
-            let names: Vec<&str> = Architecture::ALL.iter().map(|arch| arch.name()).collect();
-            Error::InvalidArgument(format!(
-                "unknown architecture '{text}': expected one of {}",
-                names.join(", ")
-            ))
-        })
+        crate::names::parse(text, "architecture").map_err(Error::InvalidModel)
     }
 }
 
@@ -177,13 +169,13 @@ impl ModelConfig {
     /// Checks the values a file or a flag could get wrong.
     pub fn validate(&self) -> Result<()> {
         if self.d_state == 0 || self.d_state > 4096 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidModel(format!(
                 "d_state must be between 1 and 4096, got {}",
                 self.d_state
             )));
         }
         if self.hidden_channels == 0 || self.hidden_channels > 4096 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidModel(format!(
                 "hidden_channels must be between 1 and 4096, got {}",
                 self.hidden_channels
             )));
@@ -202,7 +194,7 @@ pub fn check_gamma(gamma: f64) -> Result<()> {
     if gamma.is_finite() && (0.0..=1.0).contains(&gamma) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("gamma must be in [0, 1], got {gamma}")))
+        Err(Error::InvalidModel(format!("gamma must be in [0, 1], got {gamma}")))
     }
 }
 
@@ -255,6 +247,14 @@ impl<B: EngineBackend> Law<B> {
             Law::Mlp(net) => (net.forward(x), None),
         }
     }
+
+    /// A learned term the step adds to every cell's update, \[2d\] (real parts, then
+    /// imaginary parts), for the laws that have one.
+    pub fn update_bias(&self) -> Option<Tensor<B, 1>> {
+        match self {
+            Law::UNet(_) | Law::Mlp(_) => None,
+        }
+    }
 }
 
 /// A law M with its configuration: what `atheria run` loads and `atheria train` produces.
@@ -275,7 +275,7 @@ impl<B: EngineBackend> Model<B> {
     /// A model whose parameters come from PyTorch-named tensors. Every tensor the
     /// architecture needs must be present with its exact shape, and nothing else may be.
     pub fn from_weights(config: ModelConfig, weights: &WeightFile, device: &B::Device) -> Result<Self> {
-        let mut source = NamedWeights::<B>::new(weights, config.arch.name(), device);
+        let mut source = NamedWeights::<B>::new(weights, config.arch.to_string(), device);
         let law = Law::build(&config, &mut source)?;
         source.finish()?;
         Ok(Self { config, law })
@@ -294,7 +294,7 @@ impl<B: EngineBackend> Model<B> {
             .map(|(id, tensor)| (id, tensor.shape))
             .collect();
         if layout.len() != found.len() || layout.iter().zip(&found).any(|((_, a), (_, b))| a != b) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidModel(format!(
                 "the {} network does not have the layout of its configuration",
                 self.config.arch
             )));
@@ -307,7 +307,7 @@ impl<B: EngineBackend> Model<B> {
         let names = parameter_layout(&self.config)?;
         let values = params::collect_parameters(&self.law)?;
         if names.len() != values.len() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidModel(format!(
                 "the {} network does not have the layout of its configuration",
                 self.config.arch
             )));

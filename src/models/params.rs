@@ -56,7 +56,7 @@ impl<B: Backend> ParamSource<B> for SeededInit<'_, B> {
             Init::Uniform { bound } => (0..count).map(|_| self.rng.gen_range(-bound..bound) as f32).collect(),
             Init::Normal { std } => {
                 let normal = Normal::new(0.0, std).map_err(|error| {
-                    Error::InvalidArgument(format!("invalid initialisation std {std}: {error}"))
+                    Error::InvalidModel(format!("invalid initialisation std {std}: {error}"))
                 })?;
                 (0..count).map(|_| normal.sample(&mut self.rng) as f32).collect()
             }

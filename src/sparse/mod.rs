@@ -89,25 +89,25 @@ impl Default for SparseConfig {
 impl SparseConfig {
     pub fn validate(&self) -> Result<()> {
         if self.tile < 4 || self.tile > 1024 || !self.tile.is_multiple_of(4) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "the tile side must be a multiple of 4 between 4 and 1024, got {}",
                 self.tile
             )));
         }
         if !self.threshold.is_finite() || self.threshold <= 0.0 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "the matter threshold must be a positive number, got {}",
                 self.threshold
             )));
         }
         if !self.vacuum_strength.is_finite() || self.vacuum_strength < 0.0 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "the vacuum strength must be a non-negative number, got {}",
                 self.vacuum_strength
             )));
         }
         if self.max_batch_cells == 0 {
-            return Err(Error::InvalidArgument("max_batch_cells must be at least 1".into()));
+            return Err(Error::InvalidSparse("max_batch_cells must be at least 1".into()));
         }
         Ok(())
     }
@@ -123,7 +123,7 @@ pub fn halo(arch: Architecture) -> usize {
 /// sparse store of its own.
 pub fn check_law(config: &ModelConfig) -> Result<()> {
     if config.arch.has_memory() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::InvalidSparse(format!(
             "the sparse engine does not carry the {} model's ConvLSTM memory; use a dense run",
             config.arch
         )));

@@ -27,17 +27,17 @@ impl Region {
     /// the coordinate limits.
     pub fn check(&self) -> Result<()> {
         if self.width == 0 || self.height == 0 {
-            return Err(Error::InvalidArgument(format!("the region {self} is empty")));
+            return Err(Error::InvalidSparse(format!("the region {self} is empty")));
         }
         if self.width.saturating_mul(self.height) > MAX_DENSE_CELLS {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "the region {self} has more than {MAX_DENSE_CELLS} cells"
             )));
         }
         let inside =
             |v: i64, extent: usize| v.abs() < MAX_COORDINATE && (v + extent as i64).abs() < MAX_COORDINATE;
         if !inside(self.x, self.width) || !inside(self.y, self.height) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "the region {self} reaches beyond the coordinate limit of +-2^60"
             )));
         }
@@ -66,7 +66,7 @@ impl FromStr for Region {
     /// `X,Y,WxH`: the top-left cell and the size.
     fn from_str(text: &str) -> Result<Self> {
         let bad = || {
-            Error::InvalidArgument(format!(
+            Error::InvalidSparse(format!(
                 "a region is X,Y,WxH (top-left cell and size, e.g. -32,-32,64x64), got '{text}'"
             ))
         };
@@ -111,7 +111,7 @@ impl FromStr for MatterSeed {
 
     fn from_str(text: &str) -> Result<Self> {
         let bad =
-            |why: &str| Error::InvalidArgument(format!("a matter seed is x,y,radius ({why}), got '{text}'"));
+            |why: &str| Error::InvalidSparse(format!("a matter seed is x,y,radius ({why}), got '{text}'"));
         let parts: Vec<&str> = text.split(',').map(str::trim).collect();
         let [x, y, radius] = parts.as_slice() else { return Err(bad("three numbers")) };
         let x: i64 = x.parse().map_err(|_| bad("x is an integer"))?;

@@ -11,12 +11,12 @@ use rand_distr::{Distribution, StandardNormal};
 use super::store::{cut, indices, matter_counts, Pool, Source};
 use super::vacuum::mix;
 use super::{check_law, halo, MatterSeed, Region, SparseConfig, SparseStepReport, TileCoord, Vacuum};
+use crate::complex::{self, Renormalization};
 use crate::dynamics::step;
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::models::{check_gamma, Model};
 use crate::observables::read_floats;
-use crate::state::NORM_EPSILON;
 
 /// An unbounded universe of tiles over a deterministic vacuum, on a device.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl<B: Backend> SparseUniverse<B> {
     pub fn new(config: SparseConfig, d_state: usize, device: &B::Device) -> Result<Self> {
         config.validate()?;
         if d_state == 0 {
-            return Err(Error::InvalidArgument("d_state must be at least 1".into()));
+            return Err(Error::InvalidSparse("d_state must be at least 1".into()));
         }
         let vacuum = Vacuum { seed: config.vacuum_seed, strength: config.vacuum_strength, d_state };
         Ok(Self {
@@ -157,7 +157,7 @@ impl<B: Backend> SparseUniverse<B> {
     pub fn from_dense(&mut self, grid: Tensor<B, 4>, x: i64, y: i64) -> Result<()> {
         let [batch, channels, height, width] = grid.dims();
         if batch != 1 || channels != 2 * self.d_state() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "a dense grid for this universe is [1, {}, H, W], got {:?}",
                 2 * self.d_state(),
                 grid.dims()
@@ -245,9 +245,10 @@ impl<B: Backend> SparseUniverse<B> {
                         continue;
                     }
                     let values: Vec<f64> = (0..2 * d).map(|_| StandardNormal.sample(&mut rng)).collect();
-                    let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt() + NORM_EPSILON;
+                    let squared_norm = values.iter().map(|v| v * v).sum::<f64>();
+                    let scale = complex::normalizer(squared_norm, Renormalization::default());
                     for (channel, value) in values.iter().enumerate() {
-                        data[channel * cells + row * region.width + col] = (value / norm) as f32;
+                        data[channel * cells + row * region.width + col] = (value * scale) as f32;
                     }
                 }
             }
@@ -268,7 +269,7 @@ impl<B: EngineBackend> SparseUniverse<B> {
         check_gamma(gamma)?;
         check_law(config)?;
         if config.d_state != self.d_state() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidSparse(format!(
                 "the universe has d_state {} but the model expects {}",
                 self.d_state(),
                 config.d_state
@@ -301,7 +302,6 @@ impl<B: EngineBackend> SparseUniverse<B> {
 
         let window = t + 2 * halo;
         let per_batch = (self.config.max_batch_cells / (window * window)).max(1);
-        let unitary = config.arch.is_unitary();
         let mut interiors = Vec::with_capacity(active.len().div_ceil(per_batch));
         for batch in active.chunks(per_batch) {
             // Window g holds tile batch[g] with `halo` cells of its neighbours around it.
@@ -317,7 +317,7 @@ impl<B: EngineBackend> SparseUniverse<B> {
                 })
                 .collect();
             let windows = pool.paste(&pieces, batch.len(), window, window);
-            let next = step(&model.law, unitary, gamma, windows, None).psi;
+            let next = step(model, gamma, windows, None).psi;
             interiors.push(next.narrow(2, halo, t).narrow(3, halo, t));
         }
         let evolved = Tensor::cat(interiors, 0);

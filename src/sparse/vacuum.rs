@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::{Region, TileCoord};
-use crate::state::NORM_EPSILON;
+use crate::complex::{normalizer, Renormalization};
 
 /// SplitMix64's finaliser: a bijective mix of 64 bits.
 pub(super) fn mix(mut z: u64) -> u64 {
@@ -49,7 +49,7 @@ impl Vacuum {
         let (d, cells) = (self.d_state, region.cells());
         // Every channel has modulus 1 before the per-cell normalisation, as the dense
         // engine's `complex-noise` state.
-        let scale = 1.0 / ((d as f64).sqrt() + NORM_EPSILON);
+        let scale = normalizer(d as f64, Renormalization::default());
         for row in 0..region.height {
             let y = region.y + row as i64;
             for col in 0..region.width {

@@ -54,12 +54,46 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::complex;
 use crate::error::{Error, Result};
 use crate::noise;
 use crate::readback::floats as read_floats;
 
-/// The tool names, as written on the command line.
-pub const TOOL_NAMES: [&str; 6] = ["vortex", "wave", "collapse", "click-out", "phase-flip", "bit-flip"];
+/// The kinds of tool, by the names written on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolKind {
+    /// A phase winding around a centre.
+    Vortex,
+    /// A plane wave over the grid.
+    Wave,
+    /// A projective measurement of the cells in a disc.
+    Collapse,
+    /// Random pairs of cells swapped after every step.
+    ClickOut,
+    /// Random phases on random cells.
+    PhaseFlip,
+    /// Random cells negated.
+    BitFlip,
+}
+
+impl ToolKind {
+    /// The name in a tool spec (`click-out`).
+    pub fn name(self) -> String {
+        crate::names::name_of(&self)
+    }
+
+    /// The keys a spec of this kind takes.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            ToolKind::Vortex => &["x", "y", "radius", "m", "strength"],
+            ToolKind::Wave => &["kx", "ky", "amplitude"],
+            ToolKind::Collapse => &["x", "y", "radius", "intensity", "seed"],
+            ToolKind::ClickOut => &["enabled", "chance", "seed"],
+            ToolKind::PhaseFlip | ToolKind::BitFlip => &["rate", "seed"],
+        }
+    }
+}
 
 /// A disc on the grid; `None` fields take grid-relative defaults (centre, min(H, W) / 4).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,7 +112,7 @@ impl Disc {
         let max_x = width.saturating_sub(1) as f64;
         let max_y = height.saturating_sub(1) as f64;
         if !(0.0..=max_x).contains(&x) || !(0.0..=max_y).contains(&y) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidTool(format!(
                 "{tool}: centre x={x}, y={y} is outside the {height}x{width} grid \
                  (x is the column in [0, {max_x}], y the row in [0, {max_y}])"
             )));
@@ -112,7 +146,7 @@ impl ScheduledTool {
     /// one act from step 0.
     pub fn pair(tools: Vec<Tool>, at: &[u64]) -> Result<Vec<ScheduledTool>> {
         if at.len() > tools.len() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidTool(format!(
                 "{} --tool-at for {} --tool: each --tool-at belongs to the --tool at the same position",
                 at.len(),
                 tools.len()
@@ -127,15 +161,21 @@ impl ScheduledTool {
 }
 
 impl Tool {
-    pub fn name(&self) -> &'static str {
+    /// What kind of tool this is.
+    pub fn kind(&self) -> ToolKind {
         match self {
-            Tool::Vortex { .. } => "vortex",
-            Tool::Wave { .. } => "wave",
-            Tool::Collapse { .. } => "collapse",
-            Tool::ClickOut { .. } => "click-out",
-            Tool::PhaseFlip { .. } => "phase-flip",
-            Tool::BitFlip { .. } => "bit-flip",
+            Tool::Vortex { .. } => ToolKind::Vortex,
+            Tool::Wave { .. } => ToolKind::Wave,
+            Tool::Collapse { .. } => ToolKind::Collapse,
+            Tool::ClickOut { .. } => ToolKind::ClickOut,
+            Tool::PhaseFlip { .. } => ToolKind::PhaseFlip,
+            Tool::BitFlip { .. } => ToolKind::BitFlip,
         }
+    }
+
+    /// The name of its kind (`vortex`).
+    pub fn name(&self) -> String {
+        self.kind().name()
     }
 
     /// Whether the tool acts after every step (click-out) rather than once.
@@ -147,7 +187,7 @@ impl Tool {
     pub fn check(&self, height: usize, width: usize) -> Result<()> {
         match self {
             Tool::Vortex { disc, .. } | Tool::Collapse { disc, .. } => {
-                disc.resolve(self.name(), height, width).map(|_| ())
+                disc.resolve(&self.name(), height, width).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -160,7 +200,7 @@ impl Tool {
         let [_, _, height, width] = psi.dims();
         match *self {
             Tool::Vortex { disc, m, strength } => {
-                let (x0, y0, radius) = disc.resolve(self.name(), height, width)?;
+                let (x0, y0, radius) = disc.resolve(&self.name(), height, width)?;
                 let sigma = radius / 2.0;
                 let phases = cell_map(height, width, |x, y| {
                     let (dx, dy) = (x - x0, y - y0);
@@ -178,7 +218,7 @@ impl Tool {
                 Ok(imprint_phase(psi, &phases))
             }
             Tool::Collapse { disc, intensity, seed } => {
-                let (x0, y0, radius) = disc.resolve(self.name(), height, width)?;
+                let (x0, y0, radius) = disc.resolve(&self.name(), height, width)?;
                 if intensity == 0.0 {
                     return Ok(psi);
                 }
@@ -227,17 +267,13 @@ fn blended_phase(weight: f64, angle: f64) -> f64 {
 /// Multiplies every channel of each cell (every universe) by `exp(i phases[cell])`.
 /// A phase of 0 gives the factor (1, 0) exactly, so those cells keep their bits.
 fn imprint_phase<B: Backend>(psi: Tensor<B, 4>, phases: &[f64]) -> Tensor<B, 4> {
-    let [_, channels, height, width] = psi.dims();
-    let d = channels / 2;
+    let [_, _, height, width] = psi.dims();
     let device = psi.device();
     let plane =
         |values: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(values, [1, 1, height, width]), &device);
     let cos = plane(phases.iter().map(|phase| phase.cos() as f32).collect());
     let sin = plane(phases.iter().map(|phase| phase.sin() as f32).collect());
-    let (re, im) = (psi.clone().narrow(1, 0, d), psi.narrow(1, d, d));
-    let new_re = re.clone() * cos.clone() - im.clone() * sin.clone();
-    let new_im = re * sin + im * cos;
-    Tensor::cat(vec![new_re, new_im], 1)
+    complex::rotate(psi, cos, sin)
 }
 
 /// Projective measurement in a disc (see the module docs), on the host: it needs the

@@ -4,54 +4,42 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Disc, Tool, TOOL_NAMES};
+use super::{Disc, Tool, ToolKind};
 use crate::error::{Error, Result};
-
-/// The keys each tool takes.
-fn keys(name: &str) -> &'static [&'static str] {
-    match name {
-        "vortex" => &["x", "y", "radius", "m", "strength"],
-        "wave" => &["kx", "ky", "amplitude"],
-        "collapse" => &["x", "y", "radius", "intensity", "seed"],
-        "click-out" => &["enabled", "chance", "seed"],
-        "phase-flip" | "bit-flip" => &["rate", "seed"],
-        _ => &[],
-    }
-}
 
 /// The `key=value` pairs of one spec, checked against the tool's keys.
 struct Params<'a> {
-    tool: &'a str,
+    tool: String,
     values: BTreeMap<&'a str, &'a str>,
 }
 
 impl<'a> Params<'a> {
-    fn parse(tool: &'a str, body: &'a str) -> Result<Self> {
-        let valid = keys(tool);
+    fn parse(kind: ToolKind, body: &'a str) -> Result<Self> {
+        let (tool, valid) = (kind.name(), kind.keys());
         let mut values = BTreeMap::new();
         for pair in body.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
             let Some((key, value)) = pair.split_once('=') else {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::InvalidTool(format!(
                     "{tool}: expected key=value, got '{pair}' (keys: {})",
                     valid.join(", ")
                 )));
             };
             let key = key.trim();
             if !valid.contains(&key) {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::InvalidTool(format!(
                     "{tool}: unknown key '{key}'; valid keys: {}",
                     valid.join(", ")
                 )));
             }
             if values.insert(key, value.trim()).is_some() {
-                return Err(Error::InvalidArgument(format!("{tool}: key '{key}' given twice")));
+                return Err(Error::InvalidTool(format!("{tool}: key '{key}' given twice")));
             }
         }
         Ok(Self { tool, values })
     }
 
     fn error(&self, key: &str, expected: &str) -> Error {
-        Error::InvalidArgument(format!("{}: {key} must be {expected}, got '{}'", self.tool, self.values[key]))
+        Error::InvalidTool(format!("{}: {key} must be {expected}, got '{}'", self.tool, self.values[key]))
     }
 
     /// A finite number, `None` when absent.
@@ -116,37 +104,34 @@ impl FromStr for Tool {
     /// `NAME` or `NAME:key=value,key=value`, e.g. `vortex:x=32,y=32,radius=8,m=2`.
     fn from_str(text: &str) -> Result<Self> {
         let (name, body) = text.split_once(':').unwrap_or((text, ""));
-        let name = name.trim();
-        if !TOOL_NAMES.contains(&name) {
-            return Err(Error::InvalidArgument(format!(
-                "unknown tool '{name}': expected one of {} (written NAME:key=value,...)",
-                TOOL_NAMES.join(", ")
-            )));
-        }
-        let params = Params::parse(name, body)?;
-        Ok(match name {
-            "vortex" => Tool::Vortex {
+        let kind: ToolKind = crate::names::parse(name, "tool")
+            .map_err(|error| Error::InvalidTool(format!("{error} (written NAME:key=value,...)")))?;
+        let params = Params::parse(kind, body)?;
+        Ok(match kind {
+            ToolKind::Vortex => Tool::Vortex {
                 disc: params.disc()?,
                 m: params.integer("m", 1, "an integer (the winding number)")?,
                 strength: params.fraction("strength", 1.0)?,
             },
-            "wave" => Tool::Wave {
+            ToolKind::Wave => Tool::Wave {
                 kx: params.number("kx", 0.25)?,
                 ky: params.number("ky", 0.0)?,
                 amplitude: params.fraction("amplitude", 1.0)?,
             },
-            "collapse" => Tool::Collapse {
+            ToolKind::Collapse => Tool::Collapse {
                 disc: params.disc()?,
                 intensity: params.fraction("intensity", 1.0)?,
                 seed: params.seed()?,
             },
-            "click-out" => Tool::ClickOut {
+            ToolKind::ClickOut => Tool::ClickOut {
                 enabled: params.boolean("enabled", true)?,
                 chance: params.fraction("chance", 0.1)?,
                 seed: params.seed()?,
             },
-            "phase-flip" => Tool::PhaseFlip { rate: params.fraction("rate", 0.05)?, seed: params.seed()? },
-            _ => Tool::BitFlip { rate: params.fraction("rate", 0.05)?, seed: params.seed()? },
+            ToolKind::PhaseFlip => {
+                Tool::PhaseFlip { rate: params.fraction("rate", 0.05)?, seed: params.seed()? }
+            }
+            ToolKind::BitFlip => Tool::BitFlip { rate: params.fraction("rate", 0.05)?, seed: params.seed()? },
         })
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Which loss to train with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// `survival * w_s + symmetry * w_y + complexity * w_c` (the lab's default).
@@ -27,24 +27,13 @@ impl std::str::FromStr for LossKind {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        match text.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "evolutionary" => Ok(LossKind::Evolutionary),
-            "mse-energy" => Ok(LossKind::MseEnergy),
-            "structure" => Ok(LossKind::Structure),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown loss '{text}': expected evolutionary, mse-energy or structure"
-            ))),
-        }
+        crate::names::parse(text, "loss").map_err(Error::InvalidTraining)
     }
 }
 
 impl std::fmt::Display for LossKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LossKind::Evolutionary => "evolutionary",
-            LossKind::MseEnergy => "mse-energy",
-            LossKind::Structure => "structure",
-        })
+        f.write_str(&crate::names::name_of(self))
     }
 }
 
@@ -92,12 +81,13 @@ pub fn energy<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 1> {
     psi.square().reshape([batch as i32, -1]).sum_dim(1).reshape([batch])
 }
 
-/// `|psi_c|` per channel, [B, d, H, W].
+/// `|psi_c|` per channel, [B, d, H, W], with the epsilon that keeps its gradient finite.
 pub fn magnitudes<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 4> {
-    let d = psi.dims()[1] / 2;
-    let squared = psi.square();
-    (squared.clone().narrow(1, 0, d) + squared.narrow(1, d, d) + 1e-12).sqrt()
+    crate::complex::magnitudes(psi, MAGNITUDE_EPSILON)
 }
+
+/// Added to `|psi_c|^2` under the root of a magnitude, so that its gradient is finite at zero.
+const MAGNITUDE_EPSILON: f64 = 1e-12;
 
 /// `torch.rot90(x, 1, dims=[2, 3])`: flip the last axis, then swap the last two.
 pub fn rot90<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -143,7 +133,7 @@ pub fn compute<B: Backend>(
     Ok(match kind {
         LossKind::Evolutionary => {
             if height != width {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::InvalidTraining(format!(
                     "the evolutionary loss compares psi with its 90-degree rotation and needs a square grid, got {height}x{width}"
                 )));
             }
@@ -164,7 +154,7 @@ pub fn compute<B: Backend>(
         }
         LossKind::Structure => {
             if height < 2 || width < 2 {
-                return Err(Error::InvalidArgument("the structure loss needs a grid of at least 2x2".into()));
+                return Err(Error::InvalidTraining("the structure loss needs a grid of at least 2x2".into()));
             }
             let m = magnitudes(psi);
             let mean = m.clone().mean();

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod loss;
 pub mod schedule;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
@@ -18,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::dynamics::step;
+use crate::dynamics::{rollout, Simulation};
 use crate::error::{Error, Result};
 use crate::io::model_dir::{load_model, save_model};
 use crate::io::{read_file, write_atomic, HostTensor};
@@ -120,7 +121,7 @@ impl TrainConfig {
 
     /// Checks every value a file or flag could get wrong.
     pub fn validate(&self) -> Result<()> {
-        let fail = |message: String| Err(Error::InvalidArgument(message));
+        let fail = |message: String| Err(Error::InvalidTraining(message));
         if self.init_model.is_none() {
             ModelConfig::new(self.arch, self.d_state, self.hidden).validate()?;
             check_grid(self.arch, self.grid, self.grid)?;
@@ -252,23 +253,27 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
             generate(&InitialState::Random, config.batch, config.grid, config.grid, d_state, rng.gen())?;
         let psi0 = Universe::<B>::from_host(&host, &self.device).psi;
         let noise = noise_level(config.max_noise, config.noise_ramp_episodes, episode);
-        let unitary = self.model.config.arch.is_unitary();
 
-        let (mut psi, mut memory) = (psi0.clone(), None);
-        for _ in 0..config.qca_steps {
-            let output = step(&self.model.law, unitary, config.gamma, psi, memory);
-            psi = phase_flip(output.psi, noise, &mut rng)?;
-            if rng.gen::<f64>() < config.bit_flip_chance {
-                psi = bit_flip(psi, noise / 10.0, &mut rng)?;
+        // The noise curriculum acts on the state after every step.
+        let mut simulation = Simulation::new(self.model.clone(), Universe::new(psi0.clone()), config.gamma)?;
+        rollout(&mut simulation, config.qca_steps as u64, |simulation| {
+            if simulation.universe.step > 0 {
+                let mut psi = phase_flip(simulation.universe.psi.clone(), noise, &mut rng)?;
+                if rng.gen::<f64>() < config.bit_flip_chance {
+                    psi = bit_flip(psi, noise / 10.0, &mut rng)?;
+                }
+                simulation.universe.psi = psi;
             }
-            memory = output.memory;
-        }
+            Ok::<_, Error>(ControlFlow::Continue(()))
+        })?;
+        let psi = simulation.universe.psi;
         let output = loss::compute(config.loss, &config.loss_weights, psi0, psi.clone())?;
         let (total, terms) = output.values()?;
         if !total.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "episode {episode}: the loss is {total}; lower the learning rate or check the model"
-            )));
+            return Err(Error::Diverged {
+                what: format!("episode {episode}: the loss is {total}"),
+                hint: "lower the learning rate (--lr) or the unrolled steps, or check the model".into(),
+            });
         }
         let gradients = output.total.backward();
         let mut gradients = GradientsParams::from_grads(gradients, &self.model.law);

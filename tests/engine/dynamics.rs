@@ -1,6 +1,7 @@
 //! Properties of the step that hold for any weights.
 
-use atheria::dynamics::{complex_mul, step};
+use atheria::complex;
+use atheria::dynamics::step;
 use atheria::models::{Architecture, Model, ModelConfig};
 use atheria::state::{generate, InitialState, Universe};
 use atheria::{Error, Simulation};
@@ -22,7 +23,7 @@ fn simulation(arch: Architecture, batch: usize, grid: usize, seed: u64) -> Simul
 
 #[test]
 fn every_cell_has_unit_norm_after_a_step() {
-    for arch in Architecture::ALL {
+    for arch in Architecture::all() {
         let mut sim = simulation(arch, 2, 8, 1);
         sim.step();
         let norms = to_vec(sim.universe.psi.clone().square().sum_dim(1).sqrt());
@@ -75,7 +76,7 @@ fn complex_product_matches_hand_computation() {
     // d = 1: a = 1 + 2i, b = 3 - 1i, a*b = 3 - i + 6i + 2 = 5 + 5i.
     let a = Tensor::<B, 4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2, 1, 1]), &device);
     let b = Tensor::<B, 4>::from_data(TensorData::new(vec![3.0f32, -1.0], [1, 2, 1, 1]), &device);
-    assert_eq!(to_vec(complex_mul(a, b)), vec![5.0, 5.0]);
+    assert_eq!(to_vec(complex::mul(a, b)), vec![5.0, 5.0]);
 }
 
 #[test]
@@ -86,7 +87,7 @@ fn decay_alone_only_rescales_before_renormalising() {
     mlp.output.weight = mlp.output.weight.clone().map(|w| w.zeros_like());
     mlp.output.bias = mlp.output.bias.clone().map(|w| w.zeros_like());
     let before = to_vec(sim.universe.psi.clone());
-    let output = step(&sim.model.law, false, 0.3, sim.universe.psi.clone(), None);
+    let output = step(&sim.model, 0.3, sim.universe.psi.clone(), None);
     let error = relative_error(&to_vec(output.psi), &before);
     assert!(error < 1e-6, "{error}");
     let delta_error =

@@ -30,13 +30,13 @@ fn outputs(model: &Model<B>, grid: usize) -> Vec<f32> {
     let device = Default::default();
     let host = generate(&InitialState::Random, 1, grid, grid, model.config.d_state, 4).unwrap();
     let psi = Universe::<B>::from_host(&host, &device).psi;
-    to_vec(step(&model.law, model.config.arch.is_unitary(), 0.01, psi, None).psi)
+    to_vec(step(model, 0.01, psi, None).psi)
 }
 
 #[test]
 fn model_directories_round_trip_exactly() {
     let device = Default::default();
-    for arch in Architecture::ALL {
+    for arch in Architecture::all() {
         let dir = scratch(&format!("roundtrip-{arch}"));
         let mut config = ModelConfig::new(arch, 2, 8);
         config.gamma = 0.02;

@@ -9,7 +9,7 @@ use atheria::app::{import, ImportOptions, ImportReport};
 use atheria::io::model_dir::{load_model, CONFIG_FILE, RECORD_FILE};
 use atheria::io::state_file::{load_state, parse_state, save_state};
 use atheria::io::weights::WeightFile;
-use atheria::models::infer::ConfigHints;
+use atheria::models::detect::ConfigHints;
 use atheria::models::{Architecture, Model};
 use atheria::state::Universe;
 use atheria::{Error, Simulation};
@@ -68,7 +68,7 @@ fn config_json(dir: &Path) -> serde_json::Value {
 fn every_wrapping_of_every_architecture_imports_without_flags_and_matches_pytorch() {
     let scratch = scratch("import-variants");
     let mut prefixed = Vec::new();
-    for (index, arch) in Architecture::ALL.into_iter().enumerate() {
+    for (index, arch) in Architecture::all().enumerate() {
         let fixture = trajectory(arch);
         // A UNet-unitary's weights are a UNet's: without --arch it imports as unet.
         let expected = if arch == Architecture::UnetUnitary { Architecture::Unet } else { arch };
@@ -115,7 +115,7 @@ fn every_wrapping_of_every_architecture_imports_without_flags_and_matches_pytorc
         }
     }
     // The fixtures put torch.compile's prefix on some file of every architecture.
-    for arch in Architecture::ALL {
+    for arch in Architecture::all() {
         assert!(prefixed.contains(&arch), "no prefixed variant of {arch} was recognised");
     }
 
@@ -366,9 +366,7 @@ fn an_imported_record_and_its_states_round_trip_exactly() {
     let run = |model: Model<B>, host: &atheria::io::state_file::HostState, steps: usize| {
         let mut simulation =
             Simulation::new(model, Universe::from_host(host, &device), fixture.gamma).unwrap();
-        for _ in 0..steps {
-            simulation.step();
-        }
+        atheria::dynamics::advance(&mut simulation, steps as u64);
         simulation.universe.to_host().unwrap()
     };
     let from_direct = run(direct.clone(), &fixture.states[&0], 2);

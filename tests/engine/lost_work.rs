@@ -211,9 +211,7 @@ fn sigterm_stops_training_with_a_checkpoint_that_resumes_exactly() {
         let host = generate(&InitialState::Random, 1, 8, 8, 2, 9).unwrap();
         let universe = atheria::Universe::<Cpu>::from_host(&host, &Default::default());
         let mut simulation = atheria::Simulation::new(model, universe, 0.01).unwrap();
-        for _ in 0..5 {
-            simulation.step();
-        }
+        atheria::dynamics::advance(&mut simulation, 5);
         simulation.universe.to_host().unwrap()
     };
     assert!(rollout(&out) == rollout(&straight), "resumed training differs from the uninterrupted run");

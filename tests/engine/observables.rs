@@ -72,11 +72,11 @@ fn every_view_matches_numpy() {
     let psi = fixture.state("psi");
     let input = fixture.state("input");
     let delta = fixture.state("delta");
-    for view in View::ALL {
+    for view in View::all() {
         let map = view.map(psi.clone(), Some(input.clone()), Some(delta.clone())).unwrap();
         assert_eq!(map.dims(), [2, 6, 7], "{view}");
         let actual = to_vec(map);
-        let expected = fixture.values(view.name());
+        let expected = fixture.values(&view.name());
         if view == View::Phase {
             // Angles: compare on the circle.
             let wrapped: Vec<f32> = actual
@@ -89,7 +89,7 @@ fn every_view_matches_numpy() {
                 .collect();
             assert_close("phase", &wrapped, &vec![0.0; wrapped.len()], 1e-5);
         } else {
-            assert_close(view.name(), &actual, expected, 2e-5);
+            assert_close(&view.name(), &actual, expected, 2e-5);
         }
     }
 }
@@ -205,7 +205,7 @@ fn physics_ignores_empty_channels() {
 
 #[test]
 fn view_names_parse_and_unknown_names_are_listed() {
-    for view in View::ALL {
+    for view in View::all() {
         assert_eq!(view.name().parse::<View>().unwrap(), view);
     }
     let error = "densty".parse::<View>().unwrap_err().to_string();

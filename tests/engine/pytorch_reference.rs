@@ -24,9 +24,7 @@ fn replay<B: EngineBackend>(fixture: &Trajectory, device: &B::Device) -> Replaye
     let mut simulation = Simulation::new(model, universe, fixture.gamma).unwrap();
     simulation.step();
     let first = simulation.universe.to_host().unwrap();
-    for _ in 1..fixture.steps {
-        simulation.step();
-    }
+    atheria::dynamics::advance(&mut simulation, fixture.steps - 1);
     let last = simulation.universe.to_host().unwrap();
     let memory = last.memory.as_ref().map(|(h, c)| (h.data.clone(), c.data.clone()));
     (first, last, memory)
@@ -58,7 +56,7 @@ fn check_against_pytorch<B: EngineBackend>(arch: Architecture, device: &B::Devic
 }
 
 fn check_all_on<B: EngineBackend>(device: &B::Device) -> Vec<HostState> {
-    Architecture::ALL.iter().map(|&arch| check_against_pytorch::<B>(arch, device)).collect()
+    Architecture::all().map(|arch| check_against_pytorch::<B>(arch, device)).collect()
 }
 
 #[test]
@@ -70,7 +68,7 @@ fn cpu_matches_pytorch_for_every_architecture() {
 fn wgpu_matches_pytorch_and_the_cpu_backend() {
     let on_wgpu = check_all_on::<Wgpu>(&wgpu_device());
     let on_cpu = check_all_on::<NdArray>(&Default::default());
-    for ((wgpu, cpu), arch) in on_wgpu.iter().zip(&on_cpu).zip(Architecture::ALL) {
+    for ((wgpu, cpu), arch) in on_wgpu.iter().zip(&on_cpu).zip(Architecture::all()) {
         let error = state_error(wgpu, cpu);
         assert!(error <= 1e-4, "{arch}: wgpu vs cpu after 20 steps {error:.3e}");
     }
@@ -78,7 +76,7 @@ fn wgpu_matches_pytorch_and_the_cpu_backend() {
 
 #[test]
 fn pytorch_pickles_load_the_same_weights_as_safetensors() {
-    for arch in Architecture::ALL {
+    for arch in Architecture::all() {
         let fixture = trajectory(arch);
         let path = crate::support::fixtures().join(format!("pytorch/{arch}.pth"));
         let pickled = atheria::io::weights::WeightFile::read(&path).unwrap();

@@ -122,7 +122,7 @@ fn mlp_region_matches_the_dense_step<B: EngineBackend>(device: &B::Device, toler
     assert_eq!(report.step, 1);
     // 4 x 3 tiles touch the region; each has 8 neighbours.
     assert_eq!(report.evolved_tiles, 6 * 5);
-    let dense = step(&model.law, false, 0.05, before, None).psi;
+    let dense = step(&model, 0.05, before, None).psi;
     let error = max_difference(universe.to_dense(region).unwrap(), dense);
     assert!(error <= tolerance, "sparse and dense steps differ by {error}");
 }
@@ -148,7 +148,7 @@ fn unet_tiles_match_the_dense_step_of_their_windows<B: EngineBackend>(device: &B
         let (x, y) = (i * tile as i64, j * tile as i64);
         let (left, top) = ((x - halo as i64 - reach.x) as usize, (y - halo as i64 - reach.y) as usize);
         let window = before.clone().narrow(2, top, tile + 2 * halo).narrow(3, left, tile + 2 * halo);
-        let dense = step(&model.law, false, 0.05, window, None).psi;
+        let dense = step(&model, 0.05, window, None).psi;
         let expected = dense.narrow(2, halo, tile).narrow(3, halo, tile);
         let sparse = universe.to_dense(Region::new(x, y, tile, tile)).unwrap();
         let error = max_difference(sparse, expected);

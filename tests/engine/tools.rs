@@ -481,7 +481,7 @@ fn tools_and_views_on<Q: burn::tensor::backend::Backend>(device: &Q::Device) -> 
     ] {
         outputs.push((spec.to_string(), to_vec(tool(spec).apply(psi.clone(), 2).unwrap())));
     }
-    for view in atheria::observables::View::ALL {
+    for view in atheria::observables::View::all() {
         let map = view.map(psi.clone(), Some(psi.clone()), Some(delta.clone())).unwrap();
         outputs.push((view.name().to_string(), to_vec(map)));
     }

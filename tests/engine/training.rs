@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use atheria::app::{self, TrainOptions, TrainStart};
 use atheria::backend::DeviceRequest;
+use atheria::dynamics::{advance, Simulation};
 use atheria::io::model_dir::load_model;
 use atheria::io::state_file::HostState;
 use atheria::io::weights::WeightFile;
 use atheria::io::HostTensor;
 use atheria::models::{Architecture, Model, ModelConfig};
 use atheria::state::Universe;
-use atheria::step;
 use atheria::training::checkpoint::{read_state, resolve, LAST};
 use atheria::training::loss::{self, LossKind, LossWeights};
 use atheria::training::{named_gradients, TrainConfig};
@@ -79,11 +79,10 @@ fn losses_and_gradients_through_time_match_pytorch() {
         let model =
             Model::<Train>::from_weights(reference.config.clone(), &reference.weights, &device).unwrap();
         let psi0 = Universe::<Train>::from_host(&reference.psi0, &device).psi;
-        let (mut psi, mut memory) = (psi0.clone(), None);
-        for _ in 0..reference.steps {
-            let output = step(&model.law, reference.config.arch.is_unitary(), reference.gamma, psi, memory);
-            (psi, memory) = (output.psi, output.memory);
-        }
+        let mut simulation =
+            Simulation::new(model.clone(), Universe::new(psi0.clone()), reference.gamma).unwrap();
+        advance(&mut simulation, reference.steps as u64);
+        let psi = simulation.universe.psi;
 
         for (kind, name) in [
             (LossKind::Evolutionary, "evolutionary"),
@@ -366,12 +365,9 @@ fn rollout_loss<B: atheria::EngineBackend>(
 ) -> loss::LossOutput<B> {
     let device = model.law.devices()[0].clone();
     let psi0 = Universe::<B>::from_host(psi0, &device).psi;
-    let (mut psi, mut memory) = (psi0.clone(), None);
-    for _ in 0..steps {
-        let output = step(&model.law, model.config.arch.is_unitary(), 0.05, psi, memory);
-        (psi, memory) = (output.psi, output.memory);
-    }
-    loss::compute(LossKind::Evolutionary, &LossWeights::default(), psi0, psi).unwrap()
+    let mut simulation = Simulation::new(model.clone(), Universe::new(psi0.clone()), 0.05).unwrap();
+    advance(&mut simulation, steps as u64);
+    loss::compute(LossKind::Evolutionary, &LossWeights::default(), psi0, simulation.universe.psi).unwrap()
 }
 
 #[test]

@@ -1,14 +1,16 @@
 //! The dense run: a batch of universes on a grid, with tools, checkpoints and outputs.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
-use super::options::{describe_model, RunOptions, RunReport};
+use super::options::{describe_model, DenseOptions, Ran, RanUniverse, RunOptions};
 use crate::app::outputs::{frame_image, LastStep, Outputs};
 use crate::app::progress_bar;
-use crate::backend::{BackendJob, DeviceReport};
+use crate::backend::BackendJob;
+use crate::dynamics::{rollout, Simulation};
 use crate::error::{Error, Result};
 use crate::io::model_dir::save_model;
 use crate::io::run_checkpoint::{self, RunCheckpoint, RunSettings};
@@ -17,34 +19,59 @@ use crate::io::HostTensor;
 use crate::kernels::EngineBackend;
 use crate::memory;
 use crate::models::ModelConfig;
+use crate::observables;
 use crate::observables::{step_metrics, StepMetrics, View};
 use crate::state::{generate, tile, InitialState, Universe};
-use crate::{observables, Simulation};
+
+/// Refuses settings that cannot make a run, before any device starts.
+pub(super) fn check(options: &RunOptions, dense: &DenseOptions) -> Result<()> {
+    if dense.batch == 0 {
+        return Err(Error::InvalidRun("batch must be at least 1".into()));
+    }
+    if !dense.density_threshold.is_finite() {
+        return Err(Error::InvalidRun("the density threshold must be a finite number".into()));
+    }
+    if let Some(resumed) = &dense.resume {
+        let step = resumed.checkpoint.state.step;
+        if step > options.steps {
+            return Err(Error::InvalidRun(format!(
+                "the checkpointed run is at step {step}; --steps counts from step 0 and must be at least that"
+            )));
+        }
+    }
+    for scheduled in &dense.tools {
+        if scheduled.at > options.steps {
+            return Err(Error::InvalidRun(format!(
+                "{} at step {} is after the last step ({})",
+                scheduled.tool.name(),
+                scheduled.at,
+                options.steps
+            )));
+        }
+    }
+    if dense.checkpoint.is_some() && dense.checkpoint_every == 0 {
+        return Err(Error::InvalidRun("a checkpoint every 0 steps: use at least 1".into()));
+    }
+    Ok(())
+}
 
 pub(super) struct RunJob<'a> {
     pub(super) options: &'a RunOptions,
+    pub(super) dense: &'a DenseOptions,
 }
 
 impl BackendJob for RunJob<'_> {
-    type Output = Result<RunReport>;
+    type Output = Result<Ran>;
 
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
-        let options = self.options;
+        let (options, dense, outputs_wanted) = (self.options, self.dense, &self.options.outputs);
         let model = options.model.load::<B>(&device)?;
         let config = model.config.clone();
         let gamma = options.gamma.unwrap_or(config.gamma);
-        let resumed = options.resume.as_deref().map(run_checkpoint::load).transpose()?;
-        let host = match &resumed {
-            Some(saved) => {
-                if saved.state.step > options.steps {
-                    return Err(Error::InvalidArgument(format!(
-                        "the checkpointed run is at step {}; --steps counts from step 0 and must be at least that",
-                        saved.state.step
-                    )));
-                }
-                saved.state.clone()
-            }
-            None => initial_state::<B>(options, &config)?,
+        let resumed = dense.resume.as_ref().map(|resumed| &*resumed.checkpoint);
+        let host = match resumed {
+            Some(saved) => saved.state.clone(),
+            None => initial_state::<B>(options, dense, &config)?,
         };
         let [batch, height, width, _] = host.dims();
         let start = host.step;
@@ -52,24 +79,24 @@ impl BackendJob for RunJob<'_> {
         drop(host);
         universe.step = start;
         let mut simulation = Simulation::new(model, universe, gamma)?;
-        for scheduled in &options.tools {
+        for scheduled in &dense.tools {
             scheduled.tool.check(height, width)?;
         }
-        let needs_input = options.views.contains(&View::Physics);
+        let needs_input = outputs_wanted.views.contains(&View::Physics);
         let mut input: Option<Tensor<B, 4>> = None;
-        if let Some(saved) = &resumed {
+        if let Some(saved) = resumed {
             simulation.last_delta = saved.delta.as_ref().map(|delta| engine_tensor(delta, &device));
             input = saved.input.as_ref().filter(|_| needs_input).map(|input| engine_tensor(input, &device));
         }
-        let checkpoints = match &options.checkpoint {
-            Some(dir) => Some(Checkpointer::open(dir, options, &simulation, gamma)?),
+        let checkpoints = match &dense.checkpoint {
+            Some(dir) => Some(Checkpointer::open(dir, options, dense, &simulation, gamma)?),
             None => None,
         };
 
         let mut outputs = Outputs::open(
-            options.frames.as_deref(),
-            options.gif.as_deref(),
-            options.metrics.as_deref(),
+            outputs_wanted.frames.as_deref(),
+            outputs_wanted.gif.as_deref(),
+            outputs_wanted.metrics.as_deref(),
             StepMetrics::CSV_HEADER,
         )?;
         let mut tool_applications = 0;
@@ -77,48 +104,64 @@ impl BackendJob for RunJob<'_> {
         let bar = progress_bar(options.steps, "run", options.progress);
         bar.set_position(start);
         let started = Instant::now();
-        // At each step k: a checkpoint when one is due (the state after k steps, before the
-        // tools of step k), a stop if a signal asked for one; then the one-shot tools scheduled
-        // at k act, the state is recorded, step k runs, followed by the active per-step tools.
-        let mut step = start;
-        loop {
+        // At each step count k: the per-step tools of the step that led here, a checkpoint
+        // when one is due (before the one-shot tools of k), a stop if a signal asked for one;
+        // then the one-shot tools scheduled at k act and the state is recorded before step k.
+        let step = rollout(&mut simulation, options.steps, |simulation| {
+            let step = simulation.universe.step;
+            if step > start {
+                bar.inc(1);
+                for scheduled in dense.tools.iter().filter(|s| s.tool.is_per_step() && step > s.at) {
+                    let psi = simulation.universe.psi.clone();
+                    simulation.universe.psi = scheduled.tool.apply(psi, step)?;
+                    tool_applications += 1;
+                }
+            }
             let stop = crate::interrupt::check(step, options.steps);
             if let Some(checkpoints) = &checkpoints {
                 let due = (step != start || resumed.is_none())
-                    && (step % options.checkpoint_every == 0 || step == options.steps);
+                    && (step % dense.checkpoint_every == 0 || step == options.steps);
                 if due || stop.is_some() {
-                    checkpoints.save(&simulation, input.as_ref())?;
+                    checkpoints.save(simulation, input.as_ref())?;
                 }
             }
             if stop.is_some() {
                 interrupted = stop;
                 let last = LastStep { input: input.clone(), delta: simulation.last_delta.clone() };
-                record(&mut outputs, options, step, true, &simulation.universe.psi, &last, config.d_state)?;
-                break;
+                record(
+                    &mut outputs,
+                    options,
+                    dense,
+                    step,
+                    true,
+                    &simulation.universe.psi,
+                    &last,
+                    config.d_state,
+                )?;
+                return Ok(ControlFlow::Break(()));
             }
-            for scheduled in options.tools.iter().filter(|s| !s.tool.is_per_step() && s.at == step) {
+            for scheduled in dense.tools.iter().filter(|s| !s.tool.is_per_step() && s.at == step) {
                 let psi = simulation.universe.psi.clone();
                 simulation.universe.psi = scheduled.tool.apply(psi, step)?;
                 tool_applications += 1;
             }
-            let frame = step % options.every == 0 || step == options.steps;
+            let frame = step % outputs_wanted.every == 0 || step == options.steps;
             let last = LastStep { input: input.clone(), delta: simulation.last_delta.clone() };
-            record(&mut outputs, options, step, frame, &simulation.universe.psi, &last, config.d_state)?;
-            if step == options.steps {
-                break;
-            }
-            if needs_input {
+            record(
+                &mut outputs,
+                options,
+                dense,
+                step,
+                frame,
+                &simulation.universe.psi,
+                &last,
+                config.d_state,
+            )?;
+            if needs_input && step < options.steps {
                 input = Some(simulation.universe.psi.clone());
             }
-            simulation.step();
-            for scheduled in options.tools.iter().filter(|s| s.tool.is_per_step() && step >= s.at) {
-                let psi = simulation.universe.psi.clone();
-                simulation.universe.psi = scheduled.tool.apply(psi, simulation.universe.step)?;
-                tool_applications += 1;
-            }
-            step += 1;
-            bar.inc(1);
-        }
+            Ok::<_, Error>(ControlFlow::Continue(()))
+        })?;
         let frames = outputs.finish()?;
         // Reading a value back waits for the device, so the timing covers the queued work.
         let mean_update_energy = match &simulation.last_delta {
@@ -127,31 +170,33 @@ impl BackendJob for RunJob<'_> {
         };
         let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        if let Some(path) = &options.save_state {
+        if let Some(path) = &dense.save_state {
             save_state(path, &simulation.universe.to_host()?)?;
         }
-        Ok(RunReport {
-            device: DeviceReport::unselected(options.device),
+        Ok(Ran {
             model: describe_model(&config, &options.model),
             backend: B::engine_name(),
-            grid: (height, width),
-            batch,
             steps: step,
+            start_step: start,
             seconds,
             frames,
-            tool_applications,
-            mean_update_energy,
-            sparse: None,
-            start_step: start,
             interrupted,
+            universe: RanUniverse::Dense {
+                grid: (height, width),
+                batch,
+                tool_applications,
+                mean_update_energy,
+            },
         })
     }
 }
 
 /// Metrics of the state after `step` steps, and its picture when `frame`.
+#[allow(clippy::too_many_arguments)]
 fn record<B: burn::tensor::backend::Backend>(
     outputs: &mut Outputs,
     options: &RunOptions,
+    dense: &DenseOptions,
     step: u64,
     frame: bool,
     psi: &Tensor<B, 4>,
@@ -159,12 +204,12 @@ fn record<B: burn::tensor::backend::Backend>(
     d_state: usize,
 ) -> Result<()> {
     if outputs.wants_metrics() {
-        for row in step_metrics(psi.clone(), last.delta.clone(), options.density_threshold)? {
+        for row in step_metrics(psi.clone(), last.delta.clone(), dense.density_threshold)? {
             outputs.metrics_row(&row.csv_row(step))?;
         }
     }
     if frame && outputs.wants_pictures() {
-        outputs.picture(step, frame_image(&options.views, psi, last, step, d_state)?)?;
+        outputs.picture(step, frame_image(&options.outputs.views, psi, last, step, d_state)?)?;
     }
     Ok(())
 }
@@ -181,6 +226,7 @@ impl Checkpointer {
     fn open<B: EngineBackend>(
         dir: &Path,
         options: &RunOptions,
+        dense: &DenseOptions,
         simulation: &Simulation<B>,
         gamma: f64,
     ) -> Result<Self> {
@@ -191,18 +237,18 @@ impl Checkpointer {
             steps: options.steps,
             gamma,
             seed: options.seed,
-            init: options.init.to_string(),
-            tools: options.tools.iter().map(|s| (s.tool.to_string(), s.at)).collect(),
+            init: dense.init.to_string(),
+            tools: dense.tools.iter().map(|s| (s.tool.to_string(), s.at)).collect(),
             model: describe_model(&simulation.model.config, &options.model),
-            every: options.every,
-            views: options.views.iter().map(|view| view.name().to_string()).collect(),
-            density_threshold: options.density_threshold,
-            checkpoint_every: options.checkpoint_every,
+            every: options.outputs.every,
+            views: options.outputs.views.iter().map(|view| view.name()).collect(),
+            density_threshold: dense.density_threshold,
+            checkpoint_every: dense.checkpoint_every,
         };
-        let same_dir = options.resume.as_deref() == Some(dir);
+        let same_dir = dense.resume.as_ref().map(|resumed| resumed.dir.as_path()) == Some(dir);
         if !same_dir {
             if run_checkpoint::exists(dir) {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::InvalidRun(format!(
                     "{} already holds a run checkpoint; pass --resume {} to continue it, or choose another --checkpoint",
                     dir.display(),
                     dir.display()
@@ -233,13 +279,17 @@ fn engine_tensor<B: burn::tensor::backend::Backend>(tensor: &HostTensor, device:
 }
 
 /// Generates, loads or tiles the initial state, after checking that the run fits in memory.
-fn initial_state<B: EngineBackend>(options: &RunOptions, config: &ModelConfig) -> Result<HostState> {
+fn initial_state<B: EngineBackend>(
+    options: &RunOptions,
+    dense: &DenseOptions,
+    config: &ModelConfig,
+) -> Result<HostState> {
     let d_state = config.d_state;
     let fits = |batch: usize, (height, width): (usize, usize)| {
         let estimate = memory::dense_run(config, batch, height, width, B::tensors_on_host());
         memory::check_host(&estimate, B::engine_name())
     };
-    match &options.init {
+    match &dense.init {
         InitialState::File(path) => {
             let state = load_state(path)?;
             let [batch, height, width, d] = state.dims();
@@ -249,10 +299,10 @@ fn initial_state<B: EngineBackend>(options: &RunOptions, config: &ModelConfig) -
                     format!("the state has d_state {d} but the model expects {d_state}"),
                 ));
             }
-            if options.batch != 1 && options.batch != batch {
+            if dense.batch != 1 && dense.batch != batch {
                 return Err(Error::format(
                     path,
-                    format!("the file holds {batch} universe(s), the run asks for {}", options.batch),
+                    format!("the file holds {batch} universe(s), the run asks for {}", dense.batch),
                 ));
             }
             match options.grid {
@@ -269,8 +319,8 @@ fn initial_state<B: EngineBackend>(options: &RunOptions, config: &ModelConfig) -
         kind => {
             let (height, width) = options.grid.unwrap_or((64, 64));
             config.check_grid(height, width)?;
-            fits(options.batch, (height, width))?;
-            generate(kind, options.batch, height, width, d_state, options.seed)
+            fits(dense.batch, (height, width))?;
+            generate(kind, dense.batch, height, width, d_state, options.seed)
         }
     }
 }

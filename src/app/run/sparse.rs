@@ -3,35 +3,21 @@
 
 use std::time::Instant;
 
-use super::options::{describe_model, RunOptions, RunReport, SparseRunOptions, SparseRunSummary};
+use super::options::{describe_model, Ran, RanUniverse, RunOptions, SparseRunOptions, SparseRunSummary};
 use crate::app::outputs::{frame_image, LastStep, Outputs};
-use crate::backend::{BackendJob, DeviceReport};
+use crate::backend::BackendJob;
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
 use crate::observables::View;
 use crate::sparse::{check_law, SparseStepReport, SparseUniverse};
-use crate::state::InitialState;
 
-/// Refuses the options that mean nothing without a dense grid.
+/// Refuses settings that cannot make a sparse run, before any device starts.
 pub(super) fn check(options: &RunOptions, sparse: &SparseRunOptions) -> Result<()> {
-    let refuse = |what: &str| Err(Error::InvalidArgument(format!("{what} does not apply to a sparse run")));
-    if options.batch != 1 {
-        return refuse("--batch");
-    }
-    if options.init != InitialState::Random {
-        return refuse("--init (matter comes from --seed-matter)");
-    }
-    if !options.tools.is_empty() {
-        return refuse("--tool");
-    }
-    if options.save_state.is_some() {
-        return refuse("--save-state");
-    }
-    if options.checkpoint.is_some() || options.resume.is_some() {
-        return refuse("--checkpoint/--resume (checkpoints hold dense states)");
-    }
-    if let Some(view) = options.views.iter().find(|view| matches!(view, View::Energy | View::Physics)) {
-        return refuse(&format!("the {} view (it needs the dense engine's update)", view.name()));
+    let needs_update = options.outputs.views.iter().find(|view| matches!(view, View::Energy | View::Physics));
+    if let Some(view) = needs_update {
+        return Err(Error::InvalidRun(format!(
+            "the {view} view does not apply to a sparse run (it needs the dense engine's update)"
+        )));
     }
     sparse.config.validate()?;
     sparse.window(options.grid).check()
@@ -43,7 +29,7 @@ pub(super) struct SparseRunJob<'a> {
 }
 
 impl BackendJob for SparseRunJob<'_> {
-    type Output = Result<(RunReport, SparseRunSummary)>;
+    type Output = Result<Ran>;
 
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
         let (options, sparse) = (self.options, self.sparse);
@@ -66,9 +52,9 @@ impl BackendJob for SparseRunJob<'_> {
         universe.seed_matter(&sparse.seeds, options.seed)?;
 
         let mut outputs = Outputs::open(
-            options.frames.as_deref(),
-            options.gif.as_deref(),
-            options.metrics.as_deref(),
+            options.outputs.frames.as_deref(),
+            options.outputs.gif.as_deref(),
+            options.outputs.metrics.as_deref(),
             SparseStepReport::CSV_HEADER,
         )?;
         let mut reports = vec![universe.status()];
@@ -92,11 +78,12 @@ impl BackendJob for SparseRunJob<'_> {
             interrupted = crate::interrupt::check(step, options.steps);
             let report = *reports.last().expect("the seeded state is reported");
             outputs.metrics_row(&report.csv_row())?;
-            let frame = step % options.every == 0 || step == options.steps || interrupted.is_some();
+            let frame = step % options.outputs.every == 0 || step == options.steps || interrupted.is_some();
             if frame && outputs.wants_pictures() {
                 let psi = universe.to_dense(window)?;
                 let last = LastStep { input: None, delta: None };
-                outputs.picture(step, frame_image(&options.views, &psi, &last, step, config.d_state)?)?;
+                outputs
+                    .picture(step, frame_image(&options.outputs.views, &psi, &last, step, config.d_state)?)?;
             }
             if step == options.steps || interrupted.is_some() {
                 break;
@@ -112,21 +99,15 @@ impl BackendJob for SparseRunJob<'_> {
         let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let frames = outputs.finish()?;
-        let report = RunReport {
-            device: DeviceReport::unselected(options.device),
+        Ok(Ran {
             model: describe_model(&config, &options.model),
             backend: B::engine_name(),
-            grid: (window.height, window.width),
-            batch: 1,
             steps: step,
+            start_step: 0,
             seconds,
             frames,
-            tool_applications: 0,
-            mean_update_energy: 0.0,
-            sparse: None,
-            start_step: 0,
             interrupted,
-        };
-        Ok((report, SparseRunSummary { steps: reports, peak_stored_bytes, window }))
+            universe: RanUniverse::Sparse(SparseRunSummary { steps: reports, peak_stored_bytes, window }),
+        })
     }
 }

@@ -52,6 +52,19 @@ fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {
     }
 }
 
+/// Data of an f32 tensor of rank 4, contiguous NCHW; `None` for other dtypes and ranks. The
+/// check every adapter needs before it may hand the data to a kernel.
+fn nchw(tensor: &NdArrayTensor) -> Option<([usize; 4], Cow<'_, [f32]>)> {
+    let (shape, data) = contiguous(tensor)?;
+    let dims: [usize; 4] = shape.try_into().ok()?;
+    Some((dims, data))
+}
+
+/// Data of an f32 tensor of rank 1 and length `len`, contiguous.
+fn vector(tensor: &NdArrayTensor, len: usize) -> Option<Cow<'_, [f32]>> {
+    contiguous(tensor).filter(|(shape, _)| shape[..] == [len]).map(|(_, data)| data)
+}
+
 fn tensor(shape: &[usize], data: Vec<f32>) -> NdArrayTensor {
     let array = ArcArray::from_shape_vec(IxDyn(shape), data).expect("kernel output length matches its shape");
     NdArrayTensor::from(array)
@@ -59,10 +72,8 @@ fn tensor(shape: &[usize], data: Vec<f32>) -> NdArrayTensor {
 
 /// [`super::EngineBackend::conv3x3`] for the CPU backend.
 pub fn conv3x3(x: FloatTensor<Cpu>, weight: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
-    let output = match (contiguous(&x), contiguous(&weight)) {
-        (Some((xs, xd)), Some((ws, wd))) if xs.len() == 4 && ws.len() == 4 && ws[2..] == [3, 3] => {
-            let dims = [xs[0], xs[1], xs[2], xs[3]];
-            let k = ws[0];
+    let output = match (nchw(&x), nchw(&weight)) {
+        (Some((dims, xd)), Some(([k, c, 3, 3], wd))) if c == dims[1] => {
             Some(tensor(&[dims[0], k, dims[2], dims[3]], winograd_conv3x3(&xd, dims, &wd, k)))
         }
         _ => None,
@@ -76,14 +87,14 @@ pub fn conv3x3_backward(
     weight: FloatTensor<Cpu>,
     grad: FloatTensor<Cpu>,
 ) -> (FloatTensor<Cpu>, FloatTensor<Cpu>) {
-    let fast = match (contiguous(&x), contiguous(&weight), contiguous(&grad)) {
-        (Some((xs, xd)), Some((ws, wd)), Some((_, gd))) if xs.len() == 4 && ws.len() == 4 => {
-            let [n, c, h, w] = [xs[0], xs[1], xs[2], xs[3]];
-            let k = ws[0];
+    let fast = match (nchw(&x), nchw(&weight), nchw(&grad)) {
+        (Some(([n, c, h, w], xd)), Some(([k, wc, 3, 3], wd)), Some((gs, gd)))
+            if wc == c && gs == [n, k, h, w] =>
+        {
             let flipped = flip_transpose(&wd, k, c);
             let grad_x = winograd_conv3x3(&gd, [n, k, h, w], &flipped, c);
             let grad_w = conv3x3_weight_grad(&xd, [n, c, h, w], &gd, k);
-            Some((tensor(&xs, grad_x), tensor(&ws, grad_w)))
+            Some((tensor(&[n, c, h, w], grad_x), tensor(&[k, c, 3, 3], grad_w)))
         }
         _ => None,
     };
@@ -101,10 +112,8 @@ pub fn conv3x3_backward(
 
 /// [`super::EngineBackend::conv_transpose2x2`] for the CPU backend.
 pub fn conv_transpose2x2(x: FloatTensor<Cpu>, weight: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
-    let output = match (contiguous(&x), contiguous(&weight)) {
-        (Some((xs, xd)), Some((ws, wd))) if xs.len() == 4 && ws.len() == 4 && ws[2..] == [2, 2] => {
-            let dims = [xs[0], xs[1], xs[2], xs[3]];
-            let o = ws[1];
+    let output = match (nchw(&x), nchw(&weight)) {
+        (Some((dims, xd)), Some(([c, o, 2, 2], wd))) if c == dims[1] => {
             let data = up_conv2x2(&xd, dims, &wd, o);
             Some(tensor(&[dims[0], o, 2 * dims[2], 2 * dims[3]], data))
         }
@@ -119,10 +128,10 @@ pub fn conv_transpose2x2_backward(
     weight: FloatTensor<Cpu>,
     grad: FloatTensor<Cpu>,
 ) -> (FloatTensor<Cpu>, FloatTensor<Cpu>) {
-    let fast = match (contiguous(&x), contiguous(&weight), contiguous(&grad)) {
-        (Some((xs, xd)), Some((ws, wd)), Some((_, gd))) if xs.len() == 4 && ws.len() == 4 => {
-            let [n, c, h, w] = [xs[0], xs[1], xs[2], xs[3]];
-            let o = ws[1];
+    let fast = match (nchw(&x), nchw(&weight), nchw(&grad)) {
+        (Some(([n, c, h, w], xd)), Some(([wc, o, 2, 2], wd)), Some((gs, gd)))
+            if wc == c && gs == [n, o, 2 * h, 2 * w] =>
+        {
             let hw = h * w;
             let gathered = up2x2_gather(&gd, [n, o, h, w]);
             let mut grad_x = vec![0.0f32; n * c * hw];
@@ -159,7 +168,7 @@ pub fn conv_transpose2x2_backward(
                     );
                 }
             }
-            Some((tensor(&xs, grad_x), tensor(&ws, grad_w)))
+            Some((tensor(&[n, c, h, w], grad_x), tensor(&[c, o, 2, 2], grad_w)))
         }
         _ => None,
     };
@@ -182,13 +191,10 @@ pub fn group_norm_elu(
     bias: FloatTensor<Cpu>,
     groups: usize,
 ) -> FloatTensor<Cpu> {
-    let fused = match (contiguous(&x), contiguous(&weight), contiguous(&bias)) {
-        (Some((xs, xd)), Some((_, wd)), Some((_, bd))) if xs.len() == 4 && xs[1] % groups == 0 => {
-            let dims = [xs[0], xs[1], xs[2], xs[3]];
-            Some(tensor(&xs, fused_group_norm_elu(&xd, dims, &wd, &bd, groups)))
-        }
-        _ => None,
-    };
+    let fused = nchw(&x).filter(|(dims, _)| groups > 0 && dims[1] % groups == 0).and_then(|(dims, xd)| {
+        let (wd, bd) = (vector(&weight, dims[1])?, vector(&bias, dims[1])?);
+        Some(tensor(&dims, fused_group_norm_elu(&xd, dims, &wd, &bd, groups)))
+    });
     fused.unwrap_or_else(|| super::group_norm_elu_composed::<Cpu>(x, weight, bias, groups))
 }
 
@@ -200,14 +206,13 @@ pub fn group_norm_elu_backward(
     groups: usize,
     grad: FloatTensor<Cpu>,
 ) -> (FloatTensor<Cpu>, FloatTensor<Cpu>, FloatTensor<Cpu>) {
-    let fused = match (contiguous(&x), contiguous(&weight), contiguous(&bias), contiguous(&grad)) {
-        (Some((xs, xd)), Some((ws, wd)), Some((_, bd)), Some((gs, gd)))
-            if xs.len() == 4 && xs[1] % groups == 0 && gs == xs =>
-        {
-            let dims = [xs[0], xs[1], xs[2], xs[3]];
+    let fused = match (nchw(&x), nchw(&grad)) {
+        (Some((dims, xd)), Some((gs, gd))) if groups > 0 && dims[1] % groups == 0 && gs == dims => (|| {
+            let (wd, bd) = (vector(&weight, dims[1])?, vector(&bias, dims[1])?);
             let (dx, dw, db) = fused_group_norm_elu_backward(&xd, dims, &wd, &bd, groups, &gd);
-            Some((tensor(&xs, dx), tensor(&ws, dw), tensor(&ws, db)))
-        }
+            Some((tensor(&dims, dx), tensor(&[dims[1]], dw), tensor(&[dims[1]], db)))
+        })(
+        ),
         _ => None,
     };
     fused.unwrap_or_else(|| super::group_norm_elu_backward_composed::<Cpu>(x, weight, bias, groups, grad))
