@@ -15,6 +15,9 @@
 //! (lavapipe) is about ten times slower than the CPU backend, so it runs 32 and 64 unless a
 //! hardware adapter is found, and skips the sparse engine; CUDA runs everything.
 
+// criterion_group! and criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -16,7 +16,14 @@ pub enum Error {
 
     /// A grid the U-Net cannot process.
     #[error("grid {height}x{width} is not supported: {reason}")]
-    InvalidGrid { height: usize, width: usize, reason: String },
+    InvalidGrid {
+        /// Rows asked for.
+        height: usize,
+        /// Columns asked for.
+        width: usize,
+        /// Why the architecture cannot process it.
+        reason: String,
+    },
 
     /// A CPU kernel path (`ATHERIA_SIMD`) that is unknown or that this processor cannot run.
     #[error("{0}")]
@@ -76,52 +83,136 @@ pub enum Error {
 
     /// Reading or writing a file failed at the operating-system level.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 
     /// A file exists but its content is not what the format requires.
     #[error("{}: {message}", path.display())]
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        message: String,
+    },
 
     /// A tensor the architecture needs is absent from a weights file.
     #[error("{}: missing tensor '{name}' (expected shape {expected:?}) for architecture {arch}", path.display())]
-    MissingTensor { path: PathBuf, name: String, expected: Vec<usize>, arch: String },
+    MissingTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's PyTorch name.
+        name: String,
+        /// The shape the architecture needs.
+        expected: Vec<usize>,
+        /// The architecture being built.
+        arch: String,
+    },
 
     /// A weights file holds tensors the architecture does not use.
     #[error("{}: {} unexpected tensor(s) for architecture {arch}: {}", path.display(), names.len(), names.join(", "))]
-    UnexpectedTensors { path: PathBuf, names: Vec<String>, arch: String },
+    UnexpectedTensors {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensors left over.
+        names: Vec<String>,
+        /// The architecture being built.
+        arch: String,
+    },
 
     /// A tensor has the wrong shape for the architecture.
     #[error("{}: tensor '{name}' has shape {found:?}, expected {expected:?}", path.display())]
-    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's PyTorch name.
+        name: String,
+        /// The shape the architecture needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
 
     /// A tensor is stored with a dtype that cannot hold weights or states.
     #[error("{}: tensor '{name}' has dtype {found}, expected a floating-point dtype ({expected})", path.display())]
-    DType { path: PathBuf, name: String, found: String, expected: String },
+    DType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The dtype in the file.
+        found: String,
+        /// The dtypes that would do.
+        expected: String,
+    },
 
     /// A weights file whose tensors match no architecture of the registry.
     #[error("{}: cannot tell the architecture: {reason}", path.display())]
-    UnknownLayout { path: PathBuf, reason: String },
+    UnknownLayout {
+        /// The weights file.
+        path: PathBuf,
+        /// What the tensors (or the recorded class) say instead.
+        reason: String,
+    },
 
     /// A flag (`--arch`, `--d-state`, `--hidden`) that the tensors of a weights file contradict.
     #[error("{}: {flag} {given} does not match the file: tensor '{tensor}' {found}", path.display())]
-    FlagMismatch { path: PathBuf, flag: String, given: String, tensor: String, found: String },
+    FlagMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The flag (`--arch`, ...).
+        flag: String,
+        /// Its value.
+        given: String,
+        /// The tensor that contradicts it.
+        tensor: String,
+        /// What that tensor says.
+        found: String,
+    },
 
     /// An output that exists and holds files, which an operation will not replace silently.
     #[error("{}: already exists and is not empty (pass --force to replace it)", path.display())]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The output directory.
+        path: PathBuf,
+    },
 
     /// A request that cannot fit in the memory available, refused before allocating it.
     #[error("{what} needs about {needed}; the {backend} backend has {available} available (use a smaller grid, batch or model)")]
-    InsufficientMemory { what: String, needed: String, available: String, backend: String },
+    InsufficientMemory {
+        /// The request, in words.
+        what: String,
+        /// Its estimated size.
+        needed: String,
+        /// The memory the backend has.
+        available: String,
+        /// The backend.
+        backend: String,
+    },
 
     /// A file whose content does not match the checksum recorded for it: damaged or changed
     /// after it was written.
     #[error("{}: checksum mismatch ({what}): the file is damaged or was changed after it was written; restore it from a copy", path.display())]
-    ChecksumMismatch { path: PathBuf, what: String },
+    ChecksumMismatch {
+        /// The damaged file.
+        path: PathBuf,
+        /// Which checksum failed.
+        what: String,
+    },
 
     /// A loaded state or weight tensor holds NaN or infinity.
     #[error("{}: tensor '{name}' holds {count} non-finite value(s) (NaN or infinity)", path.display())]
-    NonFinite { path: PathBuf, name: String, count: usize },
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// How many values are not finite.
+        count: usize,
+    },
 }
 
 impl Error {

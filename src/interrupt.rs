@@ -41,8 +41,11 @@ impl StopSignal {
 /// Where a loop stopped because of a signal: after `step` of `of` steps (or episodes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Interruption {
+    /// The signal received.
     pub signal: StopSignal,
+    /// The step (or episode) count reached when the loop stopped.
     pub step: u64,
+    /// The count the loop was asked to reach.
     pub of: u64,
 }
 

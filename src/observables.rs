@@ -318,6 +318,7 @@ impl fmt::Display for View {
 /// Scalar metrics of one universe at one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepMetrics {
+    /// Which universe of the batch.
     pub universe: usize,
     /// `sum` over cells of `sum_c |delta_c|^2` of the last step (0 before the first).
     pub total_energy: f64,
@@ -328,8 +329,10 @@ pub struct StepMetrics {
 }
 
 impl StepMetrics {
+    /// The header of the metrics CSV.
     pub const CSV_HEADER: &'static str = "step,universe,total_energy,mean_entropy,cells_above";
 
+    /// The CSV row of these metrics at `step`.
     pub fn csv_row(&self, step: u64) -> String {
         format!(
             "{step},{},{:.9e},{:.9e},{}",

@@ -12,7 +12,9 @@ use crate::render::{draw_text, save_png, text_width};
 /// One curve: a name and (x, y) points in increasing x.
 #[derive(Debug, Clone)]
 pub struct Series {
+    /// The legend's label.
     pub name: String,
+    /// (x, y) points.
     pub points: Vec<(f64, f64)>,
 }
 

@@ -262,18 +262,22 @@ pub struct GifRecorder {
 }
 
 impl GifRecorder {
+    /// An empty recording.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Appends a frame.
     pub fn push(&mut self, frame: RgbImage) {
         self.frames.push(frame);
     }
 
+    /// Frames recorded.
     pub fn len(&self) -> usize {
         self.frames.len()
     }
 
+    /// Whether no frame was recorded.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }

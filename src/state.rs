@@ -30,6 +30,7 @@ pub struct Universe<B: Backend> {
 }
 
 impl<B: Backend> Universe<B> {
+    /// A universe at step 0 without memory.
     pub fn new(psi: Tensor<B, 4>) -> Self {
         Self { psi, memory: None, step: 0 }
     }
@@ -79,7 +80,10 @@ pub enum InitialState {
     /// Complex normal per channel, normalised per cell.
     Random,
     /// `exp(i * strength * N(0, 1))` per channel, normalised per cell (a near-uniform vacuum).
-    ComplexNoise { strength: f64 },
+    ComplexNoise {
+        /// The standard deviation of the phases.
+        strength: f64,
+    },
     /// All zeros.
     Zeros,
     /// A state file; tiled when the requested grid is a multiple of the file's.

@@ -19,15 +19,19 @@ use burn::backend::Autodiff;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// The law to measure.
     pub model: ModelSource,
+    /// The devices to measure, each through the guarded constructor.
     pub devices: Vec<DeviceRequest>,
     /// Square grid sides.
     pub grids: Vec<usize>,
+    /// Universes stepped together.
     pub batch: usize,
     /// Timed steps per configuration (the median is reported).
     pub steps: usize,
     /// Untimed steps first (kernel compilation, autotuning, allocator warm-up).
     pub warmup: usize,
+    /// Seed of the states.
     pub seed: u64,
     /// Time a training step instead: one step forward, the evolutionary loss, backward,
     /// gradient clipping and AdamW (an episode of one unrolled step, without noise).
@@ -37,18 +41,27 @@ pub struct BenchOptions {
 /// One measured configuration; the JSON fields of `atheria bench --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRecord {
+    /// The backend that ran (`cpu`, `wgpu`, `cuda`).
     pub backend: String,
+    /// The device as the backend names it.
     pub device: String,
+    /// The architecture measured.
     pub arch: String,
+    /// Its complex channels per cell.
     pub d_state: usize,
+    /// Its hidden channels.
     pub hidden: usize,
+    /// The side of the square grid.
     pub grid: usize,
+    /// Universes stepped together.
     pub batch: usize,
     /// `step` or `train_step`.
     pub mode: String,
     /// Median over the timed steps.
     pub ms_per_step: f64,
+    /// Steps per second, from the median.
     pub steps_per_s: f64,
+    /// Million cells (times universes) stepped per second.
     pub mcells_per_s: f64,
     /// Convolution arithmetic per second, counted as direct convolution (see
     /// [`crate::models::forward_flops`]); a training step counts three forwards (the backward

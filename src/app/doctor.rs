@@ -44,18 +44,22 @@ const REFERENCES: [(Architecture, &[u8], &[u8]); 2] = [
 /// One architecture's self-test on one backend.
 #[derive(Debug, Clone, Serialize)]
 pub struct Parity {
+    /// The architecture of the fixture.
     pub arch: String,
     /// Relative L2 error of one step against PyTorch.
     pub relative_error: f64,
+    /// Whether the error is within the tolerance (1e-5).
     pub passed: bool,
 }
 
 /// One backend: how its probe went and, when it started, its self-test and speed.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendCheck {
+    /// How the backend's probe went.
     pub attempt: Attempt,
     /// What to do about the failure, when it failed.
     pub hint: Option<String>,
+    /// The self-test of each architecture, when the backend started.
     pub parity: Vec<Parity>,
     /// Milliseconds per U-Net step (d_state 8, hidden 32 as the fixture) at 64x64.
     pub ms_per_step_64: Option<f64>,
@@ -73,7 +77,9 @@ impl BackendCheck {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoctorReport {
+    /// Every compiled backend, in the order `auto` tries them.
     pub backends: Vec<BackendCheck>,
+    /// The CPU kernel path in use and those the processor supports.
     pub cpu_kernels: CpuKernels,
 }
 

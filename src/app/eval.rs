@@ -14,32 +14,49 @@ use crate::kernels::EngineBackend;
 use crate::state::{generate, InitialState, Universe};
 use crate::training::loss::{self, LossKind, LossWeights};
 
+/// What to evaluate, where and how.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
+    /// The law.
     pub model: ModelSource,
+    /// Where to run it.
     pub device: DeviceRequest,
+    /// Fail instead of falling back when the device cannot start.
     pub strict_device: bool,
     /// Side of the square grid.
     pub grid: usize,
+    /// Steps of the rollout.
     pub steps: usize,
     /// Universes evaluated together (the loss is their mean).
     pub universes: usize,
+    /// Seed of the initial universes (the same seed gives every model the same universes).
     pub seed: u64,
+    /// The loss computed over the rollout.
     pub loss: LossKind,
     /// Decay rate; the model's own when `None`.
     pub gamma: Option<f64>,
 }
 
+/// A model's loss over a rollout; the JSON of `atheria eval --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
+    /// The model, described.
     pub model: String,
+    /// The backend that ran it.
     pub backend: String,
+    /// Which loss.
     pub loss_name: LossKind,
+    /// The loss's total.
     pub loss: f64,
+    /// Its named terms.
     pub terms: Vec<(String, f64)>,
+    /// Steps of the rollout (fewer when interrupted).
     pub steps: usize,
+    /// The side of the square grid.
     pub grid: usize,
+    /// Universes evaluated together.
     pub universes: usize,
+    /// Seed of the initial universes.
     pub seed: u64,
     /// Set when a signal stopped the rollout early; `steps` is then the steps completed and
     /// the loss is that of the state reached.
@@ -48,6 +65,7 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
+    /// One line for the terminal.
     pub fn summary(&self) -> String {
         let terms: Vec<String> =
             self.terms.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
@@ -66,6 +84,7 @@ impl EvalReport {
     }
 }
 
+/// Evaluates as `options` say. The device report goes to `on_device` before the rollout starts.
 pub fn evaluate(options: &EvalOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<EvalReport> {
     let (report, _) =
         super::run_on_device(options.device, options.strict_device, on_device, EvalJob { options })?;

@@ -31,11 +31,15 @@ pub struct ImportOptions {
 /// What an import did.
 #[derive(Debug, Clone)]
 pub struct ImportReport {
+    /// The configuration written, inferred or given.
     pub config: ModelConfig,
     /// What was inferred or converted, one line each.
     pub notes: Vec<String>,
+    /// Tensors read from the checkpoint.
     pub tensors: usize,
+    /// Parameters in the imported network.
     pub params: usize,
+    /// The model directory written.
     pub out: PathBuf,
 }
 

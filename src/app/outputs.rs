@@ -125,7 +125,9 @@ pub fn write_density_frame<B: Backend>(dir: &Path, psi: &Tensor<B, 4>, step: u64
 /// The last step's input state and update (absent before the first step; the input is kept
 /// only when a view needs it).
 pub struct LastStep<B: Backend> {
+    /// The state the last step started from, \[B, 2d, H, W\] (kept only when a view needs it).
     pub input: Option<Tensor<B, 4>>,
+    /// The last step's update, \[B, 2d, H, W\].
     pub delta: Option<Tensor<B, 4>>,
 }
 

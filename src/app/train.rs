@@ -16,9 +16,13 @@ use crate::plot::{plot_series, Series};
 use crate::training::checkpoint::{self, BEST, LAST};
 use crate::training::{provenance, EpisodeReport, TrainConfig, Trainer};
 
+/// One row per episode, inside the run's directory.
 pub const METRICS_FILE: &str = "metrics.csv";
+/// The run's settings, as a `--config` file.
 pub const CONFIG_FILE: &str = "train.toml";
+/// Pictures of the final state of some episodes.
 pub const FRAMES_DIR: &str = "frames";
+/// The loss curves.
 pub const PLOT_FILE: &str = "metrics.png";
 
 /// A new run, or the continuation of the one in `out`.
@@ -26,9 +30,11 @@ pub const PLOT_FILE: &str = "metrics.png";
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TrainStart {
+    /// A new run with these settings.
     New(TrainConfig),
     /// Continue from `out/last` with its saved settings; `episodes` may change the run's length.
     Resume {
+        /// The new total of episodes, if it changes.
         episodes: Option<u64>,
     },
 }
@@ -36,11 +42,15 @@ pub enum TrainStart {
 /// What to train and where.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// A new run, or a resumed one.
     pub start: TrainStart,
     /// Holds the checkpoints, `metrics.csv`, the plots and the frames.
     pub out: PathBuf,
+    /// Where to train.
     pub device: DeviceRequest,
+    /// Fail instead of falling back when the device cannot start.
     pub strict_device: bool,
+    /// Draw a progress bar on a terminal.
     pub progress: bool,
     /// The command line, recorded in the trained model's provenance.
     pub command: String,
@@ -49,14 +59,21 @@ pub struct TrainOptions {
 /// What a training run did.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
+    /// How the device was chosen.
     pub device: Option<DeviceReport>,
+    /// The backend that trained.
     pub backend: &'static str,
     /// Episodes run by this invocation (not counting those before a resume).
     pub episodes_run: u64,
+    /// Episodes of the run so far, resumed ones included.
     pub episodes_total: u64,
+    /// Wall-clock seconds of this invocation.
     pub seconds: f64,
+    /// The last episode's loss and terms.
     pub last_metrics: Vec<(String, f64)>,
+    /// The newest checkpoint.
     pub last: Option<PathBuf>,
+    /// The checkpoint with the best metric.
     pub best: Option<PathBuf>,
     /// Set when a signal stopped training early (after a checkpoint of the last episode).
     pub interrupted: Option<Interruption>,

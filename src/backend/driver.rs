@@ -34,6 +34,7 @@ pub struct DriverInfo {
 /// One device, as the driver describes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GpuDevice {
+    /// The device's name.
     pub name: String,
     /// Total memory in bytes.
     pub memory: u64,
@@ -44,7 +45,9 @@ pub struct GpuDevice {
 /// A Vulkan ICD manifest whose library does not load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BrokenIcd {
+    /// The manifest file.
     pub manifest: String,
+    /// The library it names.
     pub library: String,
     /// The loader's message.
     pub error: String,
@@ -53,7 +56,9 @@ pub struct BrokenIcd {
 /// A pre-check that failed, with the cause and one line to act on.
 #[derive(Debug, Clone)]
 pub struct DriverProblem {
+    /// What kind of failure.
     pub cause: FailureCause,
+    /// What failed, in one line.
     pub message: String,
 }
 

@@ -121,6 +121,7 @@ pub fn classify_failure(messages: &[String]) -> FailureCause {
 /// A backend that failed to start, with what it said.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
+    /// What kind of failure.
     pub cause: FailureCause,
     /// The most informative line of what was captured.
     pub summary: String,
@@ -131,6 +132,7 @@ pub struct Failure {
 /// One probe of one backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
+    /// The backend probed.
     pub backend: BackendKind,
     /// The device as the backend names it (e.g. `Cuda(0)`, the wgpu adapter's name).
     pub device: String,

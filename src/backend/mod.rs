@@ -36,8 +36,11 @@ pub use wgpu_adapters::{list_wgpu_adapters, AdapterSummary};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// NVIDIA GPUs through CUDA.
     Cuda,
+    /// Any GPU (or a software Vulkan driver) through wgpu.
     Wgpu,
+    /// burn's NdArray with atheria's CPU kernels.
     Cpu,
 }
 
@@ -57,8 +60,11 @@ pub enum DeviceRequest {
     /// The fastest backend that starts: CUDA, then a hardware wgpu adapter, then the CPU.
     #[default]
     Auto,
-    /// CUDA device `index` (0 unless `cuda:N`).
-    Cuda { index: usize },
+    /// A CUDA device.
+    Cuda {
+        /// The device's ordinal (0 unless `cuda:N`).
+        index: usize,
+    },
     /// wgpu's default adapter (a software Vulkan driver counts when asked for explicitly).
     Wgpu,
     /// burn's NdArray CPU backend; always available.
@@ -97,12 +103,16 @@ impl fmt::Display for DeviceRequest {
 /// A device the engine can run on.
 #[derive(Debug, Clone)]
 pub enum SelectedDevice {
+    /// A CUDA device.
     Cuda(CudaDevice),
+    /// A wgpu device.
     Wgpu(WgpuDevice),
+    /// The CPU.
     Cpu(NdArrayDevice),
 }
 
 impl SelectedDevice {
+    /// Which backend the device belongs to.
     pub fn kind(&self) -> BackendKind {
         match self {
             SelectedDevice::Cuda(_) => BackendKind::Cuda,
@@ -124,14 +134,18 @@ impl SelectedDevice {
 
 /// Work written once, generic over the backend; `SelectedDevice::run` instantiates it.
 pub trait BackendJob {
+    /// What the job returns.
     type Output;
+    /// Does the work on `device` of backend `B`.
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output;
 }
 
 /// A started backend and the report of how it was chosen.
 #[derive(Debug, Clone)]
 pub struct Selection {
+    /// The device to run on.
     pub device: SelectedDevice,
+    /// How it was chosen: the request, every attempt and its cause.
     pub report: DeviceReport,
 }
 

@@ -9,12 +9,14 @@ use super::{Attempt, BackendKind, DeviceRequest};
 /// What was asked, what runs, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceReport {
+    /// What was asked for.
     #[serde(serialize_with = "serialize_display")]
     pub requested: DeviceRequest,
     /// The backend that runs, if any started.
     pub selected: Option<BackendKind>,
     /// The selected device's name.
     pub selected_device: Option<String>,
+    /// Every backend tried, in order, with its failure if it failed.
     pub attempts: Vec<Attempt>,
 }
 

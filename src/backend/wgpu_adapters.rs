@@ -5,8 +5,11 @@ use crate::guard::catch_silently;
 /// What wgpu reports of one adapter.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {
+    /// The adapter's name.
     pub name: String,
+    /// The graphics API it runs through (Vulkan, Metal, ...).
     pub api: String,
+    /// Whether it is a software rasteriser (lavapipe, llvmpipe) rather than a GPU.
     pub software: bool,
 }
 

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 /// A float tensor on the host, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
+    /// Its dimensions.
     pub shape: Vec<usize>,
+    /// Its values, row-major.
     pub data: Vec<f32>,
 }
 

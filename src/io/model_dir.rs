@@ -18,7 +18,9 @@ use crate::kernels::EngineBackend;
 use crate::models::detect::{resolve, ConfigHints};
 use crate::models::{Law, Model, ModelConfig};
 
+/// The model's configuration, inside a model directory.
 pub const CONFIG_FILE: &str = "config.json";
+/// The network's weights, inside a model directory.
 pub const RECORD_FILE: &str = "model.mpk";
 /// The field of `config.json` that holds `model.mpk`'s SHA-256.
 pub const RECORD_CHECKSUM_FIELD: &str = "record_sha256";
@@ -182,9 +184,19 @@ pub enum ModelSource {
     Dir(std::path::PathBuf),
     /// PyTorch-named weights (`.pth`, `.pt`, `.safetensors`); what `hints` leaves open is
     /// inferred from the tensors.
-    Weights { path: std::path::PathBuf, hints: ConfigHints },
+    Weights {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the caller said about the architecture and sizes.
+        hints: ConfigHints,
+    },
     /// A fresh seeded initialisation.
-    Seeded { config: ModelConfig, seed: u64 },
+    Seeded {
+        /// The architecture and sizes.
+        config: ModelConfig,
+        /// Seed of the initialisation.
+        seed: u64,
+    },
 }
 
 impl ModelSource {

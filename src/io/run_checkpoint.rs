@@ -23,7 +23,9 @@ use super::state_file::{encode_state, metadata_value, parse_state, read_tensor, 
 use super::{read_file, write_atomic, HostTensor};
 use crate::error::{Error, Result};
 
+/// The run's model, inside a checkpoint directory.
 pub const MODEL_DIR: &str = "model";
+/// The run's state and settings, inside a checkpoint directory.
 pub const STATE_FILE: &str = "run.safetensors";
 const SETTINGS_KEY: &str = "run_settings";
 
@@ -32,9 +34,11 @@ const SETTINGS_KEY: &str = "run_settings";
 pub struct RunSettings {
     /// (height, width).
     pub grid: (usize, usize),
+    /// Universes stepped together.
     pub batch: usize,
     /// The run's total steps, counted from step 0.
     pub steps: u64,
+    /// The decay rate.
     pub gamma: f64,
     /// Seed of the initial state.
     pub seed: u64,
@@ -46,15 +50,20 @@ pub struct RunSettings {
     pub model: String,
     /// Output settings of the original run, the defaults of a resumed one.
     pub every: u64,
+    /// What frames show.
     pub views: Vec<String>,
+    /// The metrics' density threshold.
     pub density_threshold: f64,
+    /// Steps between two checkpoints.
     pub checkpoint_every: u64,
 }
 
 /// A run stopped after `state.step` steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunCheckpoint {
+    /// The settings the run keeps.
     pub settings: RunSettings,
+    /// The state after `state.step` steps, with its memory.
     pub state: HostState,
     /// The last step's update, [B, 2d, H, W] (absent at step 0).
     pub delta: Option<HostTensor>,

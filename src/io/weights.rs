@@ -29,7 +29,9 @@ pub const WRAPPER_PREFIXES: [&str; 2] = ["_orig_mod.", "module."];
 /// The float tensors of a weights file, by PyTorch name (wrapper prefixes removed).
 #[derive(Debug, Clone)]
 pub struct WeightFile {
+    /// The file read (what errors report).
     pub path: PathBuf,
+    /// The tensors by PyTorch name, wrapper prefixes removed, as f32.
     pub tensors: BTreeMap<String, HostTensor>,
     /// How the tensors were stored, and what a training checkpoint said about them.
     pub origin: WeightOrigin,

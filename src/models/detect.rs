@@ -20,12 +20,16 @@ use crate::io::weights::WeightFile;
 /// What the caller said about the model (`--arch`, `--d-state`, `--hidden`); `None` is inferred.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConfigHints {
+    /// `--arch`.
     pub arch: Option<Architecture>,
+    /// `--d-state`.
     pub d_state: Option<usize>,
+    /// `--hidden`.
     pub hidden: Option<usize>,
 }
 
 impl ConfigHints {
+    /// Whether every hint is given (then nothing needs inferring).
     pub fn is_complete(&self) -> bool {
         self.arch.is_some() && self.d_state.is_some() && self.hidden.is_some()
     }
@@ -34,6 +38,7 @@ impl ConfigHints {
 /// A configuration and, in words, what was inferred to reach it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
+    /// The configuration.
     pub config: ModelConfig,
     /// One line per inference ("inferred ... from tensor ..."); empty when every flag was given.
     pub notes: Vec<String>,

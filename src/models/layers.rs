@@ -14,7 +14,9 @@ use crate::kernels::{self, EngineBackend};
 /// 3x3 convolution, zero padding 1 (PyTorch `Conv2d(c_in, c_out, 3, padding=1)`).
 #[derive(Module, Debug)]
 pub struct Conv3x3<B: Backend> {
+    /// \[c_out, c_in, 3, 3\].
     pub weight: Param<Tensor<B, 4>>,
+    /// \[c_out\], when the layer has one.
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
@@ -40,6 +42,10 @@ impl<B: EngineBackend> Conv3x3<B> {
         Ok(Self { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) })
     }
 
+    /// The convolution.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let y = kernels::conv3x3(x, self.weight.val());
         match &self.bias {
@@ -52,7 +58,9 @@ impl<B: EngineBackend> Conv3x3<B> {
 /// 1x1 convolution with bias (PyTorch `Conv2d(c_in, c_out, 1)`), computed as a matmul.
 #[derive(Module, Debug)]
 pub struct Conv1x1<B: Backend> {
+    /// \[c_out, c_in, 1, 1\].
     pub weight: Param<Tensor<B, 4>>,
+    /// \[c_out\].
     pub bias: Param<Tensor<B, 1>>,
 }
 
@@ -79,6 +87,10 @@ impl<B: EngineBackend> Conv1x1<B> {
         Ok(Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) })
     }
 
+    /// The convolution, as one matrix product per universe.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [batch, channels_in, height, width] = x.dims();
         let [channels_out, ..] = self.weight.dims();
@@ -94,7 +106,9 @@ impl<B: EngineBackend> Conv1x1<B> {
 /// c_out, 2, stride=2)`, weight [c_in, c_out, 2, 2]).
 #[derive(Module, Debug)]
 pub struct UpConv2x2<B: Backend> {
+    /// \[c_in, c_out, 2, 2\] (PyTorch's layout).
     pub weight: Param<Tensor<B, 4>>,
+    /// \[c_out\].
     pub bias: Param<Tensor<B, 1>>,
 }
 
@@ -116,6 +130,10 @@ impl<B: EngineBackend> UpConv2x2<B> {
         Ok(Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) })
     }
 
+    /// The transposed convolution: every input cell becomes a 2x2 block.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, 2H, 2W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let y = kernels::conv_transpose2x2(x, self.weight.val());
         add_channel_bias(y, self.bias.val())
@@ -125,8 +143,11 @@ impl<B: EngineBackend> UpConv2x2<B> {
 /// GroupNorm with affine weight and bias, eps 1e-5 (PyTorch `nn.GroupNorm`).
 #[derive(Module, Debug)]
 pub struct GroupNorm<B: Backend> {
+    /// The per-channel scale, \[C\].
     pub weight: Param<Tensor<B, 1>>,
+    /// The per-channel shift, \[C\].
     pub bias: Param<Tensor<B, 1>>,
+    /// Channel groups normalised together (the lab's rule, [`group_count`]).
     pub groups: usize,
 }
 
@@ -141,6 +162,10 @@ impl<B: EngineBackend> GroupNorm<B> {
         })
     }
 
+    /// The normalisation.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, C, H, W\] -> \[N, C, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         group_norm(x, self.weight.val(), self.bias.val(), self.groups)
     }
@@ -164,6 +189,7 @@ pub fn group_count(channels: usize) -> usize {
 /// RMSNorm over the spatial plane: `x / sqrt(mean_{H,W}(x^2) + 1e-6) * weight`, no bias.
 #[derive(Module, Debug)]
 pub struct RmsNorm2d<B: Backend> {
+    /// The per-channel scale, \[C\].
     pub weight: Param<Tensor<B, 1>>,
 }
 
@@ -173,6 +199,10 @@ impl<B: EngineBackend> RmsNorm2d<B> {
         Ok(Self { weight: Param::from_tensor(weight) })
     }
 
+    /// The normalisation.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, C, H, W\] -> \[N, C, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         const EPS: f64 = 1e-6;
         let [batch, channels, height, width] = x.dims();
@@ -186,11 +216,17 @@ impl<B: EngineBackend> RmsNorm2d<B> {
 /// The normalisation inside a convolution block.
 #[derive(Module, Debug)]
 pub enum Norm<B: Backend> {
+    /// GroupNorm with affine weight and bias.
     Group(GroupNorm<B>),
+    /// RMSNorm over the plane, scale only.
     Rms(RmsNorm2d<B>),
 }
 
 impl<B: EngineBackend> Norm<B> {
+    /// The normalisation.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, C, H, W\] -> \[N, C, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             Norm::Group(norm) => norm.forward(x),
@@ -210,7 +246,9 @@ impl<B: EngineBackend> Norm<B> {
 /// Which normalisation a U-Net uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormKind {
+    /// GroupNorm (`unet`, `unet-unitary`, `unet-convlstm`).
     Group,
+    /// RMSNorm (the RMSNorm U-Nets).
     Rms,
 }
 
@@ -218,9 +256,13 @@ pub enum NormKind {
 /// `conv_block.{0,1,3,4}` are `conv1`, `norm1`, `conv2`, `norm2` here.
 #[derive(Module, Debug)]
 pub struct ConvBlock<B: Backend> {
+    /// `conv_block.0`.
     pub conv1: Conv3x3<B>,
+    /// `conv_block.1`.
     pub norm1: Norm<B>,
+    /// `conv_block.3`.
     pub conv2: Conv3x3<B>,
+    /// `conv_block.4`.
     pub norm2: Norm<B>,
 }
 
@@ -247,6 +289,10 @@ impl<B: EngineBackend> ConvBlock<B> {
         Ok(Self { conv1, norm1, conv2, norm2 })
     }
 
+    /// The block.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self.norm1.forward_elu(self.conv1.forward(x));
         self.norm2.forward_elu(self.conv2.forward(x))

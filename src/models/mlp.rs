@@ -10,10 +10,14 @@ use super::params::ParamSource;
 use crate::error::Result;
 use crate::kernels::EngineBackend;
 
+/// The per-cell MLP law.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
+    /// `net.0`: 2d -> h.
     pub input: Conv1x1<B>,
+    /// `net.2`: h -> h.
     pub hidden: Conv1x1<B>,
+    /// `net.4`: h -> 2d.
     pub output: Conv1x1<B>,
 }
 
@@ -26,6 +30,10 @@ impl<B: EngineBackend> Mlp<B> {
         })
     }
 
+    /// `M(x)`, cell by cell.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, 2d, H, W\] -> \[N, 2d, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = elu(self.input.forward(x));
         let x = elu(self.hidden.forward(x));

@@ -133,6 +133,7 @@ fn default_gamma() -> f64 {
 /// A model directory's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// The architecture.
     pub arch: Architecture,
     /// Complex channels per cell (the network sees twice as many real channels).
     pub d_state: usize,
@@ -154,6 +155,7 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// A configuration with the lab's default gamma, untrained, without provenance.
     pub fn new(arch: Architecture, d_state: usize, hidden_channels: usize) -> Self {
         Self {
             arch,
@@ -216,7 +218,9 @@ pub fn check_grid(arch: Architecture, height: usize, width: usize) -> Result<()>
 /// The recurrent memory of the ConvLSTM U-Net: hidden and cell states, [B, 4h, H/4, W/4].
 #[derive(Debug, Clone)]
 pub struct Memory<B: Backend> {
+    /// The hidden state.
     pub hidden: Tensor<B, 4>,
+    /// The cell state.
     pub cell: Tensor<B, 4>,
 }
 
@@ -225,7 +229,9 @@ pub struct Memory<B: Backend> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Law<B: Backend> {
+    /// The U-Nets.
     UNet(UNet<B>),
+    /// The per-cell MLP.
     Mlp(Mlp<B>),
 }
 
@@ -260,7 +266,9 @@ impl<B: EngineBackend> Law<B> {
 /// A law M with its configuration: what `atheria run` loads and `atheria train` produces.
 #[derive(Debug, Clone)]
 pub struct Model<B: Backend> {
+    /// The architecture, sizes, default gamma and provenance.
     pub config: ModelConfig,
+    /// The network.
     pub law: Law<B>,
 }
 

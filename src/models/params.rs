@@ -21,18 +21,23 @@ use crate::io::HostTensor;
 pub enum Init {
     /// U(-bound, bound), PyTorch's default for convolutions.
     Uniform {
+        /// The half-width of the interval.
         bound: f64,
     },
     /// N(0, std).
     Normal {
+        /// The standard deviation.
         std: f64,
     },
+    /// All zeros (biases, norm shifts).
     Zeros,
+    /// All ones (norm scales).
     Ones,
 }
 
 /// Supplies tensors by name and shape while a model is built.
 pub trait ParamSource<B: Backend> {
+    /// The tensor called `name` (PyTorch's name) of `shape`; `init` says how a fresh one is drawn.
     fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], init: Init) -> Result<Tensor<B, D>>;
 }
 
@@ -44,6 +49,7 @@ pub struct SeededInit<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> SeededInit<'a, B> {
+    /// Draws from a ChaCha8 stream seeded with `seed`, placing tensors on `device`.
     pub fn new(seed: u64, device: &'a B::Device) -> Self {
         Self { rng: ChaCha8Rng::seed_from_u64(seed), device }
     }
@@ -77,6 +83,7 @@ pub struct NamedWeights<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> NamedWeights<'a, B> {
+    /// Hands out `file`'s tensors for a model of architecture `arch` on `device`.
     pub fn new(file: &'a WeightFile, arch: impl Into<String>, device: &'a B::Device) -> Self {
         Self { file, arch: arch.into(), used: BTreeSet::new(), device }
     }

@@ -25,17 +25,28 @@ use crate::kernels::EngineBackend;
 /// Standard deviation of `outc`'s initial weights: the untrained law starts near zero.
 const OUTC_INIT_STD: f64 = 1e-5;
 
+/// The lab's U-Net law (see the module docs for its graph).
 #[derive(Module, Debug)]
 pub struct UNet<B: Backend> {
+    /// The input block: 2d -> h at full resolution.
     pub inc: ConvBlock<B>,
+    /// `down1.1`: h -> 2h at half resolution.
     pub down1: ConvBlock<B>,
+    /// `down2.1`: 2h -> 4h at quarter resolution.
     pub down2: ConvBlock<B>,
+    /// The ConvLSTM's gates, 8h -> 16h (the ConvLSTM variant only).
     pub conv_gates: Option<Conv3x3<B>>,
+    /// The bottleneck: 4h -> 8h.
     pub bot: ConvBlock<B>,
+    /// Upsampling 8h -> 4h.
     pub up1: UpConv2x2<B>,
+    /// 6h (upsampled and skip) -> 4h at half resolution.
     pub conv_up1: ConvBlock<B>,
+    /// Upsampling 4h -> 2h.
     pub up2: UpConv2x2<B>,
+    /// 3h (upsampled and skip) -> h at full resolution.
     pub conv_up2: ConvBlock<B>,
+    /// The output: h -> 2d, per cell.
     pub outc: Conv1x1<B>,
 }
 
@@ -75,6 +86,10 @@ impl<B: EngineBackend> UNet<B> {
         Ok(Self { inc, down1, down2, conv_gates, bot, up1, conv_up1, up2, conv_up2, outc })
     }
 
+    /// `M(x)`, and the ConvLSTM's memory after it (other variants pass `None` through).
+    ///
+    /// # Shapes
+    /// - `x`: \[N, 2d, H, W\] -> \[N, 2d, H, W\]; memory \[N, 4h, H/4, W/4\] each
     pub fn forward(&self, x: Tensor<B, 4>, memory: Option<Memory<B>>) -> (Tensor<B, 4>, Option<Memory<B>>) {
         let x1 = self.inc.forward(x);
         let x2 = self.down1.forward(max_pool2(x1.clone()));

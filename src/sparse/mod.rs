@@ -87,6 +87,7 @@ impl Default for SparseConfig {
 }
 
 impl SparseConfig {
+    /// Checks every value a flag could get wrong.
     pub fn validate(&self) -> Result<()> {
         if self.tile < 4 || self.tile > 1024 || !self.tile.is_multiple_of(4) {
             return Err(Error::InvalidSparse(format!(
@@ -146,8 +147,10 @@ pub struct SparseStepReport {
 }
 
 impl SparseStepReport {
+    /// The header of the sparse run's metrics CSV.
     pub const CSV_HEADER: &'static str = "step,evolved_tiles,stored_tiles,matter_cells";
 
+    /// The CSV row of this report.
     pub fn csv_row(&self) -> String {
         format!("{},{},{},{}", self.step, self.evolved_tiles, self.stored_tiles, self.matter_cells)
     }

@@ -6,19 +6,26 @@ use std::str::FromStr;
 use super::{TileCoord, MAX_COORDINATE, MAX_DENSE_CELLS};
 use crate::error::{Error, Result};
 
+/// A rectangle of cells: columns `x .. x + width`, rows `y .. y + height`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
+    /// The leftmost column.
     pub x: i64,
+    /// The top row.
     pub y: i64,
+    /// Columns.
     pub width: usize,
+    /// Rows.
     pub height: usize,
 }
 
 impl Region {
+    /// The region with top-left cell (x, y).
     pub fn new(x: i64, y: i64, width: usize, height: usize) -> Self {
         Self { x, y, width, height }
     }
 
+    /// Cells in the region.
     pub fn cells(&self) -> usize {
         self.width * self.height
     }
@@ -87,8 +94,11 @@ impl FromStr for Region {
 /// A blob of matter to place on the vacuum: random complex cells (normalised) inside a disc.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatterSeed {
+    /// The centre's column.
     pub x: i64,
+    /// The centre's row.
     pub y: i64,
+    /// The disc's radius in cells.
     pub radius: f64,
 }
 

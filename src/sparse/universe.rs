@@ -54,14 +54,17 @@ impl<B: Backend> SparseUniverse<B> {
         })
     }
 
+    /// How the universe is cut and what counts as matter.
     pub fn config(&self) -> &SparseConfig {
         &self.config
     }
 
+    /// The vacuum everywhere nothing is stored.
     pub fn vacuum(&self) -> &Vacuum {
         &self.vacuum
     }
 
+    /// Complex channels per cell.
     pub fn d_state(&self) -> usize {
         self.vacuum.d_state
     }
@@ -71,6 +74,7 @@ impl<B: Backend> SparseUniverse<B> {
         self.step
     }
 
+    /// Tiles stored (holding matter).
     pub fn stored_tiles(&self) -> usize {
         self.coords.len()
     }

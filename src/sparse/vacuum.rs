@@ -27,8 +27,11 @@ pub(super) fn standard_normals(bits: u64) -> (f64, f64) {
 /// The deterministic vacuum of a sparse universe.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Vacuum {
+    /// Which vacuum.
     pub seed: u64,
+    /// The phase noise's strength.
     pub strength: f64,
+    /// Complex channels per cell.
     pub d_state: usize,
 }
 

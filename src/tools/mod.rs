@@ -98,8 +98,11 @@ impl ToolKind {
 /// A disc on the grid; `None` fields take grid-relative defaults (centre, min(H, W) / 4).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Disc {
+    /// The centre's column; the grid's centre when absent.
     pub x: Option<f64>,
+    /// The centre's row; the grid's centre when absent.
     pub y: Option<f64>,
+    /// The radius in cells; a quarter of the shorter side when absent.
     pub radius: Option<f64>,
 }
 
@@ -125,19 +128,65 @@ impl Disc {
 /// [`Tool::check`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tool {
-    Vortex { disc: Disc, m: i64, strength: f64 },
-    Wave { kx: f64, ky: f64, amplitude: f64 },
-    Collapse { disc: Disc, intensity: f64, seed: u64 },
-    ClickOut { enabled: bool, chance: f64, seed: u64 },
-    PhaseFlip { rate: f64, seed: u64 },
-    BitFlip { rate: f64, seed: u64 },
+    /// A phase winding around the disc's centre.
+    Vortex {
+        /// Where, and how far.
+        disc: Disc,
+        /// The winding number.
+        m: i64,
+        /// The blend weight at the centre, in [0, 1].
+        strength: f64,
+    },
+    /// A plane wave `exp(i (kx x + ky y))` over the grid.
+    Wave {
+        /// Radians per column.
+        kx: f64,
+        /// Radians per row.
+        ky: f64,
+        /// The blend weight, in [0, 1] (1: a pure momentum kick).
+        amplitude: f64,
+    },
+    /// A projective measurement of every cell in the disc.
+    Collapse {
+        /// Where, and how far.
+        disc: Disc,
+        /// How far each cell moves toward its measured basis state, in [0, 1].
+        intensity: f64,
+        /// Seed of the draws.
+        seed: u64,
+    },
+    /// Random pairs of cells swapped after every step.
+    ClickOut {
+        /// Whether it acts at all.
+        enabled: bool,
+        /// The probability of a swap after each step.
+        chance: f64,
+        /// Seed of the draws.
+        seed: u64,
+    },
+    /// Random phases on random cells ([`crate::noise::phase_flip`]).
+    PhaseFlip {
+        /// The probability per cell.
+        rate: f64,
+        /// Seed of the draws.
+        seed: u64,
+    },
+    /// Random cells negated ([`crate::noise::bit_flip`]).
+    BitFlip {
+        /// The probability per cell.
+        rate: f64,
+        /// Seed of the draws.
+        seed: u64,
+    },
 }
 
 /// A tool and when it acts: before step `at` runs (on the state after `at` steps; 0 is the
 /// initial state). A per-step tool (click-out) acts after every step that starts at `at` or later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledTool {
+    /// The step count the tool acts at.
     pub at: u64,
+    /// The tool.
     pub tool: Tool,
 }
 

@@ -24,10 +24,15 @@ use super::TrainConfig;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 
+/// Checkpoints, one directory per episode, inside the run's directory.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// The link to the newest checkpoint.
 pub const LAST: &str = "last";
+/// The link to the checkpoint with the best metric.
 pub const BEST: &str = "best";
+/// AdamW's moments, inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
+/// The schedule, episode and metrics, inside a checkpoint.
 pub const TRAINER_FILE: &str = "trainer.json";
 
 /// Everything besides the weights that a resumed run needs to continue exactly.
@@ -38,6 +43,7 @@ pub struct TrainerState {
     /// Episodes completed; the next episode to run. Each episode's randomness comes from a
     /// generator seeded with (seed, episode), so this is also the random stream's position.
     pub episode: u64,
+    /// The learning-rate schedule.
     pub schedule: ReduceOnPlateau,
     /// Metrics of the last completed episode.
     pub metrics: Vec<(String, f64)>,

@@ -41,8 +41,11 @@ impl std::fmt::Display for LossKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossWeights {
+    /// Weight of the survival term.
     pub survival: f64,
+    /// Weight of the symmetry term.
     pub symmetry: f64,
+    /// Weight of the complexity term.
     pub complexity: f64,
     /// Weight of the total variation in the `structure` loss.
     pub total_variation: f64,
@@ -57,7 +60,9 @@ impl Default for LossWeights {
 /// The total (differentiable) and the named terms of a loss.
 #[derive(Debug, Clone)]
 pub struct LossOutput<B: Backend> {
+    /// The loss, \[1\].
     pub total: Tensor<B, 1>,
+    /// Its named terms, \[1\] each.
     pub terms: Vec<(&'static str, Tensor<B, 1>)>,
 }
 

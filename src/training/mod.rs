@@ -37,12 +37,15 @@ use schedule::{noise_level, ReduceOnPlateau};
 pub struct TrainConfig {
     /// Architecture, width and channels of a new model (ignored with `init_model`).
     pub arch: Architecture,
+    /// Complex channels per cell of a new model.
     pub d_state: usize,
+    /// Hidden channels of a new model.
     pub hidden: usize,
     /// Start from this model directory's weights instead of a seeded initialisation.
     pub init_model: Option<PathBuf>,
     /// Lindblad decay rate during training (and the trained model's default).
     pub gamma: f64,
+    /// The run's total of episodes.
     pub episodes: u64,
     /// Side of the square training grid.
     pub grid: usize,
@@ -50,28 +53,38 @@ pub struct TrainConfig {
     pub qca_steps: usize,
     /// Universes per episode.
     pub batch: usize,
+    /// The loss.
     pub loss: LossKind,
+    /// Its terms' weights.
     pub loss_weights: LossWeights,
+    /// AdamW's initial learning rate.
     pub lr: f64,
+    /// AdamW's weight decay.
     pub weight_decay: f64,
     /// The global gradient norm is clipped to this (as PyTorch's `clip_grad_norm_`).
     pub grad_clip: f64,
     /// Noise curriculum: phase flips at `min(max_noise, max_noise * episode / ramp)` every
     /// step, and with probability `bit_flip_chance` per step bit flips at a tenth of that.
     pub max_noise: f64,
+    /// Episodes over which the noise ramps up to `max_noise`.
     pub noise_ramp_episodes: u64,
+    /// The probability per step of a bit-flip event.
     pub bit_flip_chance: f64,
     /// Reduce-on-plateau of the learning rate.
     pub plateau_patience: u64,
+    /// The factor the rate is multiplied by on a plateau.
     pub plateau_factor: f64,
+    /// The rate is never reduced below this.
     pub min_lr: f64,
     /// Checkpoint every this many episodes (and at the end).
     pub checkpoint_every: u64,
     /// Checkpoints kept: the best by the lab's combined metric, and the newest.
     pub keep_best: usize,
+    /// How many of the newest checkpoints are kept.
     pub keep_last: usize,
     /// A picture of the final state every this many episodes (0: never).
     pub frame_every: u64,
+    /// Seed of the model's initialisation, the states and the noise.
     pub seed: u64,
 }
 
@@ -159,13 +172,16 @@ impl TrainConfig {
 pub struct EpisodeReport {
     /// The episode's index (0-based).
     pub episode: u64,
+    /// The loss's total.
     pub loss: f64,
+    /// Its named terms.
     pub terms: Vec<(String, f64)>,
     /// The metric the best checkpoint is chosen by: the lab's `10 survival + 5 symmetry`, or
     /// the loss for losses without those terms.
     pub metric: f64,
     /// Learning rate used for this episode's update.
     pub lr: f64,
+    /// The phase-flip rate of the curriculum.
     pub noise: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -177,9 +193,12 @@ type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
 /// A model being trained, its optimizer and schedule. Generic over an autodiff backend whose
 /// inner backend runs the engine.
 pub struct Trainer<B: AutodiffBackend + EngineBackend> {
+    /// The run's settings.
     pub config: TrainConfig,
+    /// The model being trained.
     pub model: Model<B>,
     optimizer: Adam<B>,
+    /// The episode, schedule and metrics a checkpoint keeps.
     pub state: TrainerState,
     device: B::Device,
 }

@@ -16,22 +16,31 @@ pub fn noise_level(max_noise: f64, ramp_episodes: u64, episode: u64) -> f64 {
 /// average of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReduceOnPlateau {
+    /// The factor the rate is multiplied by on a plateau.
     pub factor: f64,
+    /// Episodes without improvement before a reduction.
     pub patience: u64,
+    /// The relative improvement that counts.
     pub threshold: f64,
+    /// The rate is never reduced below this.
     pub min_lr: f64,
     /// Smoothing of the loss: `average = (1 - smoothing) * average + smoothing * loss`.
     pub smoothing: f64,
+    /// The current learning rate.
     pub lr: f64,
+    /// The smoothed loss; `None` before the first episode.
     pub average: Option<f64>,
+    /// The best smoothed loss so far.
     #[serde(with = "infinity_as_null")]
     pub best: f64,
+    /// Episodes since it improved.
     pub episodes_without_improvement: u64,
     /// Episodes at which the rate was reduced.
     pub reductions: Vec<u64>,
 }
 
 impl ReduceOnPlateau {
+    /// A schedule starting at `lr`.
     pub fn new(lr: f64, factor: f64, patience: u64, min_lr: f64) -> Self {
         Self {
             factor,
