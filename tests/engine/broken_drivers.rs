@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use atheria::backend::{select_device, DeviceRequest, SelectOptions};
 
-use crate::files::scratch;
+use crate::support::{atheria_command, scratch};
 
 const STUBS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/engine/stubs");
 
@@ -142,9 +142,8 @@ fn lavapipe_manifest() -> PathBuf {
 
 fn atheria_with(env: &[(String, String)], args: &[&str]) -> (Output, Duration) {
     let start = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
+    let output = atheria_command()
         .args(args)
-        .env_remove("ATHERIA_DEVICE")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("the binary runs");

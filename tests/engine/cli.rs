@@ -1,36 +1,10 @@
 //! The `atheria` binary as a user runs it: results on success, one readable line and a
 //! non-zero exit on bad input, never a panic.
 
-use std::process::{Command, Output};
-
 use atheria::io::state_file::{load_state, save_state};
 use atheria::state::{generate, InitialState};
 
-use crate::files::scratch;
-use crate::support::fixtures;
-
-pub fn atheria(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(args)
-        .env_remove("ATHERIA_DEVICE")
-        .output()
-        .expect("the binary runs")
-}
-
-pub fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts a failed run with a one-line error containing `needle` and no panic.
-pub fn assert_fails_with(args: &[&str], needle: &str) {
-    let output = atheria(args);
-    let text = stderr(&output);
-    assert!(!output.status.success(), "{args:?} succeeded: {text}");
-    assert!(!text.contains("panicked"), "{args:?} panicked: {text}");
-    let error_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(error_lines.len(), 1, "{args:?}: {text}");
-    assert!(error_lines[0].contains(needle), "{args:?}: expected '{needle}' in: {text}");
-}
+use crate::support::{assert_fails_with, atheria, atheria_command, fixtures, scratch, stderr};
 
 #[test]
 fn run_on_the_embedded_default_writes_frames_and_state() {
@@ -103,7 +77,7 @@ fn a_saved_state_continues_and_tiles() {
 
 #[test]
 fn device_comes_from_the_environment_too() {
-    let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
+    let output = atheria_command()
         .args(["run", "--steps", "1", "--grid", "8"])
         .env("ATHERIA_DEVICE", "cpu")
         .output()

@@ -20,6 +20,11 @@ fn cuda_request_runs_somewhere_and_says_why() {
             assert!(!report.fell_back());
         }
         Some(failure) => {
+            assert!(
+                !crate::support::cuda_expected(),
+                "ATHERIA_EXPECT_CUDA=1 but CUDA failed: {}",
+                failure.summary
+            );
             assert_ne!(report.selected, Some(BackendKind::Cuda));
             assert!(report.fell_back());
             // The runner thread's real cause, not the caller's `RecvError`.

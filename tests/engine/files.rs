@@ -15,16 +15,9 @@ use burn::backend::NdArray;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 
-use crate::support::{fixtures, to_vec, trajectory};
+use crate::support::{fixtures, scratch, to_vec, trajectory};
 
 type B = NdArray;
-
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("atheria-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn outputs(model: &Model<B>, grid: usize) -> Vec<f32> {
     let device = Default::default();

@@ -15,8 +15,9 @@ use atheria::state::Universe;
 use atheria::{Error, Simulation};
 use burn::backend::NdArray;
 
-use crate::files::scratch;
-use crate::support::{fixtures, relative_error, state_error, trajectory, Trajectory};
+use crate::support::{
+    assert_fails_with, atheria, fixtures, relative_error, scratch, state_error, trajectory, Trajectory,
+};
 
 type B = NdArray;
 
@@ -26,7 +27,7 @@ fn options(checkpoint: &Path, out: &Path, hints: ConfigHints) -> ImportOptions {
     ImportOptions { checkpoint: checkpoint.to_path_buf(), out: out.to_path_buf(), hints, force: false }
 }
 
-fn import_into(checkpoint: &Path, out: &Path, hints: ConfigHints) -> atheria::Result<ImportReport> {
+pub fn import_into(checkpoint: &Path, out: &Path, hints: ConfigHints) -> atheria::Result<ImportReport> {
     import(&options(checkpoint, out, hints))
 }
 
@@ -384,112 +385,23 @@ fn an_imported_record_and_its_states_round_trip_exactly() {
 }
 
 #[test]
-fn bytes_and_files_read_the_same() {
-    for name in ["pytorch/mlp_checkpoint.pth", "pytorch/mlp_legacy.pth", "mlp.safetensors"] {
-        let path = fixtures().join(name);
-        let from_file = WeightFile::read(&path).unwrap();
-        let from_bytes = WeightFile::from_bytes(&path, &std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(from_bytes.tensors, from_file.tensors, "{name}");
-        assert_eq!(from_bytes.origin, from_file.origin, "{name}");
-        assert_eq!(from_bytes.path, path);
-    }
-}
-
-/// Positions spread over a file, denser at the start where the headers are.
-fn positions(length: usize) -> Vec<usize> {
-    let mut at: Vec<usize> = (0..64.min(length)).collect();
-    at.extend((0..200).map(|i| i * length / 200));
-    at.extend(length.saturating_sub(64)..length);
-    at.sort_unstable();
-    at.dedup();
-    at
-}
-
-fn flipped(bytes: &[u8], at: usize) -> Vec<u8> {
-    let mut copy = bytes.to_vec();
-    copy[at] ^= 0x5A;
-    copy
-}
-
-#[test]
-fn corrupt_pytorch_files_fail_or_read_exactly_never_silently_changed() {
-    for name in ["pytorch/mlp.pth", "pytorch/mlp_checkpoint.pth"] {
-        let path = fixtures().join(name);
-        let bytes = std::fs::read(&path).unwrap();
-        let original = WeightFile::read(&path).unwrap().tensors;
-        let mut failures = 0;
-        for at in positions(bytes.len()) {
-            match WeightFile::from_bytes(&path, &flipped(&bytes, at)) {
-                // Only bytes no checksum covers (zip timestamps, padding) may change.
-                Ok(weights) => {
-                    assert_eq!(weights.tensors, original, "{name}: flip at {at} changed the tensors")
-                }
-                Err(Error::Format { path: reported, .. } | Error::DType { path: reported, .. }) => {
-                    assert_eq!(reported, path);
-                    failures += 1;
-                }
-                Err(other) => panic!("{name}: flip at {at}: unexpected {other}"),
-            }
-        }
-        assert!(failures > 100, "{name}: only {failures} flips detected");
-        for cut in positions(bytes.len()) {
-            assert!(WeightFile::from_bytes(&path, &bytes[..cut]).is_err(), "{name} cut at {cut}");
-        }
-    }
-}
-
-#[test]
-fn corrupt_safetensors_states_and_records_never_panic() {
-    let weights = fixtures().join("mlp.safetensors");
-    let bytes = std::fs::read(&weights).unwrap();
-    for at in positions(bytes.len()) {
-        let _ = WeightFile::from_bytes(&weights, &flipped(&bytes, at));
-        assert!(WeightFile::from_bytes(&weights, &bytes[..at]).is_err());
-    }
-
-    let dir = scratch("import-corrupt");
-    let state_path = dir.join("state.safetensors");
-    let fixture = trajectory(Architecture::Mlp);
-    save_state(&state_path, &fixture.states[&1]).unwrap();
-    let state = std::fs::read(&state_path).unwrap();
-    for at in positions(state.len()) {
-        if let Ok(read) = parse_state(&state_path, &flipped(&state, at)) {
-            assert_eq!(read.re.data.len(), read.re.shape.iter().product::<usize>());
-        }
-        assert!(parse_state(&state_path, &state[..at]).is_err());
-    }
-
-    let out = dir.join("model");
-    import_into(&fixtures().join("pytorch/unet-convlstm.pth"), &out, ConfigHints::default()).unwrap();
-    let record = std::fs::read(out.join(RECORD_FILE)).unwrap();
-    let device = Default::default();
-    for at in positions(record.len()) {
-        std::fs::write(out.join(RECORD_FILE), flipped(&record, at)).unwrap();
-        let _ = load_model::<B>(&out, &device);
-    }
-}
-
-#[test]
 fn run_infers_the_architecture_of_weights() {
     let dir = scratch("import-run");
     let out = dir.join("final.safetensors");
     let weights = fixtures().join("pytorch/unet-convlstm_checkpoint.pth");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args([
-            "run",
-            "--device",
-            "cpu",
-            "--weights",
-            weights.to_str().unwrap(),
-            "--grid",
-            "8",
-            "--steps",
-            "2",
-        ])
-        .args(["--save-state", out.to_str().unwrap()])
-        .env_remove("ATHERIA_DEVICE")
-        .output()
-        .unwrap();
+    let output = atheria(&[
+        "run",
+        "--device",
+        "cpu",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--grid",
+        "8",
+        "--steps",
+        "2",
+        "--save-state",
+        out.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("inferred unet-convlstm"), "{text}");
@@ -497,14 +409,6 @@ fn run_infers_the_architecture_of_weights() {
     let state = load_state(&out).unwrap();
     let (hidden, _) = state.memory.expect("the ConvLSTM memory is saved");
     assert_eq!(hidden.shape, vec![1, 28, 2, 2]);
-}
-
-fn atheria(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(args)
-        .env_remove("ATHERIA_DEVICE")
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -532,55 +436,7 @@ fn the_import_command_says_what_it_inferred_or_fails_in_one_line() {
         (vec!["run", "--device", "cpu", "--weights", bad_file.to_str().unwrap()], "garbage.pth"),
     ];
     for (args, needle) in cases {
-        let output = atheria(&args);
-        let text = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?}: {text}");
-        assert!(!text.contains("panicked"), "{args:?}: {text}");
-        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
-        assert_eq!(errors.len(), 1, "{args:?}: {text}");
-        assert!(errors[0].contains(needle), "{args:?}: expected '{needle}' in {text}");
+        assert_fails_with(&args, needle);
     }
     assert!(!dir.join("x").exists() && !dir.join("y").exists());
-}
-
-/// Writes the seed corpus of the `readers` fuzz target (fuzz/seeds/readers/): one valid input
-/// per reader, prefixed with the byte that selects it. Run by hand:
-/// `cargo test --profile quick --test engine -- --ignored write_fuzz_seeds`.
-#[test]
-#[ignore]
-fn write_fuzz_seeds() {
-    use atheria::io::model_dir::save_model;
-    use atheria::models::ModelConfig;
-    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/readers");
-    std::fs::create_dir_all(&seeds).unwrap();
-    let write = |name: &str, selector: u8, bytes: &[u8]| {
-        std::fs::write(seeds.join(name), [&[selector][..], bytes].concat()).unwrap();
-    };
-    let pytorch = fixtures().join("pytorch");
-    write("mlp.pth", 0, &std::fs::read(pytorch.join("mlp.pth")).unwrap());
-    write("mlp_legacy.pth", 0, &std::fs::read(pytorch.join("mlp_legacy.pth")).unwrap());
-    write("mlp_checkpoint.pth", 0, &std::fs::read(pytorch.join("mlp_checkpoint.pth")).unwrap());
-    write("mlp.safetensors", 1, &std::fs::read(fixtures().join("mlp.safetensors")).unwrap());
-    let dir = scratch("fuzz-seeds");
-    let device = Default::default();
-    let mut state = atheria::state::generate(&atheria::state::InitialState::Random, 1, 4, 4, 1, 0).unwrap();
-    state.memory = Some((
-        atheria::io::HostTensor { shape: vec![1, 8, 1, 1], data: vec![0.25; 8] },
-        atheria::io::HostTensor { shape: vec![1, 8, 1, 1], data: vec![0.5; 8] },
-    ));
-    save_state(&dir.join("state.safetensors"), &state).unwrap();
-    write("state.safetensors", 2, &std::fs::read(dir.join("state.safetensors")).unwrap());
-    // The fuzz target's record configurations: mlp d2 h4 and unet-convlstm d1 h2.
-    for (selector, config) in [
-        (3, ModelConfig::new(Architecture::Mlp, 2, 4)),
-        (4, ModelConfig::new(Architecture::UnetConvlstm, 1, 2)),
-    ] {
-        let model_dir = dir.join(format!("model-{selector}"));
-        save_model(&model_dir, &Model::<B>::seeded(config, 1, &device).unwrap()).unwrap();
-        write(
-            &format!("record-{selector}.mpk"),
-            selector,
-            &std::fs::read(model_dir.join(RECORD_FILE)).unwrap(),
-        );
-    }
 }

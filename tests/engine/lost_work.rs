@@ -3,7 +3,7 @@
 //! refused before allocating, and damaged files are caught by their checksums.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use atheria::io::model_dir::{load_model, save_model, CONFIG_FILE, RECORD_FILE};
@@ -14,24 +14,9 @@ use atheria::state::{generate, InitialState};
 use atheria::Error;
 use burn::backend::NdArray;
 
-use crate::cli::stderr;
-use crate::files::scratch;
+use crate::support::{atheria, scratch, spawn, stderr};
 
 type Cpu = NdArray;
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(args)
-        .env_remove("ATHERIA_DEVICE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts")
-}
-
-fn atheria(args: &[&str]) -> Output {
-    spawn(args).wait_with_output().expect("the binary runs")
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill").args([format!("-{name}"), child.id().to_string()]).status().unwrap();

@@ -2,6 +2,7 @@
 
 mod broken_drivers;
 mod cli;
+mod corruption;
 mod devices;
 mod dynamics;
 mod files;
@@ -12,5 +13,6 @@ mod pictures;
 mod pytorch_reference;
 mod sparse;
 mod support;
+mod tool_specs;
 mod tools;
 mod training;

@@ -1,77 +1,20 @@
 //! Observables against an independent NumPy implementation (scripts/make_tool_fixtures.py) and
 //! small hand-computed cases.
 
-use std::collections::HashMap;
-
 use atheria::observables::{self, step_metrics, View};
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use safetensors::SafeTensors;
 
-use crate::support::{fixtures, to_vec};
+use crate::support::{assert_close, to_vec, Fixture};
 
 type B = NdArray;
 
-pub struct Fixture {
-    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    pub metadata: HashMap<String, String>,
-}
-
-impl Fixture {
-    pub fn load() -> Self {
-        let bytes = std::fs::read(fixtures().join("observables.safetensors")).unwrap();
-        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-        let metadata = header.metadata().clone().unwrap();
-        let parsed = SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = parsed
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let data = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                (name, (view.shape().to_vec(), data))
-            })
-            .collect();
-        Self { tensors, metadata }
-    }
-
-    pub fn values(&self, name: &str) -> &[f32] {
-        &self.tensors[name].1
-    }
-
-    pub fn state(&self, name: &str) -> Tensor<B, 4> {
-        let (shape, data) = &self.tensors[name];
-        let shape: [usize; 4] = shape.clone().try_into().unwrap();
-        Tensor::from_data(TensorData::new(data.clone(), shape), &Default::default())
-    }
-}
-
-/// Largest absolute difference, with the position of the worst value for the message.
-pub fn assert_close(name: &str, actual: &[f32], expected: &[f32], tolerance: f32) {
-    assert_eq!(actual.len(), expected.len(), "{name}: length");
-    let (worst, index) = actual
-        .iter()
-        .zip(expected)
-        .enumerate()
-        .map(|(i, (a, e))| ((a - e).abs(), i))
-        .fold((0.0f32, 0), |best, next| if next.0 > best.0 || next.0.is_nan() { next } else { best });
-    assert!(
-        worst <= tolerance,
-        "{name}: |difference| {worst} at {index} (got {}, expected {})",
-        actual[index],
-        expected[index]
-    );
-}
-
 #[test]
 fn every_view_matches_numpy() {
-    let fixture = Fixture::load();
-    let psi = fixture.state("psi");
-    let input = fixture.state("input");
-    let delta = fixture.state("delta");
+    let fixture = Fixture::load("observables.safetensors");
+    let psi = fixture.state::<B>("psi", &Default::default());
+    let input = fixture.state::<B>("input", &Default::default());
+    let delta = fixture.state::<B>("delta", &Default::default());
     for view in View::all() {
         let map = view.map(psi.clone(), Some(input.clone()), Some(delta.clone())).unwrap();
         assert_eq!(map.dims(), [2, 6, 7], "{view}");
@@ -96,9 +39,14 @@ fn every_view_matches_numpy() {
 
 #[test]
 fn metrics_match_numpy() {
-    let fixture = Fixture::load();
+    let fixture = Fixture::load("observables.safetensors");
     let threshold: f64 = fixture.metadata["threshold"].parse().unwrap();
-    let metrics = step_metrics(fixture.state("psi"), Some(fixture.state("delta")), threshold).unwrap();
+    let metrics = step_metrics(
+        fixture.state::<B>("psi", &Default::default()),
+        Some(fixture.state::<B>("delta", &Default::default())),
+        threshold,
+    )
+    .unwrap();
     assert_eq!(metrics.len(), 2);
     for (universe, row) in metrics.iter().enumerate() {
         assert_eq!(row.universe, universe);
@@ -108,7 +56,7 @@ fn metrics_match_numpy() {
         assert_eq!(row.cells_above as f32, fixture.values("cells_above")[universe], "{row:?}");
     }
     // Without an update there is no energy.
-    let first = step_metrics(fixture.state("psi"), None, threshold).unwrap();
+    let first = step_metrics(fixture.state::<B>("psi", &Default::default()), None, threshold).unwrap();
     assert_eq!(first[0].total_energy, 0.0);
     assert!(metrics[0].total_energy > 0.0);
 }

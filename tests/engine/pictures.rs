@@ -6,9 +6,7 @@ use atheria::tools::Tool;
 use burn::backend::NdArray;
 use image::AnimationDecoder;
 
-use crate::cli::{assert_fails_with, atheria, stderr};
-use crate::files::scratch;
-use crate::support::relative_error;
+use crate::support::{assert_fails_with, atheria, relative_error, scratch, stderr};
 
 #[test]
 fn a_tool_at_step_zero_acts_on_the_initial_state() {

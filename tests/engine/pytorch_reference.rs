@@ -74,6 +74,31 @@ fn wgpu_matches_pytorch_and_the_cpu_backend() {
     }
 }
 
+/// On a machine where CUDA starts, every architecture matches PyTorch on it; elsewhere the
+/// probe must say why it did not start (and `ATHERIA_EXPECT_CUDA=1` makes that a failure).
+#[test]
+fn cuda_matches_pytorch_where_it_starts() {
+    use atheria::backend::{select_device, DeviceRequest, FailureCause, SelectOptions, SelectedDevice};
+    let options = SelectOptions { strict: true, ..SelectOptions::default() };
+    match select_device(DeviceRequest::Cuda { index: 0 }, &options) {
+        Ok(selection) => match selection.device {
+            SelectedDevice::Cuda(device) => {
+                check_all_on::<burn::backend::Cuda>(&device);
+            }
+            other => panic!("strict cuda selected {other:?}"),
+        },
+        Err(error) => {
+            assert!(
+                !crate::support::cuda_expected(),
+                "ATHERIA_EXPECT_CUDA=1 but CUDA did not start: {error}"
+            );
+            let probe = atheria::backend::probe_all(&SelectOptions::default());
+            let failure = probe[0].failure.as_ref().expect("CUDA failed, so its probe has a failure");
+            assert_ne!(failure.cause, FailureCause::Other, "unclassified: {}", failure.summary);
+        }
+    }
+}
+
 #[test]
 fn pytorch_pickles_load_the_same_weights_as_safetensors() {
     for arch in Architecture::all() {

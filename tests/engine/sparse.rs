@@ -10,9 +10,7 @@ use burn::backend::{NdArray, Wgpu};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::Tensor;
 
-use crate::cli::{assert_fails_with, atheria, stderr};
-use crate::files::scratch;
-use crate::support::{to_vec, trajectory, wgpu_device};
+use crate::support::{assert_fails_with, atheria, scratch, stderr, to_vec, trajectory, wgpu_device};
 
 fn config(tile: usize, threshold: f64) -> SparseConfig {
     SparseConfig { tile, threshold, vacuum_seed: 11, ..SparseConfig::default() }

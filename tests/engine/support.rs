@@ -1,7 +1,8 @@
-//! Shared helpers: fixtures, devices, error measures.
+//! Shared helpers: the binary, scratch directories, fixtures, devices, error measures.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use atheria::backend::{select_device, DeviceRequest, SelectOptions, SelectedDevice};
@@ -14,8 +15,117 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use safetensors::SafeTensors;
 
+// --- The binary ---
+
+/// The `atheria` binary, with no device chosen by the environment.
+pub fn atheria_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atheria"));
+    command.env_remove("ATHERIA_DEVICE");
+    command
+}
+
+/// Starts the binary with `args`, stdout and stderr captured.
+pub fn spawn(args: &[&str]) -> Child {
+    atheria_command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// Runs the binary with `args` to its end.
+pub fn atheria(args: &[&str]) -> Output {
+    spawn(args).wait_with_output().expect("the binary runs")
+}
+
+/// What a run printed on stderr.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failed run with one `error:` line containing `needle`, and no panic.
+pub fn assert_one_line_error(output: &Output, needle: &str) {
+    let text = stderr(output);
+    assert!(!output.status.success(), "succeeded: {text}");
+    assert!(!text.contains("panicked"), "panicked: {text}");
+    let error_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{text}");
+    assert!(error_lines[0].contains(needle), "expected '{needle}' in: {text}");
+}
+
+/// Runs the binary with `args` and asserts [`assert_one_line_error`].
+pub fn assert_fails_with(args: &[&str], needle: &str) {
+    let output = atheria(args);
+    assert!(!output.status.success(), "{args:?} succeeded: {}", stderr(&output));
+    assert_one_line_error(&output, needle);
+}
+
+/// A fresh, empty directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("atheria-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// --- Fixtures ---
+
+/// `tests/fixtures/`.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A fixture written by one of the scripts in `scripts/`: f32 tensors by name, and the string
+/// metadata the script recorded.
+pub struct Fixture {
+    pub tensors: HashMap<String, HostTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Fixture {
+    /// Reads `tests/fixtures/NAME`.
+    pub fn load(name: &str) -> Self {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let parsed = SafeTensors::deserialize(&bytes).unwrap();
+        let tensors = parsed
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let data = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                (name, HostTensor { shape: view.shape().to_vec(), data })
+            })
+            .collect();
+        Self { tensors, metadata }
+    }
+
+    /// The tensor called `name`, which must be there.
+    pub fn tensor(&self, name: &str) -> &HostTensor {
+        self.tensors.get(name).unwrap_or_else(|| panic!("the fixture has no tensor '{name}'"))
+    }
+
+    /// The values of the tensor called `name`.
+    pub fn values(&self, name: &str) -> &[f32] {
+        &self.tensor(name).data
+    }
+
+    /// The 4-D tensor called `name`, on `device`.
+    pub fn state<B: Backend>(&self, name: &str, device: &B::Device) -> Tensor<B, 4> {
+        let tensor = self.tensor(name);
+        let shape: [usize; 4] = tensor.shape.clone().try_into().unwrap();
+        Tensor::from_data(burn::tensor::TensorData::new(tensor.data.clone(), shape), device)
+    }
+
+    /// A metadata value as a number.
+    pub fn number(&self, key: &str) -> f64 {
+        self.metadata[key].parse().unwrap_or_else(|_| panic!("metadata '{key}' is not a number"))
+    }
 }
 
 /// A PyTorch reference trajectory written by scripts/make_fixtures.py.
@@ -29,31 +139,28 @@ pub struct Trajectory {
     pub memory: Option<(HostTensor, HostTensor)>,
 }
 
+/// The reference trajectory of `arch`.
 pub fn trajectory(arch: Architecture) -> Trajectory {
-    let dir = fixtures();
-    let weights = WeightFile::read(&dir.join(format!("{arch}.safetensors"))).unwrap();
-    let bytes = std::fs::read(dir.join(format!("{arch}_trajectory.safetensors"))).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let metadata = header.metadata().clone().unwrap();
-    let number = |key: &str| metadata[key].parse::<f64>().unwrap();
-    let parsed = SafeTensors::deserialize(&bytes).unwrap();
-    let tensor = |name: &str| -> Option<HostTensor> {
-        let view = parsed.tensor(name).ok()?;
-        let data =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Some(HostTensor { shape: view.shape().to_vec(), data })
-    };
-    let steps = number("steps") as u64;
+    let weights = WeightFile::read(&fixtures().join(format!("{arch}.safetensors"))).unwrap();
+    let fixture = Fixture::load(&format!("{arch}_trajectory.safetensors"));
+    let steps = fixture.number("steps") as u64;
     let mut states = HashMap::new();
     for step in [0, 1, steps] {
-        let re = tensor(&format!("psi{step}_re")).unwrap();
-        let im = tensor(&format!("psi{step}_im")).unwrap();
+        let re = fixture.tensor(&format!("psi{step}_re")).clone();
+        let im = fixture.tensor(&format!("psi{step}_im")).clone();
         states.insert(step, HostState { re, im, memory: None, step });
     }
-    let memory = tensor(&format!("h{steps}")).zip(tensor(&format!("c{steps}")));
-    let config = ModelConfig::new(arch, number("d_state") as usize, number("hidden") as usize);
-    Trajectory { config, weights, gamma: number("gamma"), steps, states, memory }
+    let memory = fixture
+        .tensors
+        .get(&format!("h{steps}"))
+        .cloned()
+        .zip(fixture.tensors.get(&format!("c{steps}")).cloned());
+    let config =
+        ModelConfig::new(arch, fixture.number("d_state") as usize, fixture.number("hidden") as usize);
+    Trajectory { config, weights, gamma: fixture.number("gamma"), steps, states, memory }
 }
+
+// --- Error measures ---
 
 /// ||a - b|| / ||b|| over all values.
 pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
@@ -73,9 +180,29 @@ pub fn state_error(a: &HostState, b: &HostState) -> f64 {
     relative_error(&join(a), &join(b))
 }
 
+/// Asserts that the largest absolute difference is at most `tolerance`, naming the worst value.
+pub fn assert_close(name: &str, actual: &[f32], expected: &[f32], tolerance: f32) {
+    assert_eq!(actual.len(), expected.len(), "{name}: length");
+    let (worst, index) = actual
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .map(|(i, (a, e))| ((a - e).abs(), i))
+        .fold((0.0f32, 0), |best, next| if next.0 > best.0 || next.0.is_nan() { next } else { best });
+    assert!(
+        worst <= tolerance,
+        "{name}: |difference| {worst} at {index} (got {}, expected {})",
+        actual[index],
+        expected[index]
+    );
+}
+
+/// A tensor's values as f32.
 pub fn to_vec<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
+
+// --- Devices ---
 
 /// The wgpu device, started through the guarded constructor in strict mode. Tests that need
 /// it fail (never skip) when no Vulkan driver is installed: .ci/run installs one.
@@ -97,4 +224,10 @@ pub fn wgpu_device() -> WgpuDevice {
         })
         .clone()
         .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Whether this machine must run CUDA: `ATHERIA_EXPECT_CUDA=1` (set it on GPU machines), so
+/// that a CUDA that does not start fails the device tests instead of taking the fallback path.
+pub fn cuda_expected() -> bool {
+    std::env::var("ATHERIA_EXPECT_CUDA").is_ok_and(|value| value == "1")
 }

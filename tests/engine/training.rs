@@ -21,10 +21,10 @@ use atheria::training::{named_gradients, TrainConfig};
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use safetensors::SafeTensors;
 
-use crate::files::scratch;
-use crate::support::{fixtures, relative_error};
+use crate::support::{
+    assert_fails_with, assert_one_line_error, atheria_command, fixtures, relative_error, scratch, Fixture,
+};
 
 type Cpu = NdArray;
 type Train = Autodiff<NdArray>;
@@ -42,21 +42,14 @@ struct Reference {
 }
 
 fn reference(case: &str) -> Reference {
-    let bytes = std::fs::read(fixtures().join(format!("training/{case}.safetensors"))).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let metadata = header.metadata().clone().unwrap();
-    let parsed = SafeTensors::deserialize(&bytes).unwrap();
-    let read = |name: &str| {
-        let view = parsed.tensor(name).unwrap();
-        let data =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        HostTensor { shape: view.shape().to_vec(), data }
-    };
-    let gradients = parsed
-        .names()
-        .into_iter()
+    let fixture = Fixture::load(&format!("training/{case}.safetensors"));
+    let read = |name: &str| fixture.tensor(name).clone();
+    let gradients = fixture
+        .tensors
+        .keys()
         .filter_map(|name| name.strip_prefix("grad.").map(|param| (param.to_string(), read(name))))
         .collect();
+    let metadata = fixture.metadata.clone();
     let arch: Architecture = metadata["arch"].parse().unwrap();
     let number = |key: &str| metadata[key].parse::<f64>().unwrap();
     Reference {
@@ -234,13 +227,12 @@ fn training_lowers_the_loss_and_writes_what_a_person_reads() {
 }
 
 fn train_command(out: &Path, pause_ms: u64, episodes: u64) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_atheria"));
+    let mut command = atheria_command();
     command
         .args(["train", "--device", "cpu", "--quiet", "--out", out.to_str().unwrap()])
         .args(["--arch", "mlp", "--d-state", "3", "--hidden", "8", "--grid", "8", "--qca-steps", "2"])
         .args(["--episodes", &episodes.to_string()])
         .env("ATHERIA_FAULT_PAUSE_MS", pause_ms.to_string())
-        .env_remove("ATHERIA_DEVICE")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command
@@ -288,10 +280,9 @@ fn a_run_killed_while_writing_a_checkpoint_resumes_from_a_complete_one() {
 
     // Resuming cleans up and finishes the run (extended to three episodes past the kill).
     let episodes = published + 3;
-    let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
+    let output = atheria_command()
         .args(["train", "--device", "cpu", "--quiet", "--resume", "--episodes", &episodes.to_string()])
         .args(["--out", out.to_str().unwrap()])
-        .env_remove("ATHERIA_DEVICE")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -312,49 +303,28 @@ fn train_command_refuses_what_would_lose_or_mix_runs() {
     };
     let first = run(&[]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    let one_line_error = |output: &std::process::Output, needle: &str| {
-        let text = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success() && !text.contains("panicked"), "{text}");
-        let errors: Vec<&str> = text.lines().filter(|line| line.starts_with("error:")).collect();
-        assert!(errors.len() == 1 && errors[0].contains(needle), "expected '{needle}': {text}");
-    };
-    one_line_error(&run(&[]), "already holds a training run");
+    assert_one_line_error(&run(&[]), "already holds a training run");
 
-    let resume = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_atheria"))
-            .args(["train", "--device", "cpu", "--quiet", "--resume", "--out", out.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    one_line_error(&resume(&["--lr", "0.5"]), "only --episodes may change (drop --lr)");
+    let resume = ["train", "--device", "cpu", "--quiet", "--resume", "--out", out.to_str().unwrap()];
+    assert_fails_with(&[&resume[..], &["--lr", "0.5"]].concat(), "only --episodes may change (drop --lr)");
     let fresh = dir.join("empty");
-    let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(["train", "--device", "cpu", "--resume", "--out", fresh.to_str().unwrap()])
-        .output()
-        .unwrap();
-    one_line_error(&output, "no checkpoint to resume from");
+    assert_fails_with(
+        &["train", "--device", "cpu", "--resume", "--out", fresh.to_str().unwrap()],
+        "no checkpoint to resume from",
+    );
 
     let bad_config = dir.join("bad.toml");
     std::fs::write(&bad_config, "learning_rate = 3\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--config",
-            bad_config.to_str().unwrap(),
-            "--out",
-            dir.join("x").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    one_line_error(&output, "learning_rate");
-    let output = Command::new(env!("CARGO_BIN_EXE_atheria"))
-        .args(["train", "--device", "cpu", "--grid", "18", "--out", dir.join("y").to_str().unwrap()])
-        .output()
-        .unwrap();
-    one_line_error(&output, "multiples of 4");
+    let (config, x) = (bad_config.to_str().unwrap(), dir.join("x"));
+    assert_fails_with(
+        &["train", "--device", "cpu", "--config", config, "--out", x.to_str().unwrap()],
+        "learning_rate",
+    );
+    let y = dir.join("y");
+    assert_fails_with(
+        &["train", "--device", "cpu", "--grid", "18", "--out", y.to_str().unwrap()],
+        "multiples of 4",
+    );
 }
 
 /// The evolutionary loss of a rollout from a fixed universe, on any backend.
