@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         strict_device: false,
         progress: true,
         command: "cargo run --example train".into(),
+        observer: None,
     };
     let report = app::train(&options, &|device| eprintln!("{device}"))?;
     println!("{}", report.summary());

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lab_models import ARCHS, build, qca_step  # noqa: E402
+from lab_models import ARCHS, build, step  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 BATCH, HEIGHT, WIDTH, D_STATE = 2, 16, 20, 3
@@ -41,34 +41,47 @@ GAMMA = 0.05
 STEPS = 20
 # Hidden width 7 makes the norm layers 7, 14, 28 and 56 channels wide: groups 1, 1, 1 (28/8 = 3
 # does not divide 28) and 7, covering every branch of the lab's group rule.
-HIDDEN = {"mlp": 16}
+HIDDEN = {"mlp": 16, "deep-qca": 10, "qca-operator-deep": 12}
 DEFAULT_HIDDEN = 7
 OUTC_STD = 0.08
 # Checkpoints that carry Adam's populated moments (the others carry an empty optimizer state,
 # as a checkpoint written before the first step does).
 FULL_OPTIMIZER_STATE = {"unet", "mlp"}
 
-# How each architecture's training checkpoint is wrapped: the state_dict key and whether the
-# names carry torch.compile's `_orig_mod.` prefix.
+# How each architecture's training checkpoint is wrapped: the state_dict key and the prefix its
+# names carry (torch.compile's `_orig_mod.`, DataParallel's `module.` as the first engine
+# saved them).
 CHECKPOINTS = {
-    "unet": ("model_state_dict", False),
-    "unet-unitary": ("model_state_dict", True),
-    "unet-unitary-rmsnorm": ("state_dict", True),
-    "unet-convlstm": ("model_state_dict", True),
-    "mlp": ("state_dict", False),
+    "unet": ("model_state_dict", ""),
+    "unet-unitary": ("model_state_dict", "_orig_mod."),
+    "unet-rmsnorm": ("model_state_dict", "_orig_mod."),
+    "unet-unitary-rmsnorm": ("state_dict", "_orig_mod."),
+    "unet-convlstm": ("model_state_dict", "_orig_mod."),
+    "mlp": ("state_dict", ""),
+    "deep-qca": ("model_state_dict", "_orig_mod."),
+    "qca-operator-deep": ("model_state_dict", "module."),
 }
 
 
+def gamma_of(arch):
+    """The decay of the engine the law ran in: none in the first engine."""
+    return 0.0 if ARCHS[arch].get("first_engine") else GAMMA
+
+
 def make_model(arch, seed):
+    """The law of `arch` with its learned terms made large enough to matter."""
     torch.manual_seed(seed)
     hidden = HIDDEN.get(arch, DEFAULT_HIDDEN)
     model = build(arch, D_STATE, hidden)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.startswith("outc.weight"):
+            last_layer = arch == "deep-qca" and name == "processing_net.4.weight"
+            if name.startswith("outc.weight") or last_layer:
                 param.normal_(0.0, OUTC_STD)
             elif name.startswith("outc.bias"):
                 param.normal_(0.0, 0.02)
+            elif name.startswith("M_bias"):
+                param.normal_(0.0, 0.05)
             elif param.dim() == 1 and "conv_block" in name:
                 # GroupNorm/RMSNorm affine parameters: weight near 1, bias near 0.
                 if name.endswith("weight"):
@@ -97,15 +110,15 @@ def relative_error(a, b):
     return (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
 
 
-def trajectory(model, psi0, unitary, dtype):
+def trajectory(arch, model, psi0, dtype, steps=STEPS, memory=None):
     ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
     model = model.to(dtype)
     psi = psi0.to(ctype)
-    states, memory = {0: psi}, None
+    states = {0: psi}
     with torch.no_grad():
-        for step in range(1, STEPS + 1):
-            psi, memory = qca_step(model, psi, GAMMA, unitary, memory)
-            states[step] = psi
+        for number in range(1, steps + 1):
+            psi, memory = step(arch, model, psi, gamma_of(arch), memory)
+            states[number] = psi
     return states, memory
 
 
@@ -114,7 +127,6 @@ def main():
     summary = {}
     for index, arch in enumerate(ARCHS):
         model, hidden = make_model(arch, seed=100 + index)
-        unitary = ARCHS[arch]["unitary"]
         weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, os.path.join(OUT, f"{arch}.safetensors"),
                   metadata={"arch": arch, "d_state": str(D_STATE), "hidden": str(hidden)})
@@ -122,8 +134,7 @@ def main():
 
         write_variants(arch, model, weights)
 
-        key, compiled = CHECKPOINTS[arch]
-        prefix = "_orig_mod." if compiled else ""
+        key, prefix = CHECKPOINTS[arch]
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
         if arch in FULL_OPTIMIZER_STATE:
             # A real trainer's checkpoint carries Adam's moments: take one step on a copy so
@@ -150,8 +161,8 @@ def main():
         psi = psi / (torch.sqrt(torch.sum(psi.abs() ** 2, dim=-1, keepdim=True)) + 1e-9)
         psi0 = psi.to(torch.complex64)  # stored values; the reference starts from exactly these
 
-        exact, memory = trajectory(model, psi0, unitary, torch.float64)
-        single, _ = trajectory(model, psi0, unitary, torch.float32)
+        exact, memory = trajectory(arch, model, psi0, torch.float64)
+        single, _ = trajectory(arch, model, psi0, torch.float32)
         # How far the learned term moves psi: the fixture is useless if it barely does.
         decay_only = psi0.to(torch.complex128)
         moved = relative_error(exact[STEPS], decay_only)
@@ -164,7 +175,7 @@ def main():
             tensors[f"h{STEPS}"] = memory[0].float().contiguous()
             tensors[f"c{STEPS}"] = memory[1].float().contiguous()
         metadata = {"arch": arch, "d_state": str(D_STATE), "hidden": str(hidden),
-                    "gamma": str(GAMMA), "steps": str(STEPS)}
+                    "gamma": str(gamma_of(arch)), "steps": str(STEPS)}
         save_file(tensors, os.path.join(OUT, f"{arch}_trajectory.safetensors"), metadata=metadata)
 
         summary[arch] = {

@@ -27,8 +27,10 @@ pub fn forward_floats_per_cell(config: &ModelConfig) -> f64 {
     let h = config.hidden_channels as f64;
     let d = config.d_state as f64;
     if !config.arch.is_unet() {
-        // Three 1x1 convolutions and two ELUs: h, h, h, h and 2d outputs.
-        return 4.0 * h + 2.0 * d;
+        // Each hidden 1x1 convolution and its ELU (h and h), the output (2d), and for the laws
+        // that read the neighbours their sums and padded copies (3 x 2d).
+        let neighbours = if config.arch.reads_neighbours() { 6.0 * d } else { 0.0 };
+        return 2.0 * h * config.arch.hidden_layers() as f64 + 2.0 * d + neighbours;
     }
     // Block outputs and their intermediates (conv, norm, ELU twice) at each resolution, the
     // upsampled maps and the concatenations; a quarter of the cells at H/2, 1/16 at H/4.

@@ -52,6 +52,15 @@ impl Colormap {
     }
 }
 
+impl Colormap {
+    /// The colours of the bytes [`quantize`] makes: 0 to 254 across the map, 255 for NaN.
+    pub fn lut(self) -> Vec<[u8; 3]> {
+        (0..=255u16)
+            .map(|byte| if byte == 255 { self.color(f32::NAN) } else { self.color(byte as f32 / 254.0) })
+            .collect()
+    }
+}
+
 /// OKLCh (lightness, chroma, hue in radians) to 8-bit sRGB.
 fn oklch_to_srgb(lightness: f32, chroma: f32, hue: f32) -> [u8; 3] {
     let (a, b) = (chroma * hue.cos(), chroma * hue.sin());
@@ -81,25 +90,58 @@ pub enum Range {
     Auto,
 }
 
-/// Draws a [height, width] row-major map.
-pub fn colorize(map: &[f32], height: usize, width: usize, colormap: Colormap, range: Range) -> RgbImage {
-    let (low, high) = match range {
-        Range::Fixed(low, high) => (low, high),
-        Range::Auto => {
-            let finite = map.iter().copied().filter(|value| value.is_finite());
-            let low = finite.clone().fold(f32::INFINITY, f32::min);
-            let high = finite.fold(f32::NEG_INFINITY, f32::max);
-            if low.is_finite() {
-                (low, high)
-            } else {
-                (0.0, 1.0)
+impl Range {
+    /// The bounds a map is drawn between: the fixed ones, or the map's own finite minimum and
+    /// maximum ([0, 1] when it has no finite value).
+    pub fn bounds(self, map: &[f32]) -> (f32, f32) {
+        match self {
+            Range::Fixed(low, high) => (low, high),
+            Range::Auto => {
+                let finite = map.iter().copied().filter(|value| value.is_finite());
+                let low = finite.clone().fold(f32::INFINITY, f32::min);
+                let high = finite.fold(f32::NEG_INFINITY, f32::max);
+                if low.is_finite() {
+                    (low, high)
+                } else {
+                    (0.0, 1.0)
+                }
             }
         }
-    };
+    }
+}
+
+/// Where each value lies between `low` and `high`, in [0, 1] (NaN stays NaN).
+fn normalizer(low: f32, high: f32) -> impl Fn(f32) -> f32 {
     let span = if high > low { high - low } else { 1.0 };
+    move |value| (value - low) / span
+}
+
+/// A map as one byte per cell (0 at the range's low end, 254 at its high end, 255 for NaN),
+/// with the bounds used: what the live lab sends and its page colours with [`Colormap::lut`].
+pub fn quantize(map: &[f32], range: Range) -> (Vec<u8>, f32, f32) {
+    let (low, high) = range.bounds(map);
+    let position = normalizer(low, high);
+    let bytes = map
+        .iter()
+        .map(|&value| {
+            let t = position(value);
+            if t.is_nan() {
+                255
+            } else {
+                (t.clamp(0.0, 1.0) * 254.0).round() as u8
+            }
+        })
+        .collect();
+    (bytes, low, high)
+}
+
+/// Draws a [height, width] row-major map.
+pub fn colorize(map: &[f32], height: usize, width: usize, colormap: Colormap, range: Range) -> RgbImage {
+    let (low, high) = range.bounds(map);
+    let position = normalizer(low, high);
     RgbImage::from_fn(width as u32, height as u32, |x, y| {
         let value = map[y as usize * width + x as usize];
-        image::Rgb(colormap.color((value - low) / span))
+        image::Rgb(colormap.color(position(value)))
     })
 }
 

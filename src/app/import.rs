@@ -1,4 +1,5 @@
-//! `atheria import`: a checkpoint of the PyTorch lab to a model directory.
+//! `atheria import`: a checkpoint of the PyTorch lab (or a whole lab experiment) to a model
+//! directory.
 //!
 //! The conversion happens on the host (the CPU backend only holds the tensors while the record
 //! is encoded), so it needs no device. The directory is written next to its destination under a
@@ -10,15 +11,17 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 
 use crate::error::{Error, Result};
+use crate::io::lab_experiment::{read_experiment, LabConfig, LabExperiment};
 use crate::io::model_dir::{load_model, save_model};
 use crate::io::weights::WeightFile;
 use crate::models::detect::{resolve, ConfigHints};
-use crate::models::{Model, ModelConfig};
+use crate::models::{Architecture, Model, ModelConfig};
 
 /// What to import, and where.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// `.pth`/`.pt` (a bare state_dict or a training checkpoint) or `.safetensors`.
+    /// `.pth`/`.pt` (a bare state_dict, a training checkpoint or a TorchScript module),
+    /// `.safetensors`, or a lab experiment (its folder, or the `.zip` the lab exports).
     pub checkpoint: PathBuf,
     /// The model directory to write.
     pub out: PathBuf,
@@ -63,14 +66,24 @@ impl ImportReport {
 pub fn import(options: &ImportOptions) -> Result<ImportReport> {
     let out = &options.out;
     check_destination(out, options.force)?;
-    let weights = WeightFile::read(&options.checkpoint)?;
-    let resolved = resolve(&weights, &options.hints)?;
+    let experiment = read_experiment(&options.checkpoint)?;
+    let (weights, hints) = match &experiment {
+        Some(experiment) => (
+            WeightFile::from_bytes(&experiment.checkpoint_name, &experiment.checkpoint)?,
+            experiment_hints(&options.checkpoint, &experiment.config, &options.hints)?,
+        ),
+        None => (WeightFile::read(&options.checkpoint)?, options.hints),
+    };
+    let resolved = resolve(&weights, &hints)?;
     let mut notes = resolved.notes;
+    let mut config = resolved.config;
+    if let Some(experiment) = &experiment {
+        notes.extend(apply_experiment(&options.checkpoint, experiment, &mut config)?);
+    }
     let converted = weights.origin.converted_dtypes();
     if !converted.is_empty() {
         notes.push(format!("converted {} tensors to f32", converted.join(", ")));
     }
-    let mut config = resolved.config;
     config.trained = true;
     config.description = Some(format!(
         "imported from {}",
@@ -79,7 +92,7 @@ pub fn import(options: &ImportOptions) -> Result<ImportReport> {
             |name| name.to_string_lossy().into_owned()
         )
     ));
-    config.provenance = Some(provenance(&options.checkpoint, &weights));
+    config.provenance = Some(provenance(&options.checkpoint, &weights, experiment.as_ref()));
 
     let device = Default::default();
     let model = Model::<NdArray>::from_weights(config, &weights, &device)?;
@@ -102,8 +115,94 @@ pub fn import(options: &ImportOptions) -> Result<ImportReport> {
     Ok(ImportReport { config: model.config, notes, tensors: weights.tensors.len(), params, out: out.clone() })
 }
 
+/// What the experiment says about the architecture and sizes, as hints for the tensors; the
+/// user's flags win where given.
+fn experiment_hints(path: &Path, lab: &LabConfig, given: &ConfigHints) -> Result<ConfigHints> {
+    let archs = lab_architectures(path, lab)?;
+    if let Some(arch) = given.arch.filter(|arch| !archs.contains(arch)) {
+        return Err(Error::InvalidModel(format!(
+            "{}: --arch {arch} contradicts the experiment's MODEL_ARCHITECTURE {}",
+            path.display(),
+            lab.architecture
+        )));
+    }
+    Ok(ConfigHints {
+        arch: given.arch.or(if archs.len() == 1 { Some(archs[0]) } else { None }),
+        d_state: given.d_state.or(lab.params.d_state),
+        hidden: given.hidden.or(lab.params.hidden_channels),
+    })
+}
+
+/// The architectures the experiment's `MODEL_ARCHITECTURE` can be.
+fn lab_architectures(path: &Path, lab: &LabConfig) -> Result<&'static [Architecture]> {
+    Architecture::from_lab_model_map(&lab.architecture).ok_or_else(|| Error::UnknownLayout {
+        path: path.to_path_buf(),
+        reason: format!(
+            "the experiment's MODEL_ARCHITECTURE '{}' is not one atheria implements (UNET, UNET_UNITARY, \
+             UNET_UNITARY_RMSNORM, UNET_CONVLSTM, MLP, DEEP_QCA)",
+            lab.architecture
+        ),
+    })
+}
+
+/// Carries the experiment's decay, grids and initial state into `config`; one note per
+/// setting.
+fn apply_experiment(
+    path: &Path,
+    experiment: &LabExperiment,
+    config: &mut ModelConfig,
+) -> Result<Vec<String>> {
+    let lab = &experiment.config;
+    if !lab_architectures(path, lab)?.contains(&config.arch) {
+        return Err(Error::UnknownLayout {
+            path: experiment.checkpoint_name.clone(),
+            reason: format!("its tensors are a {}, not the experiment's {}", config.arch, lab.architecture),
+        });
+    }
+    let mut notes = vec![format!(
+        "lab experiment{}: {} runs as {}; weights from {} (the newest checkpoint)",
+        lab.name.as_ref().map(|name| format!(" '{name}'")).unwrap_or_default(),
+        lab.architecture,
+        config.arch,
+        experiment.checkpoint_name.display()
+    )];
+    if let Some(gamma) = lab.gamma {
+        crate::models::check_gamma(gamma)?;
+        config.gamma = gamma;
+        notes.push(format!("gamma {gamma} (GAMMA_DECAY)"));
+    }
+    let defaults = &mut config.run_defaults;
+    defaults.training_grid = lab.training_grid;
+    defaults.grid = lab.inference_grid;
+    defaults.init = match lab.initial_state.as_deref() {
+        None => None,
+        Some("complex_noise") => Some("complex-noise".into()),
+        Some(mode @ ("random" | "zeros")) => Some(mode.into()),
+        Some(other) => {
+            notes.push(format!(
+                "INITIAL_STATE_MODE_INFERENCE '{other}' has no equivalent here: runs start from random unless --init says"
+            ));
+            None
+        }
+    };
+    if let Some(init) = &defaults.init {
+        notes.push(format!("runs start from {init} (INITIAL_STATE_MODE_INFERENCE)"));
+    }
+    if let Some(grid) = lab.training_grid {
+        notes.push(format!(
+            "trained on {grid}x{grid} (GRID_SIZE_TRAINING): larger runs tile a {grid}x{grid} start"
+        ));
+    }
+    config.validate()?;
+    Ok(notes)
+}
+
 /// The provenance block of config.json.
-fn provenance(checkpoint: &Path, weights: &WeightFile) -> serde_json::Value {
+fn provenance(
+    checkpoint: &Path,
+    weights: &WeightFile,
+    experiment: Option<&LabExperiment>,
+) -> serde_json::Value {
     let origin = &weights.origin;
     let mut block = serde_json::json!({
         "imported_from": checkpoint.display().to_string(),
@@ -122,6 +221,19 @@ fn provenance(checkpoint: &Path, weights: &WeightFile) -> serde_json::Value {
     }
     if let Some(metrics) = &origin.metrics {
         fields.insert("metrics".into(), metrics.clone());
+    }
+    if let Some(class) = &origin.class_name {
+        fields.insert("lab_class".into(), class.clone().into());
+    }
+    if let Some(experiment) = experiment {
+        fields.insert(
+            "lab_experiment".into(),
+            serde_json::json!({
+                "name": experiment.config.name,
+                "MODEL_ARCHITECTURE": experiment.config.architecture,
+                "checkpoint": experiment.checkpoint_name.display().to_string(),
+            }),
+        );
     }
     block
 }

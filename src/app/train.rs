@@ -54,6 +54,27 @@ pub struct TrainOptions {
     pub progress: bool,
     /// The command line, recorded in the trained model's provenance.
     pub command: String,
+    /// Who else follows the run (the live lab), and may stop it.
+    pub observer: Option<Observer>,
+}
+
+/// Follows a training run: each episode's report, and a stop request checked between
+/// episodes (a stop checkpoints the episode reached, as Ctrl-C does).
+pub trait TrainObserver: Send + Sync {
+    /// An episode finished.
+    fn episode(&self, report: &EpisodeReport);
+    /// Whether the run should stop now.
+    fn stop_requested(&self) -> bool;
+}
+
+/// A shared [`TrainObserver`].
+#[derive(Clone)]
+pub struct Observer(pub std::sync::Arc<dyn TrainObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 /// What a training run did.
@@ -122,7 +143,9 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
-fn run_training<B>(options: &TrainOptions, device: &B::Device) -> Result<TrainReport>
+/// Trains as `options` say on `device` of autodiff backend `B` (what [`train`] runs once it
+/// has a device).
+pub(crate) fn run_training<B>(options: &TrainOptions, device: &B::Device) -> Result<TrainReport>
 where
     B: burn::tensor::backend::AutodiffBackend + EngineBackend,
 {
@@ -170,7 +193,9 @@ where
     let mut interrupted = None;
     let mut checkpointed = trainer.state.episode;
     while !trainer.finished() {
-        if let Some(stop) = crate::interrupt::check(trainer.state.episode, config.episodes) {
+        let signal = crate::interrupt::check(trainer.state.episode, config.episodes);
+        let requested = options.observer.as_ref().is_some_and(|observer| observer.0.stop_requested());
+        if signal.is_some() || requested {
             // A checkpoint of the episode reached, unless it has one, so that --resume
             // continues exactly from here.
             if checkpointed != trainer.state.episode {
@@ -179,11 +204,14 @@ where
                 trainer.checkpoint(out, mean)?;
                 metrics.plot(&out.join(PLOT_FILE))?;
             }
-            interrupted = Some(stop);
+            interrupted = signal;
             break;
         }
         let (report, psi) = trainer.episode()?;
         metrics.append(&report, started.elapsed().as_secs_f64())?;
+        if let Some(observer) = &options.observer {
+            observer.0.episode(&report);
+        }
         window.push(report.metric);
         bar.set_message(progress_message(&report));
         bar.inc(1);

@@ -10,7 +10,9 @@ use super::common::ArchArgs;
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// A bare state_dict (.pth/.pt), a training checkpoint holding one under `model_state_dict`
-    /// or `state_dict`, or .safetensors; `_orig_mod.`/`module.` prefixes are removed.
+    /// or `state_dict`, a TorchScript module (.pt), .safetensors, or a lab experiment (its
+    /// folder with config.json, or the .zip the lab exports); `_orig_mod.`/`module.` prefixes
+    /// are removed.
     pub checkpoint: PathBuf,
 
     /// The model directory to write (config.json + model.mpk).

@@ -38,7 +38,7 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// What this machine can run and why not: drivers, causes, hints, a self-test per backend.
     Doctor(doctor::DoctorArgs),
-    /// Convert a checkpoint of the PyTorch lab (.pth/.pt/.safetensors) into a model directory.
+    /// Convert a model of the PyTorch lab (checkpoint, TorchScript, experiment) into a model directory.
     Import(import::ImportArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
     Bench(bench::BenchArgs),

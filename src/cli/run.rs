@@ -20,8 +20,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
 
-    /// Grid size, N or HxW (multiples of 4 for the U-Nets). Defaults to 64, or to the size of
-    /// an --init state file (a larger multiple tiles the file).
+    /// Grid size, N or HxW (multiples of 4 for the U-Nets). Defaults to the size of an --init
+    /// state file (a larger multiple tiles the file), else the model's (64 unless an imported
+    /// lab experiment says).
     #[arg(long)]
     pub grid: Option<GridSize>,
 
@@ -42,8 +43,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
-    /// Initial state: random, complex-noise[:STRENGTH], zeros, or a state file (.safetensors)
-    /// [default: random].
+    /// Initial state: random, complex-noise[:STRENGTH], zeros, or a state file (.safetensors, or
+    /// a lab snapshot .pt) [default: the model's, else random].
     #[arg(long)]
     pub init: Option<String>,
 
@@ -190,7 +191,7 @@ impl RunArgs {
     }
 
     fn dense_options(&self) -> anyhow::Result<UniverseOptions> {
-        let init: InitialState = self.init.as_deref().unwrap_or("random").parse()?;
+        let init: Option<InitialState> = self.init.as_deref().map(str::parse).transpose()?;
         let tools = self.tool.iter().map(|spec| spec.parse::<Tool>()).collect::<Result<Vec<_>, _>>()?;
         let defaults = DenseOptions::default();
         Ok(UniverseOptions::Dense(DenseOptions {

@@ -158,6 +158,7 @@ pub fn train(args: TrainArgs, verbose: bool) -> anyhow::Result<Option<atheria::i
         strict_device: args.device.strict_device,
         progress: !args.quiet,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        observer: None,
     };
     let report = app::train(&options, &|device| args.device.print_report(device, verbose))?;
     eprintln!("{}", report.summary());

@@ -1,9 +1,13 @@
 //! Files: model directories, PyTorch and safetensors weights, state files, and the atomic
 //! write they all go through.
 
+pub mod lab_experiment;
+mod lab_state;
 pub mod model_dir;
+pub mod pickle;
 pub mod run_checkpoint;
 pub mod state_file;
+pub mod torch_archive;
 pub mod weights;
 
 use std::fs;

@@ -98,15 +98,6 @@ pub fn save(dir: &Path, checkpoint: &RunCheckpoint) -> Result<()> {
     write_atomic(&path, &bytes)
 }
 
-/// The step a checkpoint holds, read from its metadata (without decoding the tensors).
-pub fn saved_step(dir: &Path) -> Result<u64> {
-    let path = dir.join(STATE_FILE);
-    let bytes = read_file(&path)?;
-    metadata_value(&bytes, "step")
-        .and_then(|step| step.parse().ok())
-        .ok_or_else(|| Error::format(&path, "not a run checkpoint: no step in its metadata"))
-}
-
 /// Reads and validates a checkpoint directory's state file.
 pub fn load(dir: &Path) -> Result<RunCheckpoint> {
     let path = dir.join(STATE_FILE);

@@ -1,5 +1,6 @@
 //! State files: safetensors with f32 tensors `re` and `im` of shape [B, H, W, d_state] (the
-//! original lab's psi layout), plus `h` and `c` for a ConvLSTM model's memory.
+//! original lab's psi layout), plus `h` and `c` for a ConvLSTM model's memory. The lab's own
+//! saved states (`torch.save` of a complex psi) are read too.
 //!
 //! The metadata holds the step count and `sha256`, the SHA-256 of the tensors' bytes in the
 //! order of their names; loading verifies it (files without one load as before).
@@ -34,8 +35,27 @@ impl HostState {
     }
 }
 
-/// The metadata key of the tensors' checksum.
-const CHECKSUM_KEY: &str = "sha256";
+/// The metadata key of the checksum of the tensors and the rest of the metadata.
+const CHECKSUM_KEY: &str = "sha256_state";
+
+/// The key of the checksum of files written before the metadata was covered: the tensors only.
+const TENSORS_CHECKSUM_KEY: &str = "sha256";
+
+/// The SHA-256 of a state file's content: its tensors' bytes in the order of their names, then
+/// every metadata entry but the checksums, `key=value` lines in the order of their keys (the
+/// step and a run's settings are as much the state as its tensors).
+fn state_checksum<'a>(tensors: impl Iterator<Item = &'a [u8]>, metadata: &HashMap<String, String>) -> String {
+    let mut content: Vec<u8> = tensors.flat_map(|bytes| bytes.iter().copied()).collect();
+    let mut entries: Vec<(&String, &String)> = metadata
+        .iter()
+        .filter(|(key, _)| ![CHECKSUM_KEY, TENSORS_CHECKSUM_KEY].contains(&key.as_str()))
+        .collect();
+    entries.sort();
+    for (key, value) in entries {
+        content.extend_from_slice(format!("{key}={value}\n").as_bytes());
+    }
+    sha256_hex(&content)
+}
 
 /// Writes a state file atomically.
 pub fn save_state(path: &Path, state: &HostState) -> Result<()> {
@@ -64,8 +84,10 @@ pub fn encode_state(
         .iter()
         .map(|(name, tensor)| (name.to_string(), tensor.shape.clone(), bytes_of(tensor)))
         .collect();
-    let checksum =
-        sha256_hex(&buffers.iter().flat_map(|(_, _, bytes)| bytes.iter().copied()).collect::<Vec<u8>>());
+    metadata.insert("format".to_string(), "atheria-state".to_string());
+    metadata.insert("step".to_string(), state.step.to_string());
+    let tensor_bytes = buffers.iter().map(|(_, _, bytes)| bytes.as_slice());
+    let checksum = state_checksum(tensor_bytes, &metadata);
     let views: Vec<(String, TensorView<'_>)> = buffers
         .iter()
         .map(|(name, shape, bytes)| {
@@ -74,8 +96,6 @@ pub fn encode_state(
                 .map_err(|error| Error::format(path, format!("cannot encode '{name}': {error}")))
         })
         .collect::<Result<_>>()?;
-    metadata.insert("format".to_string(), "atheria-state".to_string());
-    metadata.insert("step".to_string(), state.step.to_string());
     metadata.insert(CHECKSUM_KEY.to_string(), checksum);
     safetensors::serialize(views, &Some(metadata))
         .map_err(|error| Error::format(path, format!("cannot encode state: {error}")))
@@ -87,8 +107,17 @@ pub fn load_state(path: &Path) -> Result<HostState> {
     parse_state(path, &read_file(path)?)
 }
 
-/// [`load_state`] on the bytes of a state file; `path` is what errors report.
+/// [`load_state`] on the bytes of a state file; `path` is what errors report. A PyTorch
+/// archive is read as one of the lab's saved states ([`super::lab_state`]).
 pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
+    if super::lab_state::is_zip(bytes) {
+        let lab = super::lab_state::parse_lab_state(path, bytes)?;
+        return validate_state(
+            path,
+            HostState { re: lab.re, im: lab.im, memory: None, step: lab.step },
+            lab.memory,
+        );
+    }
     let parsed = SafeTensors::deserialize(bytes).map_err(|error| {
         Error::format(path, format!("not a valid safetensors state (truncated or corrupt?): {error}"))
     })?;
@@ -98,7 +127,7 @@ pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
         read(name)?.ok_or_else(|| Error::format(path, format!("missing tensor '{name}'")))
     };
     let (re, im, memory) = (required("re")?, required("im")?, (read("h")?, read("c")?));
-    let step = parsed_step(bytes);
+    let step = parsed_step(path, bytes)?;
     validate_state(path, HostState { re, im, memory: None, step }, memory)
 }
 
@@ -185,28 +214,38 @@ fn validate_state(
     Ok(HostState { re, im, memory, step })
 }
 
-/// Compares the recorded checksum (if any) with the tensors' bytes.
+/// Compares the recorded checksum (if any) with the file's content.
 fn verify_checksum(path: &Path, bytes: &[u8], parsed: &SafeTensors<'_>) -> Result<()> {
-    let Some(recorded) = metadata_value(bytes, CHECKSUM_KEY) else { return Ok(()) };
+    let metadata = SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, header)| header.metadata().clone())
+        .unwrap_or_default();
     let mut names = parsed.names();
     names.sort();
-    let mut data = Vec::new();
-    for name in names {
-        if let Ok(view) = parsed.tensor(name) {
-            data.extend_from_slice(view.data());
-        }
-    }
-    if sha256_hex(&data) != recorded {
+    let tensors: Vec<&[u8]> =
+        names.iter().filter_map(|name| parsed.tensor(name).ok()).map(|view| view.data()).collect();
+    let (recorded, computed, what) = match (metadata.get(CHECKSUM_KEY), metadata.get(TENSORS_CHECKSUM_KEY)) {
+        (Some(recorded), _) => (recorded, state_checksum(tensors.into_iter(), &metadata), "the state's"),
+        (None, Some(recorded)) => (recorded, sha256_hex(&tensors.concat()), "the tensors'"),
+        (None, None) => return Ok(()),
+    };
+    if computed != *recorded {
         return Err(Error::ChecksumMismatch {
             path: path.to_path_buf(),
-            what: "the tensors' SHA-256 differs from the one in the file's metadata".into(),
+            what: format!("{what} SHA-256 differs from the one in the file's metadata"),
         });
     }
     Ok(())
 }
 
-fn parsed_step(bytes: &[u8]) -> u64 {
-    metadata_value(bytes, "step").and_then(|step| step.parse().ok()).unwrap_or(0)
+/// The step in the metadata: 0 when absent (a file from elsewhere), an error when unreadable.
+fn parsed_step(path: &Path, bytes: &[u8]) -> Result<u64> {
+    match metadata_value(bytes, "step") {
+        None => Ok(0),
+        Some(step) => {
+            step.parse().map_err(|_| Error::format(path, format!("the step '{step}' is not a number")))
+        }
+    }
 }
 
 /// A value of a safetensors file's metadata.

@@ -16,6 +16,8 @@ use burn_store::pytorch::PytorchReader;
 use burn_store::TensorSnapshot;
 use safetensors::{Dtype, SafeTensors};
 
+use super::pickle::Value;
+use super::torch_archive::{module_tensors, state_dict_tensors, TorchArchive};
 use super::{read_file, HostTensor};
 use crate::error::{Error, Result};
 use crate::guard::catch_silently;
@@ -52,6 +54,9 @@ pub struct WeightOrigin {
     pub episode: Option<i64>,
     /// A training checkpoint's `metrics` entry, as JSON.
     pub metrics: Option<serde_json::Value>,
+    /// The lab's class of the model, when the file records it (a TorchScript archive):
+    /// `UNetUnitary`, `MLP`, ...
+    pub class_name: Option<String>,
 }
 
 impl WeightOrigin {
@@ -124,9 +129,22 @@ impl WeightFile {
         // burn-store silently substitutes zeros for a storage it cannot read (a corrupt zip
         // entry), so every entry's checksum is verified first.
         verify_zip_entries(file, path)?;
-        let reader = catch_silently(|| PytorchReader::new(file))
-            .map_err(|panic| Error::format(path, format!("unreadable PyTorch file: {panic}")))?
-            .map_err(|error| Error::format(path, format!("not a readable PyTorch file: {error}")))?;
+        let mut archive = TorchArchive::from_bytes(path, read_file(file)?).ok().flatten();
+        if let Some(archive) = archive.as_mut().filter(|archive| archive.is_torchscript()) {
+            return Self::parse_archive(path, archive, true);
+        }
+        let reader = match (catch_silently(|| PytorchReader::new(file)), archive.as_mut()) {
+            (Ok(Ok(reader)), _) => reader,
+            // burn-store reads state_dicts; a zip archive it cannot read (a checkpoint whose
+            // other entries hold classes it does not know) the crate's own reader tries.
+            (_, Some(archive)) => return Self::parse_archive(path, archive, false),
+            (Err(panic), None) => {
+                return Err(Error::format(path, format!("unreadable PyTorch file: {panic}")))
+            }
+            (Ok(Err(error)), None) => {
+                return Err(Error::format(path, format!("not a readable PyTorch file: {error}")))
+            }
+        };
         let snapshots = reader.into_tensors();
 
         // A training checkpoint nests the weights one level down; keep only that entry.
@@ -157,6 +175,47 @@ impl WeightFile {
         }
         if nested.is_some() {
             read_checkpoint_entries(file, &mut origin);
+        }
+        Self::from_named(path, tensors, origin)
+    }
+
+    /// Reads a zip archive with the crate's own unpickler: a TorchScript module's parameters
+    /// by module path with its class, or a state_dict (bare or in a training checkpoint).
+    fn parse_archive(path: &Path, archive: &mut TorchArchive, torchscript: bool) -> Result<Self> {
+        let object = archive.object()?;
+        let mut origin = WeightOrigin {
+            format: if torchscript { "torchscript" } else { "pytorch" },
+            ..WeightOrigin::default()
+        };
+        let found = if torchscript {
+            module_tensors(&object).map(|(class, tensors)| {
+                origin.class_name = Some(class);
+                tensors
+            })
+        } else {
+            state_dict_tensors(&object, &STATE_DICT_KEYS).map(|(key, tensors)| {
+                origin.state_dict_key = key.map(str::to_string);
+                tensors
+            })
+        };
+        let found = found.map_err(|message| Error::format(path, message))?;
+        let mut tensors = BTreeMap::new();
+        for (name, reference) in found {
+            let tensor = archive.tensor(&name, &reference)?;
+            if tensor.complex {
+                return Err(wrong_dtype(path, &name, tensor.dtype));
+            }
+            origin.dtypes.insert(canonical_dtype(tensor.dtype).to_string());
+            tensors.insert(name, HostTensor { shape: tensor.shape, data: tensor.values });
+        }
+        if tensors.is_empty() {
+            return Err(Error::format(path, "the file holds no tensors"));
+        }
+        if origin.state_dict_key.is_some() {
+            origin.episode = match object.get("episode") {
+                Some(Value::Int(episode)) => Some(*episode),
+                _ => None,
+            };
         }
         Self::from_named(path, tensors, origin)
     }
@@ -328,6 +387,16 @@ fn pickle_to_json(value: &PickleValue) -> serde_json::Value {
             let sorted: BTreeMap<&String, &PickleValue> = entries.iter().collect();
             Value::Object(sorted.into_iter().map(|(key, item)| (key.clone(), pickle_to_json(item))).collect())
         }
+    }
+}
+
+/// The name [`WeightOrigin::dtypes`] uses for an archive's dtype (burn's `F32`, ...).
+fn canonical_dtype(dtype: &str) -> &'static str {
+    match dtype {
+        "float64" => "F64",
+        "float16" => "F16",
+        "bfloat16" => "BF16",
+        _ => "F32",
     }
 }
 

@@ -1,10 +1,16 @@
-//! Telling a checkpoint's architecture and sizes from its tensor names and shapes, so that the
-//! lab's files load without flags:
+//! Telling a checkpoint's architecture and sizes, so that the lab's files load without flags.
+//!
+//! A file that records the lab's class (a TorchScript archive) names its architecture exactly
+//! ([`Architecture::from_lab_class`]). Otherwise the tensor names and shapes decide:
 //!
 //! - `net.0.weight` [h, 2d, 1, 1]: the MLP;
+//! - `conv_neighbors.weight` [16d, 1, 3, 3] with `processing_net.0.weight` [h, 16d, 1, 1]: the
+//!   first engine's `qca-operator-deep` when `M_bias_real` is there, else `deep-qca`;
 //! - `inc.conv_block.0.weight` [h, 2d, 3, 3]: a U-Net, with
 //!   - `conv_gates.weight`: the ConvLSTM U-Net,
-//!   - a norm weight without a bias (`inc.conv_block.1.weight` only): RMSNorm blocks,
+//!   - a norm weight without a bias (`inc.conv_block.1.weight` only): RMSNorm blocks, imported
+//!     as `unet-rmsnorm`, as the lab's engine runs `UNetUnitaryRMSNorm` (the unitary product
+//!     only for a class named `UNetUnitary`),
 //!   - otherwise GroupNorm blocks: `unet` or `unet-unitary`, which have identical weights (the
 //!     unitary update is not in the file), so `unet` unless the caller says otherwise.
 //!
@@ -44,12 +50,13 @@ pub struct Resolved {
     pub notes: Vec<String>,
 }
 
-/// What the tensors say.
+/// What the file says.
 #[derive(Debug, Clone, PartialEq)]
 struct Layout {
-    /// Architectures the weights fit (two for a GroupNorm U-Net), the default first.
+    /// Architectures the weights fit (two for a U-Net whose update is not in the file), the one
+    /// the lab ran first.
     candidates: Vec<Architecture>,
-    /// The tensor and the words that decide the architecture, for messages.
+    /// The tensor (or class) and the words that decide the architecture, for messages.
     arch_evidence: (String, String),
     d_state: usize,
     hidden: usize,
@@ -62,51 +69,128 @@ const UNET_INPUT: &str = "inc.conv_block.0.weight";
 const GATES: &str = "conv_gates.weight";
 const FIRST_NORM_WEIGHT: &str = "inc.conv_block.1.weight";
 const FIRST_NORM_BIAS: &str = "inc.conv_block.1.bias";
+const NEIGHBOURS: &str = "conv_neighbors.weight";
+const PROCESSING_INPUT: &str = "processing_net.0.weight";
+const FIRST_ENGINE_BIAS: &str = "M_bias_real";
 
 fn unknown(path: &Path, reason: impl Into<String>) -> Error {
     Error::UnknownLayout { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// `[out, 2d, k, k]` of the first layer to (d_state, hidden).
-fn sizes_from(path: &Path, name: &str, shape: &[usize], kernel: usize) -> Result<(usize, usize)> {
+/// `[out, inputs_per_d * d, k, k]` of the first layer to (d_state, hidden).
+fn sizes_from(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    kernel: usize,
+    inputs_per_d: usize,
+) -> Result<(usize, usize)> {
     match shape {
         &[hidden, input, k1, k2]
-            if input % 2 == 0 && input > 0 && hidden > 0 && k1 == kernel && k2 == kernel =>
+            if input % inputs_per_d == 0 && input > 0 && hidden > 0 && k1 == kernel && k2 == kernel =>
         {
-            Ok((input / 2, hidden))
+            Ok((input / inputs_per_d, hidden))
         }
         _ => Err(unknown(
             path,
             format!(
-                "tensor '{name}' has shape {shape:?}, expected [hidden, 2 * d_state, {kernel}, {kernel}]"
+                "tensor '{name}' has shape {shape:?}, expected [hidden, {inputs_per_d} * d_state, {kernel}, {kernel}]"
             ),
         )),
     }
 }
 
+/// The first tensor of an architecture, with its kernel and inputs per complex channel.
+fn first_layer(arch: Architecture) -> (&'static str, usize, usize) {
+    if arch.is_unet() {
+        (UNET_INPUT, 3, 2)
+    } else if arch.reads_neighbours() {
+        (PROCESSING_INPUT, 1, 16)
+    } else {
+        (MLP_INPUT, 1, 2)
+    }
+}
+
+fn layout_of_class(weights: &WeightFile, class: &str) -> Result<Layout> {
+    let path = &weights.path;
+    let arch = Architecture::from_lab_class(class).ok_or_else(|| {
+        unknown(
+            path,
+            format!(
+                "it records the lab's class '{class}', which atheria does not implement (it implements \
+                 UNet, UNetUnitary, UNetUnitaryRMSNorm, UNetConvLSTM, MLP, DeepQCA and QCA_Operator_Deep)"
+            ),
+        )
+    })?;
+    let (tensor, kernel, per_d) = first_layer(arch);
+    let shape = weights
+        .tensors
+        .get(tensor)
+        .map(|tensor| tensor.shape.clone())
+        .ok_or_else(|| unknown(path, format!("it records class '{class}' but holds no '{tensor}'")))?;
+    let (d_state, hidden) = sizes_from(path, tensor, &shape, kernel, per_d)?;
+    let words = if arch == Architecture::UnetRmsnorm {
+        format!(
+            "is the lab's '{class}', which its engine runs without the unitary product (applied only to a \
+             class named UNetUnitary): {arch}"
+        )
+    } else {
+        format!("is the lab's '{class}': {arch}")
+    };
+    Ok(Layout {
+        candidates: vec![arch],
+        arch_evidence: ("class".into(), words),
+        d_state,
+        hidden,
+        size_evidence: (tensor.into(), shape),
+    })
+}
+
 fn layout(weights: &WeightFile) -> Result<Layout> {
+    if let Some(class) = &weights.origin.class_name {
+        return layout_of_class(weights, class);
+    }
     let path = &weights.path;
     let has = |name: &str| weights.tensors.contains_key(name);
     let shape = |name: &str| weights.tensors.get(name).map(|tensor| tensor.shape.clone());
-    match (shape(MLP_INPUT), shape(UNET_INPUT)) {
-        (Some(_), Some(_)) => {
-            Err(unknown(path, format!("it holds both '{MLP_INPUT}' (MLP) and '{UNET_INPUT}' (U-Net)")))
+    let firsts: Vec<&str> =
+        [MLP_INPUT, UNET_INPUT, NEIGHBOURS].into_iter().filter(|name| has(name)).collect();
+    if firsts.len() > 1 {
+        return Err(unknown(
+            path,
+            format!("it holds the first layers of several laws: {}", firsts.join(", ")),
+        ));
+    }
+    let layout = |candidates: Vec<Architecture>, evidence: (&str, String), tensor: &str| -> Result<Layout> {
+        let (_, kernel, per_d) = first_layer(candidates[0]);
+        let found = shape(tensor)
+            .ok_or_else(|| unknown(path, format!("it holds '{}' but no '{tensor}'", evidence.0)))?;
+        let (d_state, hidden) = sizes_from(path, tensor, &found, kernel, per_d)?;
+        Ok(Layout {
+            candidates,
+            arch_evidence: (evidence.0.to_string(), evidence.1),
+            d_state,
+            hidden,
+            size_evidence: (tensor.into(), found),
+        })
+    };
+    match firsts.first().copied() {
+        Some(MLP_INPUT) => {
+            layout(vec![Architecture::Mlp], (MLP_INPUT, "belongs to the mlp".into()), MLP_INPUT)
         }
-        (Some(first), None) => {
-            let (d_state, hidden) = sizes_from(path, MLP_INPUT, &first, 1)?;
-            Ok(Layout {
-                candidates: vec![Architecture::Mlp],
-                arch_evidence: (MLP_INPUT.into(), "belongs to the mlp".into()),
-                d_state,
-                hidden,
-                size_evidence: (MLP_INPUT.into(), first),
-            })
-        }
-        (None, Some(first)) => {
-            let (d_state, hidden) = sizes_from(path, UNET_INPUT, &first, 3)?;
+        Some(NEIGHBOURS) if has(FIRST_ENGINE_BIAS) => layout(
+            vec![Architecture::QcaOperatorDeep],
+            (FIRST_ENGINE_BIAS, "is the first engine's learned bias: qca-operator-deep".into()),
+            PROCESSING_INPUT,
+        ),
+        Some(NEIGHBOURS) => layout(
+            vec![Architecture::DeepQca],
+            (NEIGHBOURS, "is the neighbour sum without the first engine's bias: deep-qca".into()),
+            PROCESSING_INPUT,
+        ),
+        Some(_) => {
             let rms = has(FIRST_NORM_WEIGHT) && !has(FIRST_NORM_BIAS);
-            let memory = has(GATES);
-            let (candidates, arch_evidence) = match (rms, memory) {
+            let (candidates, evidence) = match (rms, has(GATES)) {
                 (true, true) => {
                     return Err(unknown(
                         path,
@@ -114,46 +198,52 @@ fn layout(weights: &WeightFile) -> Result<Layout> {
                     ))
                 }
                 (true, false) => (
-                    vec![Architecture::UnetUnitaryRmsnorm],
-                    (FIRST_NORM_WEIGHT.to_string(), "is an RMSNorm weight (no bias): unet-unitary-rmsnorm".to_string()),
+                    vec![Architecture::UnetRmsnorm, Architecture::UnetUnitaryRmsnorm],
+                    (FIRST_NORM_WEIGHT, "is an RMSNorm weight (no bias): unet-rmsnorm or unet-unitary-rmsnorm".to_string()),
                 ),
-                (false, true) => (
-                    vec![Architecture::UnetConvlstm],
-                    (GATES.to_string(), "is a ConvLSTM gate: unet-convlstm".to_string()),
-                ),
-                (false, false) => (
+                (false, true) => {
+                    (vec![Architecture::UnetConvlstm], (GATES, "is a ConvLSTM gate: unet-convlstm".to_string()))
+                }
+                (false, false) if has(FIRST_NORM_BIAS) => (
                     vec![Architecture::Unet, Architecture::UnetUnitary],
                     (
-                        if has(FIRST_NORM_BIAS) { FIRST_NORM_BIAS } else { GATES }.to_string(),
-                        if has(FIRST_NORM_BIAS) {
-                            "is a GroupNorm bias and there is no 'conv_gates.weight': unet or unet-unitary"
-                        } else {
-                            "is absent: unet or unet-unitary"
-                        }
-                        .to_string(),
+                        FIRST_NORM_BIAS,
+                        "is a GroupNorm bias and there is no 'conv_gates.weight': unet or unet-unitary".to_string(),
                     ),
                 ),
+                (false, false) => {
+                    (vec![Architecture::Unet, Architecture::UnetUnitary], (GATES, "is absent: unet or unet-unitary".to_string()))
+                }
             };
-            Ok(Layout {
-                candidates,
-                arch_evidence,
-                d_state,
-                hidden,
-                size_evidence: (UNET_INPUT.into(), first),
-            })
+            layout(candidates, evidence, UNET_INPUT)
         }
-        (None, None) => {
+        None => {
             let sample: Vec<&str> = weights.tensors.keys().take(4).map(String::as_str).collect();
             Err(unknown(
                 path,
                 format!(
-                    "no '{UNET_INPUT}' (U-Net) or '{MLP_INPUT}' (MLP) among its {} tensor(s) ({}{})",
+                    "no '{UNET_INPUT}' (U-Net), '{MLP_INPUT}' (MLP) or '{NEIGHBOURS}' (DeepQCA) among its {} \
+                     tensor(s) ({}{})",
                     weights.tensors.len(),
                     sample.join(", "),
                     if weights.tensors.len() > sample.len() { ", ..." } else { "" }
                 ),
             ))
         }
+    }
+}
+
+/// Why the first of two candidates is the default, for the note that offers the other.
+fn default_reason(first: Architecture, second: Architecture) -> String {
+    match (first, second) {
+        (Architecture::UnetRmsnorm, _) => format!(
+            "the lab's engine runs its UNetUnitaryRMSNorm without the unitary product (it applies it only to a \
+             class named UNetUnitary): imported as {first}; pass --arch {second} for the product"
+        ),
+        _ => format!(
+            "a {first} has the same weights as a {second}: imported as {first}; pass --arch {second} for the {} update",
+            if second.is_unitary() { "unitary" } else { "additive" }
+        ),
     }
 }
 
@@ -166,7 +256,7 @@ pub fn resolve(weights: &WeightFile, hints: &ConfigHints) -> Result<Resolved> {
         Ok(found) => found,
         Err(error) => {
             return match (hints.arch, hints.d_state, hints.hidden) {
-                (Some(arch), Some(d_state), Some(hidden)) => {
+                (Some(arch), Some(d_state), Some(hidden)) if weights.origin.class_name.is_none() => {
                     Ok(Resolved { config: ModelConfig::new(arch, d_state, hidden), notes: vec![] })
                 }
                 _ => Err(error),
@@ -204,15 +294,11 @@ pub fn resolve(weights: &WeightFile, hints: &ConfigHints) -> Result<Resolved> {
     }
     if hints.arch.is_none() {
         let (tensor, words) = &found.arch_evidence;
-        notes.push(format!("inferred {arch}: tensor '{tensor}' {words}"));
-        if found.candidates.len() > 1 {
-            notes.push(format!(
-                "a {} has the same weights as a {}: imported as {arch}; pass --arch {} for the {} update",
-                found.candidates[0],
-                found.candidates[1],
-                found.candidates[1],
-                if found.candidates[1].is_unitary() { "unitary" } else { "additive" }
-            ));
+        let what =
+            if tensor == "class" { "the archive's class".to_string() } else { format!("tensor '{tensor}'") };
+        notes.push(format!("inferred {arch}: {what} {words}"));
+        if let [first, second] = found.candidates[..] {
+            notes.push(default_reason(first, second));
         }
     }
     if hints.d_state.is_none() || hints.hidden.is_none() {
@@ -260,6 +346,51 @@ mod tests {
         let both = file(&[(UNET_INPUT, &[7, 6, 3, 3]), (FIRST_NORM_WEIGHT, &[7]), (GATES, &[112, 56, 3, 3])]);
         let error = resolve(&both, &ConfigHints::default()).unwrap_err();
         assert!(error.to_string().contains("not an architecture"), "{error}");
+    }
+
+    #[test]
+    fn rmsnorm_u_nets_import_as_the_lab_ran_them() {
+        let rms = file(&[(UNET_INPUT, &[7, 6, 3, 3]), (FIRST_NORM_WEIGHT, &[7])]);
+        let resolved = resolve(&rms, &ConfigHints::default()).unwrap();
+        assert_eq!(resolved.config.arch, Architecture::UnetRmsnorm);
+        assert!(
+            resolved.notes.iter().any(|note| note.contains("--arch unet-unitary-rmsnorm")),
+            "{:?}",
+            resolved.notes
+        );
+        let hints = ConfigHints { arch: Some(Architecture::UnetUnitaryRmsnorm), ..ConfigHints::default() };
+        assert_eq!(resolve(&rms, &hints).unwrap().config.arch, Architecture::UnetUnitaryRmsnorm);
+    }
+
+    #[test]
+    fn the_neighbour_laws_are_told_apart_by_the_first_engines_bias() {
+        let deep = file(&[(NEIGHBOURS, &[48, 1, 3, 3]), (PROCESSING_INPUT, &[10, 48, 1, 1])]);
+        let resolved = resolve(&deep, &ConfigHints::default()).unwrap();
+        assert_eq!(
+            (resolved.config.arch, resolved.config.d_state, resolved.config.hidden_channels),
+            (Architecture::DeepQca, 3, 10)
+        );
+        let first = file(&[
+            (NEIGHBOURS, &[48, 1, 3, 3]),
+            (PROCESSING_INPUT, &[10, 48, 1, 1]),
+            (FIRST_ENGINE_BIAS, &[3]),
+        ]);
+        let resolved = resolve(&first, &ConfigHints::default()).unwrap();
+        assert_eq!(resolved.config.arch, Architecture::QcaOperatorDeep);
+        assert_eq!(resolved.config.gamma, 0.0, "the first engine had no decay");
+    }
+
+    #[test]
+    fn a_recorded_class_decides_and_unknown_classes_are_named() {
+        let mut unet = file(&[(UNET_INPUT, &[7, 6, 3, 3]), (FIRST_NORM_BIAS, &[7])]);
+        unet.origin.class_name = Some("UNetUnitary".into());
+        assert_eq!(resolve(&unet, &ConfigHints::default()).unwrap().config.arch, Architecture::UnetUnitary);
+        unet.origin.class_name = Some("SNNUNet".into());
+        let error = resolve(&unet, &ConfigHints::default()).unwrap_err();
+        assert!(
+            matches!(error, Error::UnknownLayout { .. }) && error.to_string().contains("'SNNUNet'"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
 use burn::tensor::Tensor;
 
 use super::params::{Init, ParamSource};
@@ -92,14 +93,78 @@ impl<B: EngineBackend> Conv1x1<B> {
     /// # Shapes
     /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [batch, channels_in, height, width] = x.dims();
-        let [channels_out, ..] = self.weight.dims();
-        let weight = self.weight.val().reshape([1, channels_out, channels_in]);
-        let weight = weight.expand([batch, channels_out, channels_in]);
-        let y = weight.matmul(x.reshape([batch, channels_in, height * width]));
-        let y = y + self.bias.val().reshape([1, channels_out, 1]);
-        y.reshape([batch, channels_out, height, width])
+        pointwise(x, self.weight.val(), Some(self.bias.val()))
     }
+}
+
+/// 1x1 convolution with an optional bias (PyTorch `Conv2d(c_in, c_out, 1, bias=...)`), for the
+/// laws whose layers may have none.
+#[derive(Module, Debug)]
+pub struct Pointwise<B: Backend> {
+    /// \[c_out, c_in, 1, 1\].
+    pub weight: Param<Tensor<B, 4>>,
+    /// \[c_out\], when the layer has one.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: EngineBackend> Pointwise<B> {
+    pub(crate) fn build<S: ParamSource<B>>(
+        source: &mut S,
+        name: &str,
+        channels_in: usize,
+        channels_out: usize,
+        with_bias: bool,
+        weight_init: Option<Init>,
+    ) -> Result<Self> {
+        let bound = pytorch_default_bound(channels_in);
+        let weight = source.take(
+            &format!("{name}.weight"),
+            [channels_out, channels_in, 1, 1],
+            weight_init.unwrap_or(Init::Uniform { bound }),
+        )?;
+        let bias = if with_bias {
+            Some(source.take(&format!("{name}.bias"), [channels_out], Init::Uniform { bound })?)
+        } else {
+            None
+        };
+        Ok(Self { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) })
+    }
+}
+
+/// A 1x1 convolution as one matrix product per universe: `weight` \[c_out, c_in, 1, 1\] (a
+/// derived weight may be given, such as a folded one), `bias` \[c_out\].
+///
+/// # Shapes
+/// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
+pub fn pointwise<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 4> {
+    let [batch, channels_in, height, width] = x.dims();
+    let [channels_out, ..] = weight.dims();
+    let weight = weight.reshape([1, channels_out, channels_in]).expand([batch, channels_out, channels_in]);
+    let y = weight.matmul(x.reshape([batch, channels_in, height * width]));
+    let y = match bias {
+        Some(bias) => y + bias.reshape([1, channels_out, 1]),
+        None => y,
+    };
+    y.reshape([batch, channels_out, height, width])
+}
+
+/// The sum of each cell's 8 neighbours, per channel, zero outside the grid: what the lab's
+/// fixed `conv_neighbors` (ones with a zero centre) computes for each of its 8 copies.
+///
+/// # Shapes
+/// - `x`: \[N, C, H, W\] -> \[N, C, H, W\]
+pub fn neighbour_sums<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [_, _, height, width] = x.dims();
+    let padded = x.clone().pad((1, 1, 1, 1), PadMode::Constant(0.0));
+    let shifted = |t: Tensor<B, 4>, dim: usize, size: usize| {
+        t.clone().narrow(dim, 0, size) + t.clone().narrow(dim, 1, size) + t.narrow(dim, 2, size)
+    };
+    let boxed = shifted(shifted(padded, 2, height), 3, width);
+    boxed - x
 }
 
 /// Transposed convolution, kernel 2, stride 2, with bias (PyTorch `ConvTranspose2d(c_in,

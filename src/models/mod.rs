@@ -2,218 +2,32 @@
 //!
 //! Every architecture of the original lab is here with PyTorch's parameter names, so that its
 //! state_dicts load by name: the U-Net (GroupNorm or RMSNorm blocks, optionally with a ConvLSTM
-//! memory at the bottleneck) and the per-cell MLP.
+//! memory at the bottleneck), the per-cell MLP, and the laws that read each cell's neighbours
+//! (today's `DeepQCA` and the first engine's `QCA_Operator_Deep`).
 
+mod architecture;
+mod config;
+mod deep_qca;
 pub mod detect;
 pub mod layers;
 mod mlp;
 pub mod params;
 mod unet;
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
+pub use architecture::Architecture;
+pub use config::{check_gamma, check_grid, ModelConfig, RunDefaults, DEFAULT_GAMMA};
+pub use deep_qca::DeepQca;
 pub use mlp::Mlp;
 pub use unet::UNet;
 
-use crate::complex::Renormalization;
-use crate::dynamics::UpdateRule;
 use crate::error::{Error, Result};
 use crate::io::weights::WeightFile;
 use crate::kernels::EngineBackend;
 use params::{NamedWeights, ParamSource, SeededInit};
-
-/// The lab's default Lindblad decay rate.
-pub const DEFAULT_GAMMA: f64 = 0.01;
-
-/// The registry of architectures (names as in config.json and on the command line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Architecture {
-    /// U-Net with GroupNorm blocks; `delta = M(psi)`.
-    Unet,
-    /// The same network with the unitary update `delta = M(psi) * psi`.
-    UnetUnitary,
-    /// Unitary U-Net whose blocks normalise with RMSNorm instead of GroupNorm.
-    UnetUnitaryRmsnorm,
-    /// U-Net with a ConvLSTM memory at the bottleneck, carried across steps.
-    UnetConvlstm,
-    /// Three 1x1 convolutions with ELU: a per-cell law with no spatial coupling.
-    Mlp,
-}
-
-impl Architecture {
-    /// Every architecture, in the registry's order.
-    pub fn all() -> impl Iterator<Item = Architecture> {
-        <Self as clap::ValueEnum>::value_variants().iter().copied()
-    }
-
-    /// The name in config.json and on the command line (`unet-unitary`).
-    pub fn name(self) -> String {
-        crate::names::name_of(&self)
-    }
-
-    /// Whether the update multiplies the network output by psi.
-    pub fn is_unitary(self) -> bool {
-        matches!(self, Architecture::UnetUnitary | Architecture::UnetUnitaryRmsnorm)
-    }
-
-    /// How the law's output becomes the next state (see [`crate::dynamics::step`]).
-    pub fn update_rule(self) -> UpdateRule {
-        UpdateRule { unitary: self.is_unitary(), renormalization: Renormalization::EpsilonAddedToNorm }
-    }
-
-    /// Whether the network pools twice, so grids must be multiples of 4.
-    pub fn is_unet(self) -> bool {
-        !matches!(self, Architecture::Mlp)
-    }
-
-    /// Whether the model carries a recurrent memory between steps.
-    pub fn has_memory(self) -> bool {
-        matches!(self, Architecture::UnetConvlstm)
-    }
-
-    /// How far, in cells, one step can carry information: an output cell depends on input
-    /// cells at most this far away (Chebyshev distance), counting the convolutions only (the
-    /// U-Net's norm layers couple the whole grid through their statistics). 0 for the MLP.
-    ///
-    /// Walks the U-Net's graph backwards along one axis: the input cells that one output
-    /// cell reads, through every 3x3 convolution (one cell more each side at its resolution),
-    /// transposed convolution (the coarse cell under a fine one), pooling (two fine cells per
-    /// coarse one) and skip connection (the union of both branches), for the four alignments
-    /// of the cell with the pooling grid. 31 cells for the U-Nets, 35 with the ConvLSTM.
-    pub fn receptive_radius(self) -> usize {
-        if !self.is_unet() {
-            return 0;
-        }
-        type Span = (i64, i64);
-        let conv = |(a, b): Span, count: i64| (a - count, b + count);
-        let under = |(a, b): Span| (a.div_euclid(2), b.div_euclid(2));
-        let pooled = |(a, b): Span| (2 * a, 2 * b + 1);
-        let union = |(a, b): Span, (c, d): Span| (a.min(c), b.max(d));
-        let gates = i64::from(self.has_memory());
-        (0..4i64)
-            .map(|cell| {
-                let cat2 = conv((cell, cell), 2); // conv_up2 reads cat[up2(u1), x1]
-                let cat1 = conv(under(cat2), 2); // conv_up1 reads cat[up1(x4), x2]
-                let x3 = conv(under(cat1), 2 + gates); // bot (after the gates) reads x3
-                let x2 = union(cat1, pooled(conv(x3, 2))); // down2 reads pooled x2
-                let x1 = union(cat2, pooled(conv(x2, 2))); // down1 reads pooled x1
-                let input = conv(x1, 2); // inc
-                (cell - input.0).max(input.1 - cell) as usize
-            })
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name())
-    }
-}
-
-impl FromStr for Architecture {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        crate::names::parse(text, "architecture").map_err(Error::InvalidModel)
-    }
-}
-
-fn default_gamma() -> f64 {
-    DEFAULT_GAMMA
-}
-
-/// A model directory's `config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    /// The architecture.
-    pub arch: Architecture,
-    /// Complex channels per cell (the network sees twice as many real channels).
-    pub d_state: usize,
-    /// Width of the network (`h` in the U-Net's 2h/4h/8h progression).
-    pub hidden_channels: usize,
-    /// Default Lindblad decay rate for runs with this model.
-    #[serde(default = "default_gamma")]
-    pub gamma: f64,
-    /// Whether the weights were trained (false for a seeded initialisation).
-    #[serde(default)]
-    pub trained: bool,
-    /// Free text shown to users (what the model is, how it was made).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Where the weights came from: the training command and metrics, or the imported
-    /// checkpoint's episode and metrics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<serde_json::Value>,
-}
-
-impl ModelConfig {
-    /// A configuration with the lab's default gamma, untrained, without provenance.
-    pub fn new(arch: Architecture, d_state: usize, hidden_channels: usize) -> Self {
-        Self {
-            arch,
-            d_state,
-            hidden_channels,
-            gamma: DEFAULT_GAMMA,
-            trained: false,
-            description: None,
-            provenance: None,
-        }
-    }
-
-    /// Checks the values a file or a flag could get wrong.
-    pub fn validate(&self) -> Result<()> {
-        if self.d_state == 0 || self.d_state > 4096 {
-            return Err(Error::InvalidModel(format!(
-                "d_state must be between 1 and 4096, got {}",
-                self.d_state
-            )));
-        }
-        if self.hidden_channels == 0 || self.hidden_channels > 4096 {
-            return Err(Error::InvalidModel(format!(
-                "hidden_channels must be between 1 and 4096, got {}",
-                self.hidden_channels
-            )));
-        }
-        check_gamma(self.gamma)
-    }
-
-    /// Checks that a grid fits the architecture (the U-Net pools twice).
-    pub fn check_grid(&self, height: usize, width: usize) -> Result<()> {
-        check_grid(self.arch, height, width)
-    }
-}
-
-/// Checks a decay rate: finite and in [0, 1].
-pub fn check_gamma(gamma: f64) -> Result<()> {
-    if gamma.is_finite() && (0.0..=1.0).contains(&gamma) {
-        Ok(())
-    } else {
-        Err(Error::InvalidModel(format!("gamma must be in [0, 1], got {gamma}")))
-    }
-}
-
-/// Checks that a grid is non-empty and, for the U-Nets, a multiple of 4 on both sides.
-pub fn check_grid(arch: Architecture, height: usize, width: usize) -> Result<()> {
-    if height == 0 || width == 0 {
-        return Err(Error::InvalidGrid { height, width, reason: "the grid is empty".into() });
-    }
-    if arch.is_unet() && (!height.is_multiple_of(4) || !width.is_multiple_of(4)) {
-        return Err(Error::InvalidGrid {
-            height,
-            width,
-            reason: format!("the {arch} pools twice, so height and width must be multiples of 4"),
-        });
-    }
-    Ok(())
-}
 
 /// The recurrent memory of the ConvLSTM U-Net: hidden and cell states, [B, 4h, H/4, W/4].
 #[derive(Debug, Clone)]
@@ -233,15 +47,19 @@ pub enum Law<B: Backend> {
     UNet(UNet<B>),
     /// The per-cell MLP.
     Mlp(Mlp<B>),
+    /// The laws that read the neighbours (`deep-qca`, `qca-operator-deep`).
+    DeepQca(DeepQca<B>),
 }
 
 impl<B: EngineBackend> Law<B> {
     /// Builds the network of `config`, drawing parameters from `source`.
     pub(crate) fn build<S: ParamSource<B>>(config: &ModelConfig, source: &mut S) -> Result<Self> {
         config.validate()?;
+        let (d, h) = (config.d_state, config.hidden_channels);
         Ok(match config.arch {
-            Architecture::Mlp => Law::Mlp(Mlp::build(source, config.d_state, config.hidden_channels)?),
-            arch => Law::UNet(UNet::build(source, arch, config.d_state, config.hidden_channels)?),
+            Architecture::Mlp => Law::Mlp(Mlp::build(source, d, h)?),
+            arch if arch.reads_neighbours() => Law::DeepQca(DeepQca::build(source, arch, d, h)?),
+            arch => Law::UNet(UNet::build(source, arch, d, h)?),
         })
     }
 
@@ -251,6 +69,7 @@ impl<B: EngineBackend> Law<B> {
         match self {
             Law::UNet(net) => net.forward(x, memory),
             Law::Mlp(net) => (net.forward(x), None),
+            Law::DeepQca(net) => (net.forward(x), None),
         }
     }
 
@@ -258,6 +77,7 @@ impl<B: EngineBackend> Law<B> {
     /// imaginary parts), for the laws that have one.
     pub fn update_bias(&self) -> Option<Tensor<B, 1>> {
         match self {
+            Law::DeepQca(net) => net.update_bias(),
             Law::UNet(_) | Law::Mlp(_) => None,
         }
     }
@@ -344,7 +164,17 @@ pub fn forward_flops(config: &ModelConfig, height: usize, width: usize) -> f64 {
     let conv3 = |c_in: f64, c_out: f64, scale: f64| 2.0 * 9.0 * c_in * c_out * cells * scale;
     let block = |c_in: f64, c_out: f64, scale: f64| conv3(c_in, c_out, scale) + conv3(c_out, c_out, scale);
     match config.arch {
-        Architecture::Mlp => 2.0 * cells * (2.0 * d * h + h * h + h * 2.0 * d),
+        arch if !arch.is_unet() => {
+            // As the lab defines the layers: the neighbour convolution's 16d outputs of 9 taps,
+            // 16d inputs to the first 1x1 layer, the first engine's 8d outputs.
+            let (neighbours, inputs, outputs) = match arch {
+                Architecture::Mlp => (0.0, 2.0 * d, 2.0 * d),
+                Architecture::QcaOperatorDeep => (9.0 * 16.0 * d, 16.0 * d, 8.0 * d),
+                _ => (9.0 * 16.0 * d, 16.0 * d, 2.0 * d),
+            };
+            let hidden = (arch.hidden_layers() - 1) as f64 * h * h;
+            2.0 * cells * (neighbours + inputs * h + hidden + h * outputs)
+        }
         arch => {
             let (half, quarter) = (0.25, 1.0 / 16.0);
             let mut flops = block(2.0 * d, h, 1.0)

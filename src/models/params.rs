@@ -37,6 +37,15 @@ pub enum Init {
 
 /// Supplies tensors by name and shape while a model is built.
 pub trait ParamSource<B: Backend> {
+    /// A tensor whose values the architecture fixes (not learned): a file must hold exactly
+    /// `values`, anything else is refused.
+    fn take_fixed<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        values: &[f32],
+    ) -> Result<Tensor<B, D>>;
+
     /// The tensor called `name` (PyTorch's name) of `shape`; `init` says how a fresh one is drawn.
     fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], init: Init) -> Result<Tensor<B, D>>;
 }
@@ -56,6 +65,15 @@ impl<'a, B: Backend> SeededInit<'a, B> {
 }
 
 impl<B: Backend> ParamSource<B> for SeededInit<'_, B> {
+    fn take_fixed<const D: usize>(
+        &mut self,
+        _name: &str,
+        shape: [usize; D],
+        values: &[f32],
+    ) -> Result<Tensor<B, D>> {
+        Ok(Tensor::from_data(TensorData::new(values.to_vec(), shape), self.device))
+    }
+
     fn take<const D: usize>(&mut self, _name: &str, shape: [usize; D], init: Init) -> Result<Tensor<B, D>> {
         let count: usize = shape.iter().product();
         let values: Vec<f32> = match init {
@@ -101,6 +119,27 @@ impl<'a, B: Backend> NamedWeights<'a, B> {
 }
 
 impl<B: Backend> ParamSource<B> for NamedWeights<'_, B> {
+    fn take_fixed<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        values: &[f32],
+    ) -> Result<Tensor<B, D>> {
+        let tensor = self.take(name, shape, Init::Zeros)?;
+        let found = &self.file.tensors[name].data;
+        if let Some(index) = found.iter().zip(values).position(|(found, fixed)| found != fixed) {
+            return Err(Error::format(
+                &self.file.path,
+                format!(
+                    "tensor '{name}' must hold the architecture's fixed values, but element {index} is {} \
+                     where {} belongs: this is not a checkpoint of the {}",
+                    found[index], values[index], self.arch
+                ),
+            ));
+        }
+        Ok(tensor)
+    }
+
     fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], _init: Init) -> Result<Tensor<B, D>> {
         let tensor = self.file.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             path: self.file.path.clone(),
@@ -135,6 +174,15 @@ impl<'a, B: Backend> NameRecorder<'a, B> {
 }
 
 impl<B: Backend> ParamSource<B> for NameRecorder<'_, B> {
+    fn take_fixed<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        _values: &[f32],
+    ) -> Result<Tensor<B, D>> {
+        self.take(name, shape, Init::Zeros)
+    }
+
     fn take<const D: usize>(&mut self, name: &str, shape: [usize; D], _init: Init) -> Result<Tensor<B, D>> {
         self.names.push((name.to_string(), shape.to_vec()));
         Ok(Tensor::zeros(shape, self.device))

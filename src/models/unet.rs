@@ -57,10 +57,7 @@ impl<B: EngineBackend> UNet<B> {
         d_state: usize,
         h: usize,
     ) -> Result<Self> {
-        let norm = match arch {
-            Architecture::UnetUnitaryRmsnorm => NormKind::Rms,
-            _ => NormKind::Group,
-        };
+        let norm = if arch.uses_rmsnorm() { NormKind::Rms } else { NormKind::Group };
         let inc = ConvBlock::build(source, "inc", 2 * d_state, h, norm)?;
         // PyTorch's `down = Sequential(MaxPool2d(2), ConvBlock)`: the block is item 1.
         let down1 = ConvBlock::build(source, "down1.1", h, 2 * h, norm)?;

@@ -71,8 +71,13 @@ fn every_wrapping_of_every_architecture_imports_without_flags_and_matches_pytorc
     let mut prefixed = Vec::new();
     for (index, arch) in Architecture::all().enumerate() {
         let fixture = trajectory(arch);
-        // A UNet-unitary's weights are a UNet's: without --arch it imports as unet.
-        let expected = if arch == Architecture::UnetUnitary { Architecture::Unet } else { arch };
+        // A UNet-unitary's weights are a UNet's: without --arch it imports as unet; an RMSNorm
+        // U-Net imports as the lab ran it, without the unitary product.
+        let expected = match arch {
+            Architecture::UnetUnitary => Architecture::Unet,
+            Architecture::UnetUnitaryRmsnorm => Architecture::UnetRmsnorm,
+            other => other,
+        };
         for (number, file) in variants(arch).iter().enumerate() {
             let out = scratch.join(format!("{arch}-{number}"));
             let report = import_into(file, &out, ConfigHints::default())
@@ -91,8 +96,12 @@ fn every_wrapping_of_every_architecture_imports_without_flags_and_matches_pytorc
                 "{what}: {:?}",
                 report.notes
             );
-            if arch == Architecture::UnetUnitary {
-                assert!(report.notes.iter().any(|n| n.contains("--arch unet-unitary")), "{:?}", report.notes);
+            if expected != arch {
+                assert!(
+                    report.notes.iter().any(|n| n.contains(&format!("--arch {arch}"))),
+                    "{:?}",
+                    report.notes
+                );
             } else {
                 let error = one_step_error(&out, &fixture);
                 assert!(error <= ONE_STEP_TOLERANCE, "{what}: 1-step error {error:.3e}");
@@ -120,16 +129,18 @@ fn every_wrapping_of_every_architecture_imports_without_flags_and_matches_pytorc
         assert!(prefixed.contains(&arch), "no prefixed variant of {arch} was recognised");
     }
 
-    // The unitary choice, made explicitly, matches PyTorch's unitary reference.
-    let fixture = trajectory(Architecture::UnetUnitary);
-    let out = scratch.join("explicit-unitary");
-    let hints = ConfigHints { arch: Some(Architecture::UnetUnitary), ..ConfigHints::default() };
-    let file = fixtures().join("pytorch/unet-unitary_checkpoint.pth");
-    let report = import_into(&file, &out, hints).unwrap();
-    assert_eq!(report.config.arch, Architecture::UnetUnitary);
-    assert!(!report.notes.iter().any(|n| n.contains("same weights")), "{:?}", report.notes);
-    let error = one_step_error(&out, &fixture);
-    assert!(error <= ONE_STEP_TOLERANCE, "explicit unet-unitary: {error:.3e}");
+    // The unitary choices, made explicitly, match PyTorch's unitary references.
+    for arch in [Architecture::UnetUnitary, Architecture::UnetUnitaryRmsnorm] {
+        let fixture = trajectory(arch);
+        let out = scratch.join(format!("explicit-{arch}"));
+        let hints = ConfigHints { arch: Some(arch), ..ConfigHints::default() };
+        let file = fixtures().join(format!("pytorch/{arch}_checkpoint.pth"));
+        let report = import_into(&file, &out, hints).unwrap();
+        assert_eq!(report.config.arch, arch);
+        assert!(report.notes.iter().all(|n| !n.contains("--arch")), "{:?}", report.notes);
+        let error = one_step_error(&out, &fixture);
+        assert!(error <= ONE_STEP_TOLERANCE, "explicit {arch}: {error:.3e}");
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod devices;
 mod dynamics;
 mod files;
 mod import;
+mod lab_models;
 mod lost_work;
 mod observables;
 mod pictures;

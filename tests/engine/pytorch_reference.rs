@@ -4,35 +4,27 @@
 
 use atheria::io::state_file::HostState;
 use atheria::models::{Architecture, Model};
-use atheria::state::Universe;
-use atheria::{EngineBackend, Simulation};
+use atheria::EngineBackend;
 use burn::backend::{NdArray, Wgpu};
 
-use crate::support::{relative_error, state_error, trajectory, wgpu_device, Trajectory};
+use crate::support::{relative_error, replay, state_error, trajectory, wgpu_device, Trajectory};
 
 const ONE_STEP_TOLERANCE: f64 = 1e-5;
 const TWENTY_STEP_TOLERANCE: f64 = 1e-3;
 
-/// Runs the fixture's steps on backend B; returns the states at 1 and `steps` steps and the
-/// final memory.
 /// The state after one step, after the fixture's last step, and the ConvLSTM memory then.
 type Replayed = (HostState, HostState, Option<(Vec<f32>, Vec<f32>)>);
 
-fn replay<B: EngineBackend>(fixture: &Trajectory, device: &B::Device) -> Replayed {
+fn replay_fixture<B: EngineBackend>(fixture: &Trajectory, device: &B::Device) -> Replayed {
     let model = Model::<B>::from_weights(fixture.config.clone(), &fixture.weights, device).unwrap();
-    let universe = Universe::from_host(&fixture.states[&0], device);
-    let mut simulation = Simulation::new(model, universe, fixture.gamma).unwrap();
-    simulation.step();
-    let first = simulation.universe.to_host().unwrap();
-    atheria::dynamics::advance(&mut simulation, fixture.steps - 1);
-    let last = simulation.universe.to_host().unwrap();
+    let (first, last) = replay::<B>(model, &fixture.states[&0], fixture.gamma, fixture.steps, device);
     let memory = last.memory.as_ref().map(|(h, c)| (h.data.clone(), c.data.clone()));
     (first, last, memory)
 }
 
 fn check_against_pytorch<B: EngineBackend>(arch: Architecture, device: &B::Device) -> HostState {
     let fixture = trajectory(arch);
-    let (first, last, memory) = replay::<B>(&fixture, device);
+    let (first, last, memory) = replay_fixture::<B>(&fixture, device);
     let one = state_error(&first, &fixture.states[&1]);
     let twenty = state_error(&last, &fixture.states[&fixture.steps]);
     assert!(one <= ONE_STEP_TOLERANCE, "{arch} on {}: 1-step error {one:.3e}", B::engine_name());

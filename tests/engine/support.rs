@@ -160,6 +160,39 @@ pub fn trajectory(arch: Architecture) -> Trajectory {
     Trajectory { config, weights, gamma: fixture.number("gamma"), steps, states, memory }
 }
 
+/// Universe `index` of a host state, as a batch of one (its memory too).
+pub fn universe(state: &HostState, index: usize) -> HostState {
+    let slice = |tensor: &HostTensor| {
+        let per = tensor.data.len() / tensor.shape[0];
+        let mut shape = tensor.shape.clone();
+        shape[0] = 1;
+        HostTensor { shape, data: tensor.data[index * per..(index + 1) * per].to_vec() }
+    };
+    HostState {
+        re: slice(&state.re),
+        im: slice(&state.im),
+        memory: state.memory.as_ref().map(|(h, c)| (slice(h), slice(c))),
+        step: state.step,
+    }
+}
+
+/// Runs `model` from `start` with decay `gamma` on backend B: the states after 1 and after
+/// `steps` steps.
+pub fn replay<B: atheria::EngineBackend>(
+    model: atheria::Model<B>,
+    start: &HostState,
+    gamma: f64,
+    steps: u64,
+    device: &B::Device,
+) -> (HostState, HostState) {
+    let universe = atheria::Universe::from_host(start, device);
+    let mut simulation = atheria::Simulation::new(model, universe, gamma).unwrap();
+    simulation.step();
+    let first = simulation.universe.to_host().unwrap();
+    atheria::dynamics::advance(&mut simulation, steps - 1);
+    (first, simulation.universe.to_host().unwrap())
+}
+
 // --- Error measures ---
 
 /// ||a - b|| / ||b|| over all values.

@@ -150,6 +150,7 @@ fn options(start: TrainStart, out: &Path) -> TrainOptions {
         strict_device: true,
         progress: false,
         command: "test".into(),
+        observer: None,
     }
 }
 

@@ -69,9 +69,19 @@ impl BackendJob for RunJob<'_> {
         let config = model.config.clone();
         let gamma = options.gamma.unwrap_or(config.gamma);
         let resumed = dense.resume.as_ref().map(|resumed| &*resumed.checkpoint);
+        let init = match &dense.init {
+            Some(init) => init.clone(),
+            None => config
+                .run_defaults
+                .init
+                .as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or(InitialState::Random),
+        };
         let host = match resumed {
             Some(saved) => saved.state.clone(),
-            None => initial_state::<B>(options, dense, &config)?,
+            None => initial_state::<B>(options, dense, &init, &config)?,
         };
         let [batch, height, width, _] = host.dims();
         let start = host.step;
@@ -89,7 +99,7 @@ impl BackendJob for RunJob<'_> {
             input = saved.input.as_ref().filter(|_| needs_input).map(|input| engine_tensor(input, &device));
         }
         let checkpoints = match &dense.checkpoint {
-            Some(dir) => Some(Checkpointer::open(dir, options, dense, &simulation, gamma)?),
+            Some(dir) => Some(Checkpointer::open(dir, options, dense, &init, &simulation, gamma)?),
             None => None,
         };
 
@@ -227,6 +237,7 @@ impl Checkpointer {
         dir: &Path,
         options: &RunOptions,
         dense: &DenseOptions,
+        init: &InitialState,
         simulation: &Simulation<B>,
         gamma: f64,
     ) -> Result<Self> {
@@ -237,7 +248,7 @@ impl Checkpointer {
             steps: options.steps,
             gamma,
             seed: options.seed,
-            init: dense.init.to_string(),
+            init: init.to_string(),
             tools: dense.tools.iter().map(|s| (s.tool.to_string(), s.at)).collect(),
             model: describe_model(&simulation.model.config, &options.model),
             every: options.outputs.every,
@@ -279,9 +290,13 @@ fn engine_tensor<B: burn::tensor::backend::Backend>(tensor: &HostTensor, device:
 }
 
 /// Generates, loads or tiles the initial state, after checking that the run fits in memory.
+/// Without `--grid` the grid is the model's default (64x64 unless an imported experiment says);
+/// a generated state for a model trained on a smaller grid that divides the run's is made at
+/// that size and tiled, as the lab's engine starts such runs.
 fn initial_state<B: EngineBackend>(
     options: &RunOptions,
     dense: &DenseOptions,
+    init: &InitialState,
     config: &ModelConfig,
 ) -> Result<HostState> {
     let d_state = config.d_state;
@@ -289,7 +304,7 @@ fn initial_state<B: EngineBackend>(
         let estimate = memory::dense_run(config, batch, height, width, B::tensors_on_host());
         memory::check_host(&estimate, B::engine_name())
     };
-    match &dense.init {
+    match init {
         InitialState::File(path) => {
             let state = load_state(path)?;
             let [batch, height, width, d] = state.dims();
@@ -317,10 +332,19 @@ fn initial_state<B: EngineBackend>(
             }
         }
         kind => {
-            let (height, width) = options.grid.unwrap_or((64, 64));
+            let default_grid = config.run_defaults.grid.map_or((64, 64), |side| (side, side));
+            let (height, width) = options.grid.unwrap_or(default_grid);
             config.check_grid(height, width)?;
             fits(dense.batch, (height, width))?;
-            generate(kind, dense.batch, height, width, d_state, options.seed)
+            match config.run_defaults.training_grid {
+                Some(side) if side < height.max(width) && height % side == 0 && width % side == 0 => {
+                    tracing::info!(
+                        "the model was trained on {side}x{side}: the start is a {side}x{side} state tiled"
+                    );
+                    tile(&generate(kind, dense.batch, side, side, d_state, options.seed)?, height, width)
+                }
+                _ => generate(kind, dense.batch, height, width, d_state, options.seed),
+            }
         }
     }
 }

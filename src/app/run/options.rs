@@ -93,8 +93,9 @@ pub enum UniverseOptions {
 pub struct DenseOptions {
     /// Universes stepped together.
     pub batch: usize,
-    /// How the initial state is made.
-    pub init: InitialState,
+    /// How the initial state is made; `None`: the model's default (see
+    /// [`crate::models::RunDefaults`]), else random.
+    pub init: Option<InitialState>,
     /// Write the final state here.
     pub save_state: Option<PathBuf>,
     /// The density above which a cell counts in the metrics' `cells_above`.
@@ -113,7 +114,7 @@ impl Default for DenseOptions {
     fn default() -> Self {
         Self {
             batch: 1,
-            init: InitialState::Random,
+            init: None,
             save_state: None,
             density_threshold: 0.5,
             tools: Vec::new(),
