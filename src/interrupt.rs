@@ -51,6 +51,10 @@ pub struct Interruption {
 
 impl std::fmt::Display for Interruption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.of == 0 {
+            // Work without a count (the live lab's server).
+            return write!(f, "stopped by {}", self.signal.name());
+        }
         write!(f, "interrupted at step {} of {} ({})", self.step, self.of, self.signal.name())
     }
 }

@@ -30,6 +30,7 @@ pub mod observables;
 pub mod plot;
 pub mod readback;
 pub mod render;
+pub mod serve;
 pub mod sparse;
 pub mod state;
 pub mod tools;

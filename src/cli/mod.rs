@@ -7,6 +7,7 @@ mod doctor;
 mod eval;
 mod import;
 mod run;
+mod serve;
 mod train;
 
 use atheria::interrupt::Interruption;
@@ -42,6 +43,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Measure the step's speed per backend and grid (median ms/step, cells/s, GFLOP/s).
     Bench(bench::BenchArgs),
+    /// The live lab: watch and steer a universe in the browser, train from the page.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the subcommand; `Some` when a signal stopped it early (after writing what was asked).
@@ -51,6 +54,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Option<Interruption>> {
         Command::Train(args) => train::train(args, cli.verbose),
         Command::Eval(args) => eval::eval(args, cli.verbose),
         Command::Bench(args) => bench::bench(args, cli.verbose),
+        Command::Serve(args) => serve::serve(args, cli.verbose),
         Command::Devices(args) => devices::devices(args, cli.verbose).map(|()| None),
         Command::Doctor(args) => doctor::doctor(args).map(|()| None),
         Command::Import(args) => import::import(args).map(|()| None),

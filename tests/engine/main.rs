@@ -12,6 +12,7 @@ mod lost_work;
 mod observables;
 mod pictures;
 mod pytorch_reference;
+mod serve;
 mod sparse;
 mod support;
 mod tool_specs;

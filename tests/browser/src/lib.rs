@@ -1,0 +1,1 @@
+//! Nothing to link: the browser tests are in `tests/`.
