@@ -471,3 +471,28 @@ fn training_runs_from_the_protocol_and_stops_with_a_checkpoint() {
     assert!(state.episode >= 12, "checkpointed at episode {}", state.episode);
     assert!(Path::new(&run.join("metrics.csv")).exists());
 }
+
+#[test]
+fn a_sparse_universe_is_served_with_its_stored_tiles_and_a_window_that_moves() {
+    let server = Server::start("sparse", &["--sparse", "--seed-matter", "0,0,6", "--grid", "64"]);
+    runtime().block_on(async {
+        let mut client = Client::connect(server.port, "", None).await.unwrap();
+        assert_eq!(client.hello["sparse"], true);
+        client.ask(json!({"cmd": "pause"})).await;
+        let (header, maps) = client.frame().await;
+        let sparse = &header["sparse"];
+        assert_eq!(sparse["origin"], json!([-32, -32]), "the window is centred on the blob");
+        assert!(!sparse["tiles"].as_array().unwrap().is_empty(), "the blob's tiles are stored");
+        assert_eq!(maps.len(), header["views"].as_array().unwrap().len() * 64 * 64);
+        // Panning moves the window over the unbounded universe: far away is vacuum.
+        assert_eq!(client.ask(json!({"cmd": "window", "x": 100_000, "y": -5_000})).await["type"], "ack");
+        let step = client.ask(json!({"cmd": "step"})).await["step"].as_u64().unwrap();
+        let (header, _) = client.frame_at(step + 1).await;
+        assert_eq!(header["sparse"]["origin"], json!([100_000, -5_000]));
+        assert_eq!(header["metrics"]["matter_cells"], 0, "vacuum far from the blob");
+        let status = client.next_of(&["status"]).await;
+        assert!(status["sparse"]["stored_tiles"].as_u64().unwrap() > 0);
+        let refused = client.ask(json!({"cmd": "tool", "spec": "vortex"})).await;
+        assert!(refused["error"].as_str().unwrap().contains("dense run"), "{refused}");
+    });
+}
