@@ -1,231 +1,12 @@
-//! A small unpickler for the files PyTorch writes: `torch.save` archives (state_dicts,
-//! training checkpoints, saved tensors) and TorchScript's `data.pkl`.
-//!
-//! It runs the pickle opcodes of protocols 0 to 5 that those files use and builds a [`Value`]
-//! tree, calling nothing: a class or function named in the pickle (`GLOBAL`) stays a name,
-//! and applying it (`REDUCE`, `NEWOBJ`, `BUILD`) records the call, except for the few
-//! reconstructors this crate understands (tensors, parameters, `OrderedDict`). Objects live in
-//! an arena so that the memo shares them as pickle does (a dict filled after it was memoised is
-//! seen filled everywhere).
+//! The pickle virtual machine: one opcode at a time over the stack, marks and memo.
 
 use std::collections::HashMap;
 
-/// A decoded pickle value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// `None`.
-    None,
-    /// `True`, `False`.
-    Bool(bool),
-    /// An integer (Python's unbounded ints beyond i64 are refused).
-    Int(i64),
-    /// A float.
-    Float(f64),
-    /// A string.
-    Str(String),
-    /// Bytes.
-    Bytes(Vec<u8>),
-    /// A tuple.
-    Tuple(Vec<Value>),
-    /// A list.
-    List(Vec<Value>),
-    /// A dict (or `OrderedDict`), in insertion order.
-    Dict(Vec<(Value, Value)>),
-    /// A class or function named by the pickle: `module.name`.
-    Global {
-        /// The module, e.g. `torch._utils`.
-        module: String,
-        /// The name in it, e.g. `_rebuild_tensor_v2`.
-        name: String,
-    },
-    /// A persistent id (how torch refers to a storage in its archive).
-    Persistent(Box<Value>),
-    /// An object made by a class or function this reader does not run: the callable, its
-    /// arguments, and the state a later `BUILD` gave it.
-    Object {
-        /// The class or function (a [`Value::Global`]).
-        class: Box<Value>,
-        /// The arguments it was called with.
-        args: Vec<Value>,
-        /// The state `BUILD` set (usually a dict of attributes), if any.
-        state: Option<Box<Value>>,
-    },
-    /// A tensor: a view of a storage of the archive.
-    Tensor(TensorRef),
-}
+use super::arena::{Arena, Item};
+use super::{PickleError, Value};
 
-/// A tensor as `torch._utils._rebuild_tensor_v2` describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TensorRef {
-    /// The storage's key in the archive (`data/KEY`).
-    pub storage: String,
-    /// The storage's type name (`FloatStorage`, `ComplexFloatStorage`, ...).
-    pub storage_type: String,
-    /// Offset into the storage, in elements.
-    pub offset: usize,
-    /// The tensor's shape.
-    pub shape: Vec<usize>,
-    /// Its strides, in elements.
-    pub stride: Vec<usize>,
-}
-
-impl Value {
-    /// The entry `key` of a dict.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        match self {
-            Value::Dict(entries) => {
-                entries.iter().find(|(k, _)| matches!(k, Value::Str(text) if text == key)).map(|(_, v)| v)
-            }
-            _ => None,
-        }
-    }
-
-    /// The string, for a [`Value::Str`].
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(text) => Some(text),
-            _ => None,
-        }
-    }
-}
-
-/// What went wrong while unpickling.
-pub type PickleError = String;
-
-/// Objects the machine has made; the stack and the memo hold indices into it.
-#[derive(Default)]
-struct Arena {
-    items: Vec<Item>,
-}
-
-/// An arena entry: a leaf value, or a container of other entries.
-#[derive(Debug, Clone)]
-enum Item {
-    Leaf(Value),
-    Tuple(Vec<usize>),
-    List(Vec<usize>),
-    Dict(Vec<(usize, usize)>),
-    Persistent(usize),
-    Object { class: usize, args: Vec<usize>, state: Option<usize> },
-}
-
-/// Nesting deeper than this is refused (a malicious file could otherwise recurse forever).
-const MAX_DEPTH: usize = 256;
-
-impl Arena {
-    fn push(&mut self, item: Item) -> usize {
-        self.items.push(item);
-        self.items.len() - 1
-    }
-
-    fn leaf(&mut self, value: Value) -> usize {
-        self.push(Item::Leaf(value))
-    }
-
-    fn value(&self, index: usize, depth: usize) -> Result<Value, PickleError> {
-        if depth > MAX_DEPTH {
-            return Err("the pickle nests too deeply".into());
-        }
-        let all = |indices: &[usize]| {
-            indices.iter().map(|&i| self.value(i, depth + 1)).collect::<Result<Vec<_>, _>>()
-        };
-        Ok(match &self.items[index] {
-            Item::Leaf(value) => value.clone(),
-            Item::Tuple(items) => Value::Tuple(all(items)?),
-            Item::List(items) => Value::List(all(items)?),
-            Item::Dict(entries) => Value::Dict(
-                entries
-                    .iter()
-                    .map(|&(k, v)| Ok((self.value(k, depth + 1)?, self.value(v, depth + 1)?)))
-                    .collect::<Result<_, PickleError>>()?,
-            ),
-            Item::Persistent(id) => Value::Persistent(Box::new(self.value(*id, depth + 1)?)),
-            Item::Object { class, args, state } => {
-                let class = self.value(*class, depth + 1)?;
-                let args = all(args)?;
-                let state = match state {
-                    Some(state) => Some(Box::new(self.value(*state, depth + 1)?)),
-                    None => None,
-                };
-                reconstruct(class, args, state)?
-            }
-        })
-    }
-}
-
-/// Applies the reconstructors this reader understands; anything else stays an object.
-fn reconstruct(class: Value, args: Vec<Value>, state: Option<Box<Value>>) -> Result<Value, PickleError> {
-    let Value::Global { module, name } = &class else {
-        return Ok(Value::Object { class: Box::new(class), args, state });
-    };
-    match (module.as_str(), name.as_str()) {
-        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => rebuild_tensor(&args),
-        // A parameter is its tensor.
-        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-            args.into_iter().next().ok_or_else(|| "_rebuild_parameter without arguments".into())
-        }
-        // (function, type, args, state): the function applied to the args.
-        ("torch._tensor", "_rebuild_from_type_v2") => match args.as_slice() {
-            [function, _, Value::Tuple(inner), ..] => reconstruct(function.clone(), inner.clone(), None),
-            _ => Err("_rebuild_from_type_v2 with unexpected arguments".into()),
-        },
-        ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
-        _ => Ok(Value::Object { class: Box::new(class), args, state }),
-    }
-}
-
-/// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`.
-fn rebuild_tensor(args: &[Value]) -> Result<Value, PickleError> {
-    let usizes = |value: &Value, what: &str| match value {
-        Value::Tuple(items) => items
-            .iter()
-            .map(|item| match item {
-                Value::Int(n) if *n >= 0 => Ok(*n as usize),
-                _ => Err(format!("a tensor's {what} holds {item:?}")),
-            })
-            .collect::<Result<Vec<_>, _>>(),
-        _ => Err(format!("a tensor's {what} is {value:?}")),
-    };
-    let [storage, Value::Int(offset), size, stride, ..] = args else {
-        return Err(format!("a tensor rebuilt from {} unexpected arguments", args.len()));
-    };
-    // ('storage', <class torch.XStorage>, key, location, numel)
-    let Value::Persistent(id) = storage else {
-        return Err("a tensor whose storage is not in the archive".into());
-    };
-    let Value::Tuple(parts) = id.as_ref() else {
-        return Err("an unreadable storage reference".into());
-    };
-    let (storage_type, key) = match parts.as_slice() {
-        [Value::Str(kind), Value::Global { name, .. }, key, ..] if kind == "storage" => (name.clone(), key),
-        _ => return Err(format!("an unreadable storage reference {parts:?}")),
-    };
-    let storage = match key {
-        Value::Str(key) => key.clone(),
-        Value::Int(key) => key.to_string(),
-        other => return Err(format!("a storage key {other:?}")),
-    };
-    let (shape, stride) = (usizes(size, "size")?, usizes(stride, "stride")?);
-    if shape.len() != stride.len() || *offset < 0 {
-        return Err("a tensor whose size, stride and offset do not agree".into());
-    }
-    Ok(Value::Tensor(TensorRef { storage, storage_type, offset: *offset as usize, shape, stride }))
-}
-
-/// Reads pickle `bytes` into a value.
-pub fn unpickle(bytes: &[u8]) -> Result<Value, PickleError> {
-    Machine {
-        bytes,
-        at: 0,
-        arena: Arena::default(),
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    }
-    .run()
-}
-
-struct Machine<'a> {
+/// The machine's state while it reads one pickle.
+pub(super) struct Machine<'a> {
     bytes: &'a [u8],
     at: usize,
     arena: Arena,
@@ -234,7 +15,18 @@ struct Machine<'a> {
     memo: HashMap<u64, usize>,
 }
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Machine {
+            bytes,
+            at: 0,
+            arena: Arena::default(),
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+        }
+    }
+
     fn take(&mut self, count: usize) -> Result<&[u8], PickleError> {
         let end = self.at.checked_add(count).filter(|&end| end <= self.bytes.len());
         let end = end.ok_or_else(|| format!("the pickle ends inside an opcode at byte {}", self.at))?;
@@ -366,7 +158,7 @@ impl Machine<'_> {
         }
     }
 
-    fn run(mut self) -> Result<Value, PickleError> {
+    pub(super) fn run(mut self) -> Result<Value, PickleError> {
         loop {
             let opcode = self.take(1)?[0];
             match opcode {
@@ -621,37 +413,5 @@ impl Machine<'_> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_memoised_dict_filled_later_is_seen_filled() {
-        // {'a': [1, 2], 'b': <memo 1>} with the list memoised and recalled.
-        let pickle = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01K\x02eX\x01\x00\x00\x00bh\x02u.";
-        let value = unpickle(pickle).unwrap();
-        let list = Value::List(vec![Value::Int(1), Value::Int(2)]);
-        assert_eq!(value.get("a"), Some(&list));
-        assert_eq!(value.get("b"), Some(&list));
-    }
-
-    #[test]
-    fn truncated_and_unknown_input_is_an_error_not_a_panic() {
-        let pickle = b"\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01u.";
-        for cut in 0..pickle.len() {
-            assert!(unpickle(&pickle[..cut]).is_err(), "cut at {cut}");
-        }
-        assert!(unpickle(b"\x80\x02\xff.").unwrap_err().contains("0xff"));
-        assert!(unpickle(b"h\x05.").unwrap_err().contains("memo 5"));
-    }
-
-    #[test]
-    fn negative_and_long_integers() {
-        assert_eq!(unpickle(b"J\xff\xff\xff\xff.").unwrap(), Value::Int(-1));
-        assert_eq!(unpickle(b"\x8a\x02\x00\x80.").unwrap(), Value::Int(-32768));
-        assert_eq!(unpickle(b"\x8a\x05\x00\x00\x00\x00\x01.").unwrap(), Value::Int(1 << 32));
     }
 }
