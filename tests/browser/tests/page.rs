@@ -35,9 +35,14 @@ fn atheria_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| here.join("../../target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| here.join("../../target"), PathBuf::from);
     let binary = target.join("release/atheria");
-    assert!(binary.exists(), "no atheria binary at {}: build it with `cargo build --release` or set ATHERIA_BIN", binary.display());
+    assert!(
+        binary.exists(),
+        "no atheria binary at {}: build it with `cargo build --release` or set ATHERIA_BIN",
+        binary.display()
+    );
     binary
 }
 
@@ -52,7 +57,12 @@ fn scratch(name: &str) -> PathBuf {
 fn serve(dir: &std::path::Path) -> (Process, u16) {
     let mut child = Command::new(atheria_binary())
         .args(["serve", "--device", "cpu", "--bind", "127.0.0.1:0", "--grid", "48"])
-        .args(["--snapshots", dir.join("snapshots").to_str().unwrap(), "--runs", dir.join("runs").to_str().unwrap()])
+        .args([
+            "--snapshots",
+            dir.join("snapshots").to_str().unwrap(),
+            "--runs",
+            dir.join("runs").to_str().unwrap(),
+        ])
         .env_remove("ATHERIA_DEVICE")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -139,14 +149,16 @@ struct Probe(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStrea
 
 impl Probe {
     async fn connect(port: u16) -> Probe {
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+        let (socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
         Probe(socket)
     }
 
     async fn ask(&mut self, command: Value) -> Value {
         self.0.send(Message::Text(command.to_string().into())).await.unwrap();
         loop {
-            let message = tokio::time::timeout(Duration::from_secs(60), self.0.next()).await.unwrap().unwrap().unwrap();
+            let message =
+                tokio::time::timeout(Duration::from_secs(60), self.0.next()).await.unwrap().unwrap().unwrap();
             if let Message::Text(text) = message {
                 let value: Value = serde_json::from_str(&text).unwrap();
                 if matches!(value["type"].as_str(), Some("ack" | "probe" | "error")) {
@@ -166,7 +178,9 @@ impl Probe {
             phases.push(probe["phases"][0].as_f64().unwrap_or_else(|| panic!("{probe}")));
         }
         let pi = std::f64::consts::PI;
-        (0..phases.len()).map(|i| ((phases[(i + 1) % phases.len()] - phases[i]) + pi).rem_euclid(2.0 * pi) - pi).sum()
+        (0..phases.len())
+            .map(|i| ((phases[(i + 1) % phases.len()] - phases[i]) + pi).rem_euclid(2.0 * pi) - pi)
+            .sum()
     }
 }
 
@@ -180,7 +194,8 @@ async fn the_live_lab_in_a_real_browser() {
 
     // The page loads, connects and draws the universe.
     assert_eq!(client.title().await.unwrap(), "atheria live lab");
-    until(&client, "connected", "return document.getElementById('connection').textContent === 'connected';").await;
+    until(&client, "connected", "return document.getElementById('connection').textContent === 'connected';")
+        .await;
     until(&client, "a canvas", "return document.querySelectorAll('#canvases canvas').length > 0;").await;
     // A fresh random universe, paused: the canvas shows it.
     let mut probe = Probe::connect(port).await;
@@ -223,7 +238,10 @@ async fn the_live_lab_in_a_real_browser() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!((turned - std::f64::consts::TAU).abs() < 0.3, "the phase turns by 2 pi around the clicked cell: {turned}");
+    assert!(
+        (turned - std::f64::consts::TAU).abs() < 0.3,
+        "the phase turns by 2 pi around the clicked cell: {turned}"
+    );
 
     // The view picker: the phase alone, then the entropy alone.
     let only = |name: &str| {
@@ -247,7 +265,13 @@ async fn the_live_lab_in_a_real_browser() {
     assert_ne!(phase_picture, entropy_picture, "switching the view changes the picture");
 
     // Training from the page: its chart grows.
-    for (id, value) in [("train-d", "8"), ("train-h", "8"), ("train-grid", "8"), ("train-steps", "2"), ("train-episodes", "100000")] {
+    for (id, value) in [
+        ("train-d", "8"),
+        ("train-h", "8"),
+        ("train-grid", "8"),
+        ("train-steps", "2"),
+        ("train-episodes", "100000"),
+    ] {
         let input = client.find(Locator::Id(id)).await.unwrap();
         input.clear().await.unwrap();
         input.send_keys(value).await.unwrap();
@@ -265,7 +289,12 @@ async fn the_live_lab_in_a_real_browser() {
     assert!(chart.as_u64().unwrap() > 100, "the training chart is drawn: {chart}");
     // Stopped from the page, with a checkpoint.
     client.find(Locator::Id("train-stop")).await.unwrap().click().await.unwrap();
-    until(&client, "the run stopped", "return lab.status && lab.status.training && !lab.status.training.running;").await;
+    until(
+        &client,
+        "the run stopped",
+        "return lab.status && lab.status.training && !lab.status.training.running;",
+    )
+    .await;
 
     if let Some(path) = std::env::var_os("ATHERIA_SCREENSHOT") {
         js(&client, "for (const name of ['phase', 'activity', 'real']) document.querySelector(`#views input[value=${name}]`).click(); return true;").await;
