@@ -108,7 +108,7 @@ pub fn load_state(path: &Path) -> Result<HostState> {
 }
 
 /// [`load_state`] on the bytes of a state file; `path` is what errors report. A PyTorch
-/// archive is read as one of the lab's saved states ([`super::lab_state`]).
+/// archive is read as one of the lab's saved states (see `io::lab_state`).
 pub fn parse_state(path: &Path, bytes: &[u8]) -> Result<HostState> {
     if super::lab_state::is_zip(bytes) {
         let lab = super::lab_state::parse_lab_state(path, bytes)?;
