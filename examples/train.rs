@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         progress: true,
         command: "cargo run --example train".into(),
         observer: None,
+        parallel: None,
     };
     let report = app::train(&options, &|device| eprintln!("{device}"))?;
     println!("{}", report.summary());

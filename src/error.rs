@@ -62,6 +62,16 @@ pub enum Error {
     #[error("{0}")]
     InvalidSparse(String),
 
+    /// Data-parallel training settings that cannot work: devices of different backends, a
+    /// batch the peers cannot share, a node rank out of range, nodes that disagree.
+    #[error("{0}")]
+    InvalidParallel(String),
+
+    /// The peers of a data-parallel run lost each other: a peer or node stopped, the
+    /// coordinator cannot be reached, or a collective operation failed.
+    #[error("{0}")]
+    Collective(String),
+
     /// A computation left the finite numbers (a training loss of NaN or infinity).
     #[error("{what}: the computation diverged; {hint}")]
     Diverged {
@@ -215,7 +225,61 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is: how a caller that reports errors by kind (the Python
+/// package's exception classes) groups the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFamily {
+    /// A device that is unknown, cannot start, or failed while working.
+    Device,
+    /// A model or weights file that cannot be used.
+    Model,
+    /// A state (or grid) that does not fit, or holds non-finite values.
+    State,
+    /// A request that cannot be carried out as asked (a tool, a view, run or sparse settings).
+    Usage,
+    /// Training settings, a diverged loss, or a failed data-parallel run.
+    Training,
+    /// A file that cannot be read or written, or whose content is damaged.
+    File,
+    /// A request that would not fit in memory.
+    Memory,
+}
+
 impl Error {
+    /// The family of this error.
+    pub fn family(&self) -> ErrorFamily {
+        match self {
+            Error::UnknownDevice(_)
+            | Error::DeviceUnavailable(_)
+            | Error::InvalidSimdPath(_)
+            | Error::Backend(_)
+            | Error::ReadBack(_) => ErrorFamily::Device,
+            Error::InvalidModel(_)
+            | Error::MissingTensor { .. }
+            | Error::UnexpectedTensors { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::DType { .. }
+            | Error::UnknownLayout { .. }
+            | Error::FlagMismatch { .. } => ErrorFamily::Model,
+            Error::InvalidState(_) | Error::InvalidGrid { .. } | Error::NonFinite { .. } => {
+                ErrorFamily::State
+            }
+            Error::InvalidTool(_)
+            | Error::InvalidView(_)
+            | Error::InvalidRun(_)
+            | Error::InvalidSparse(_) => ErrorFamily::Usage,
+            Error::InvalidTraining(_)
+            | Error::Diverged { .. }
+            | Error::InvalidParallel(_)
+            | Error::Collective(_) => ErrorFamily::Training,
+            Error::Io { .. }
+            | Error::Format { .. }
+            | Error::OutputExists { .. }
+            | Error::ChecksumMismatch { .. } => ErrorFamily::File,
+            Error::InsufficientMemory { .. } => ErrorFamily::Memory,
+        }
+    }
+
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().to_path_buf(), source }
     }

@@ -90,6 +90,13 @@ pub enum InitialState {
     File(PathBuf),
 }
 
+impl InitialState {
+    /// The start a model's configuration asks for (`run_defaults.init`), else `Random`.
+    pub fn default_for(config: &crate::models::ModelConfig) -> Result<Self> {
+        Ok(config.run_defaults.init.as_deref().map(str::parse).transpose()?.unwrap_or(InitialState::Random))
+    }
+}
+
 impl FromStr for InitialState {
     type Err = Error;
 

@@ -20,7 +20,7 @@ pub use run::{
     run, DenseOptions, OutputOptions, Ran, RanUniverse, RunOptions, RunReport, SparseRunOptions,
     SparseRunSummary, UniverseOptions,
 };
-pub use train::{train, TrainOptions, TrainReport, TrainStart};
+pub use train::{train, NodeOptions, ParallelOptions, TrainOptions, TrainReport, TrainStart};
 
 use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
 use crate::error::{Error, Result};

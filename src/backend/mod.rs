@@ -140,6 +140,53 @@ pub trait BackendJob {
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Work on several devices of one backend at once (the peers of a data-parallel run).
+pub trait DevicesJob {
+    /// What the job returns.
+    type Output;
+    /// Does the work on `devices` of backend `B`.
+    fn run<B: EngineBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// Runs `job` on `devices`, which must all belong to one backend (a CUDA device that fell back
+/// to the CPU beside one that started is refused, naming both).
+pub fn run_on_devices<J: DevicesJob>(devices: &[SelectedDevice], job: J) -> Result<J::Output> {
+    let Some(first) = devices.first() else {
+        return Err(Error::InvalidParallel("no device to run on".into()));
+    };
+    if let Some(other) = devices.iter().find(|device| device.kind() != first.kind()) {
+        return Err(Error::InvalidParallel(format!(
+            "the devices run on different backends ({} and {}): a data-parallel run needs devices of one backend (see `atheria devices`)",
+            first.kind(),
+            other.kind()
+        )));
+    }
+    Ok(match first.kind() {
+        BackendKind::Cuda => job.run::<Cuda>(
+            devices
+                .iter()
+                .filter_map(
+                    |device| if let SelectedDevice::Cuda(d) = device { Some(d.clone()) } else { None },
+                )
+                .collect(),
+        ),
+        BackendKind::Wgpu => job.run::<Wgpu>(
+            devices
+                .iter()
+                .filter_map(
+                    |device| if let SelectedDevice::Wgpu(d) = device { Some(d.clone()) } else { None },
+                )
+                .collect(),
+        ),
+        BackendKind::Cpu => job.run::<NdArray>(
+            devices
+                .iter()
+                .filter_map(|device| if let SelectedDevice::Cpu(d) = device { Some(*d) } else { None })
+                .collect(),
+        ),
+    })
+}
+
 /// A started backend and the report of how it was chosen.
 #[derive(Debug, Clone)]
 pub struct Selection {

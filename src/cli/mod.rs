@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod coordinator;
 mod devices;
 mod doctor;
 mod eval;
@@ -45,6 +46,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// The live lab: watch and steer a universe in the browser, train from the page.
     Serve(serve::ServeArgs),
+    /// The meeting point of a training run over several machines (`train --nodes`).
+    Coordinator(coordinator::CoordinatorArgs),
 }
 
 /// Runs the subcommand; `Some` when a signal stopped it early (after writing what was asked).
@@ -58,6 +61,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Option<Interruption>> {
         Command::Devices(args) => devices::devices(args, cli.verbose).map(|()| None),
         Command::Doctor(args) => doctor::doctor(args).map(|()| None),
         Command::Import(args) => import::import(args).map(|()| None),
+        Command::Coordinator(args) => coordinator::coordinator(args).map(|()| None),
     }
 }
 

@@ -1,9 +1,13 @@
 //! `atheria train`: train a law M and write checkpoints, metrics and plots.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
-use atheria::app::{self, TrainOptions, TrainStart};
+use atheria::app::train::parallel::{DEFAULT_JOIN_TIMEOUT, DEFAULT_PEER_TIMEOUT};
+use atheria::app::{self, NodeOptions, ParallelOptions, TrainOptions, TrainStart};
+use atheria::backend::DeviceRequest;
 use atheria::training::loss::LossKind;
 use atheria::training::TrainConfig;
 use clap::Args;
@@ -65,9 +69,78 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
 
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Data-parallel training: several devices, several machines.
+#[derive(Debug, Args)]
+pub struct ParallelArgs {
+    /// Train on these devices together, one peer each (`cpu,cpu`, `cuda:0,cuda:1`): the batch
+    /// is shared among them and their gradients averaged. Instead of --device.
+    #[arg(long, value_delimiter = ',', value_parser = parse_device, conflicts_with = "device")]
+    pub devices: Option<Vec<DeviceRequest>>,
+
+    /// Machines in the run (each runs this command with its own --node-rank).
+    #[arg(long, requires_all = ["node_rank", "coordinator"])]
+    pub nodes: Option<u32>,
+
+    /// This machine's rank, 0 to --nodes minus 1; node 0 writes the run to --out, the others a log.
+    #[arg(long, requires = "nodes")]
+    pub node_rank: Option<u32>,
+
+    /// The coordinator's HOST:PORT (`atheria coordinator`).
+    #[arg(long, requires = "nodes")]
+    pub coordinator: Option<SocketAddr>,
+
+    /// The address the other nodes reach this one at [default: the one it reaches the coordinator from].
+    #[arg(long, requires = "nodes")]
+    pub node_address: Option<IpAddr>,
+
+    /// The port this node serves its tensors to the others on [default: the coordinator's port + 1 + rank].
+    #[arg(long, requires = "nodes")]
+    pub data_port: Option<u16>,
+
+    /// Seconds a peer may wait for the others before the run stops with an error.
+    #[arg(long, default_value_t = DEFAULT_PEER_TIMEOUT.as_secs())]
+    pub peer_timeout: u64,
+
+    /// Seconds to wait for every peer and node to join.
+    #[arg(long, default_value_t = DEFAULT_JOIN_TIMEOUT.as_secs())]
+    pub join_timeout: u64,
+}
+
+fn parse_device(text: &str) -> Result<DeviceRequest, String> {
+    text.parse().map_err(|error: atheria::Error| error.to_string())
+}
+
+impl ParallelArgs {
+    /// `None` for a run on one device.
+    fn options(&self, device: DeviceRequest) -> Option<ParallelOptions> {
+        let nodes = match (self.nodes, self.node_rank, self.coordinator) {
+            (Some(nodes), Some(rank), Some(coordinator)) => Some(NodeOptions {
+                nodes,
+                rank,
+                coordinator,
+                address: self.node_address,
+                data_port: self.data_port,
+            }),
+            _ => None,
+        };
+        if self.devices.is_none() && nodes.is_none() {
+            return None;
+        }
+        Some(ParallelOptions {
+            devices: self.devices.clone().unwrap_or_else(|| vec![device]),
+            nodes,
+            peer_timeout: Duration::from_secs(self.peer_timeout),
+            join_timeout: Duration::from_secs(self.join_timeout),
+        })
+    }
 }
 
 impl TrainArgs {
@@ -159,6 +232,7 @@ pub fn train(args: TrainArgs, verbose: bool) -> anyhow::Result<Option<atheria::i
         progress: !args.quiet,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         observer: None,
+        parallel: args.parallel.options(args.device.device),
     };
     let report = app::train(&options, &|device| args.device.print_report(device, verbose))?;
     eprintln!("{}", report.summary());

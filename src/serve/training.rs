@@ -83,6 +83,7 @@ impl TrainingRun {
             progress: false,
             command: "atheria serve (the page's training)".into(),
             observer: Some(Observer(shared.clone())),
+            parallel: None,
         };
         let episodes = settings.episodes;
         let thread_shared = shared.clone();

@@ -3,18 +3,21 @@
 //! one AdamW step on the loss.
 
 pub mod checkpoint;
+pub mod gradients;
 pub mod loss;
+pub mod peer;
 pub mod schedule;
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::collective::ReduceOperation;
+use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -22,13 +25,15 @@ use serde::{Deserialize, Serialize};
 use crate::dynamics::{rollout, Simulation};
 use crate::error::{Error, Result};
 use crate::io::model_dir::{load_model, save_model};
-use crate::io::{read_file, write_atomic, HostTensor};
+use crate::io::{read_file, write_atomic};
 use crate::kernels::EngineBackend;
 use crate::models::{check_gamma, check_grid, Architecture, Law, Model, ModelConfig, DEFAULT_GAMMA};
 use crate::noise::{bit_flip, phase_flip};
 use crate::state::{generate, InitialState, Universe};
 use checkpoint::{TrainerState, OPTIMIZER_FILE};
+pub use gradients::{clip_global_norm, named_gradients};
 use loss::{LossKind, LossWeights};
+use peer::Peer;
 use schedule::{noise_level, ReduceOnPlateau};
 
 /// A training run's settings (`atheria train --config FILE.toml`); every field has a default.
@@ -201,6 +206,9 @@ pub struct Trainer<B: AutodiffBackend + EngineBackend> {
     /// The episode, schedule and metrics a checkpoint keeps.
     pub state: TrainerState,
     device: B::Device,
+    /// Set in a data-parallel run: this trainer steps its share of the batch and averages its
+    /// gradients with the other peers'.
+    peer: Option<Peer>,
 }
 
 impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
@@ -219,6 +227,9 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
                 Model::seeded(model_config, config.seed, device)?
             }
         };
+        // Ids that every process agrees on, for the peers of a data-parallel run; checkpoints
+        // keep them, so a resumed run has them too.
+        let model = Model { law: gradients::number_parameters(model.law), ..model };
         check_grid(model.config.arch, config.grid, config.grid)?;
         let state = TrainerState {
             schedule: ReduceOnPlateau::new(
@@ -235,7 +246,7 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
             seconds: 0.0,
         };
         let optimizer = optimizer_for(&config);
-        Ok(Self { config, model, optimizer, state, device: device.clone() })
+        Ok(Self { config, model, optimizer, state, device: device.clone(), peer: None })
     }
 
     /// Continues from a checkpoint directory (model, optimizer moments, schedule, episode).
@@ -253,7 +264,7 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
             .load(read_file(&path)?, device)
             .map_err(|error| Error::format(&path, format!("invalid optimizer state: {error}")))?;
         let optimizer = optimizer_for(&config).load_record(record);
-        Ok(Self { config, model, optimizer, state, device: device.clone() })
+        Ok(Self { config, model, optimizer, state, device: device.clone(), peer: None })
     }
 
     /// Whether every episode has run.
@@ -261,33 +272,100 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         self.state.episode >= self.config.episodes
     }
 
+    /// Makes this trainer one peer of a data-parallel run: from now on it steps only its share
+    /// of each episode's universes and averages its gradients with the other peers'.
+    pub fn join(&mut self, peer: Peer) -> Result<()> {
+        if !self.config.batch.is_multiple_of(peer.count) {
+            return Err(Error::InvalidParallel(format!(
+                "a batch of {} universes cannot be shared by {} peers: use a batch that is a multiple of the number of peers",
+                self.config.batch, peer.count
+            )));
+        }
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    /// The peer this trainer is in a data-parallel run.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
+    /// The device it trains on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The universes of each episode's batch that this trainer steps.
+    pub fn universes(&self) -> Range<usize> {
+        match &self.peer {
+            None => 0..self.config.batch,
+            Some(peer) => {
+                let share = self.config.batch / peer.count;
+                peer.rank * share..(peer.rank + 1) * share
+            }
+        }
+    }
+
     /// Runs the next episode and updates the weights. Returns the report and the final state
-    /// of the rollout (detached from the graph).
+    /// of the rollout (detached from the graph): of the universes this trainer stepped.
+    ///
+    /// Universe `u` of episode `e` draws its initial state and its noise from
+    /// [`universe_rng`]`(seed, e, u)` alone, so a batch split over peers evolves as it would on
+    /// one device.
     pub fn episode(&mut self) -> Result<(EpisodeReport, Tensor<B::InnerBackend, 4>)> {
         let config = &self.config;
         let episode = self.state.episode;
-        let mut rng = episode_rng(config.seed, episode);
         let d_state = self.model.config.d_state;
-        let host =
-            generate(&InitialState::Random, config.batch, config.grid, config.grid, d_state, rng.gen())?;
-        let psi0 = Universe::<B>::from_host(&host, &self.device).psi;
+        let mut rngs: Vec<ChaCha8Rng> =
+            self.universes().map(|universe| universe_rng(config.seed, episode, universe as u64)).collect();
+        let mut initial = Vec::with_capacity(rngs.len());
+        for rng in &mut rngs {
+            let host = generate(&InitialState::Random, 1, config.grid, config.grid, d_state, rng.gen())?;
+            initial.push(Universe::<B>::from_host(&host, &self.device).psi);
+        }
+        let psi0 = Tensor::cat(initial, 0);
         let noise = noise_level(config.max_noise, config.noise_ramp_episodes, episode);
 
-        // The noise curriculum acts on the state after every step.
+        // The noise curriculum acts on the state after every step, each universe with its own
+        // random stream.
         let mut simulation = Simulation::new(self.model.clone(), Universe::new(psi0.clone()), config.gamma)?;
         rollout(&mut simulation, config.qca_steps as u64, |simulation| {
             if simulation.universe.step > 0 {
-                let mut psi = phase_flip(simulation.universe.psi.clone(), noise, &mut rng)?;
-                if rng.gen::<f64>() < config.bit_flip_chance {
-                    psi = bit_flip(psi, noise / 10.0, &mut rng)?;
+                let psi = simulation.universe.psi.clone();
+                let single = rngs.len() == 1;
+                let mut noisy = Vec::with_capacity(rngs.len());
+                for (index, rng) in rngs.iter_mut().enumerate() {
+                    let one = if single { psi.clone() } else { psi.clone().narrow(0, index, 1) };
+                    let mut one = phase_flip(one, noise, rng)?;
+                    if rng.gen::<f64>() < config.bit_flip_chance {
+                        one = bit_flip(one, noise / 10.0, rng)?;
+                    }
+                    noisy.push(one);
                 }
-                simulation.universe.psi = psi;
+                simulation.universe.psi =
+                    if noisy.len() == 1 { noisy.remove(0) } else { Tensor::cat(noisy, 0) };
             }
             Ok::<_, Error>(ControlFlow::Continue(()))
         })?;
         let psi = simulation.universe.psi;
         let output = loss::compute(config.loss, &config.loss_weights, psi0, psi.clone())?;
-        let (total, terms) = output.values()?;
+        let (mut total, mut terms) = output.values()?;
+        if let Some(peer) = &self.peer {
+            // Every peer's loss is a mean over an equal share of the batch: their mean is the
+            // batch's, the same on every peer, so the schedule and the checks agree everywhere.
+            let local: Vec<f64> =
+                std::iter::once(total).chain(terms.iter().map(|(_, value)| *value)).collect();
+            let mean = peer.reduce::<B::InnerBackend>(
+                &local,
+                ReduceOperation::Mean,
+                &self.device,
+                "averaging the losses",
+            )?;
+            total = mean[0];
+            for ((_, value), mean) in terms.iter_mut().zip(&mean[1..]) {
+                *value = *mean;
+            }
+        }
         if !total.is_finite() {
             return Err(Error::Diverged {
                 what: format!("episode {episode}: the loss is {total}"),
@@ -296,6 +374,9 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         }
         let gradients = output.total.backward();
         let mut gradients = GradientsParams::from_grads(gradients, &self.model.law);
+        if let Some(peer) = &self.peer {
+            gradients = peer.mean_gradients::<B::InnerBackend>(gradients)?;
+        }
         let grad_norm = clip_global_norm(&self.model.law, &mut gradients, config.grad_clip);
 
         let lr = self.state.schedule.lr;
@@ -344,84 +425,15 @@ fn optimizer_for<B: AutodiffBackend + EngineBackend>(config: &TrainConfig) -> Ad
     AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init::<B, Law<B>>()
 }
 
-/// The random stream of one episode: ChaCha8 seeded with the run's seed, on the episode's own
-/// stream, so an episode's randomness depends on nothing but (seed, episode).
-pub fn episode_rng(seed: u64, episode: u64) -> ChaCha8Rng {
+/// The random stream of one universe of one episode: ChaCha8 seeded with the run's seed, on
+/// the episode's own stream, at the universe's own offset (2^40 words apart, more than any
+/// episode draws), so its randomness depends on nothing but (seed, episode, universe), whichever
+/// peer steps it. Universe 0's is the episode's stream from its start.
+pub fn universe_rng(seed: u64, episode: u64, universe: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(episode);
+    rng.set_word_pos(u128::from(universe) << 40);
     rng
-}
-
-/// Scales all gradients together so that their global L2 norm is at most `max_norm`
-/// (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
-    module: &M,
-    gradients: &mut GradientsParams,
-    max_norm: f64,
-) -> f64 {
-    struct SquaredNorm<'a, B: AutodiffBackend> {
-        gradients: &'a GradientsParams,
-        total: Option<Tensor<B::InnerBackend, 1>>,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if let Some(gradient) = self.gradients.get::<B::InnerBackend, D>(param.id) {
-                let squared = gradient.square().sum();
-                self.total = Some(match self.total.take() {
-                    Some(total) => total + squared,
-                    None => squared,
-                });
-            }
-        }
-    }
-    struct Scale<'a> {
-        gradients: &'a mut GradientsParams,
-        factor: f64,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if let Some(gradient) = self.gradients.remove::<B::InnerBackend, D>(param.id) {
-                self.gradients.register(param.id, gradient * self.factor);
-            }
-        }
-    }
-
-    let mut squared = SquaredNorm::<B> { gradients, total: None };
-    module.visit(&mut squared);
-    let norm = match squared.total {
-        Some(total) => total.into_scalar().elem::<f64>().sqrt(),
-        None => 0.0,
-    };
-    let factor = max_norm / (norm + 1e-6);
-    if factor < 1.0 {
-        module.visit(&mut Scale { gradients, factor });
-    }
-    norm
-}
-
-/// The gradients of a model's parameters under the lab's names (to compare with PyTorch's).
-pub fn named_gradients<B: AutodiffBackend + EngineBackend>(
-    model: &Model<B>,
-    gradients: &GradientsParams,
-) -> Result<Vec<(String, HostTensor)>> {
-    struct Collect<'a> {
-        gradients: &'a GradientsParams,
-        found: std::collections::HashMap<ParamId, Result<HostTensor>>,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if let Some(gradient) = self.gradients.get::<B::InnerBackend, D>(param.id) {
-                self.found.insert(param.id, crate::readback::host_tensor(gradient));
-            }
-        }
-    }
-    let mut collect = Collect { gradients, found: Default::default() };
-    model.law.visit(&mut collect);
-    model
-        .parameter_names()?
-        .into_iter()
-        .filter_map(|(name, id)| collect.found.remove(&id).map(|gradient| gradient.map(|g| (name, g))))
-        .collect()
 }
 
 /// The model of a finished or checkpointed run, with its training recorded in `provenance`.

@@ -10,6 +10,7 @@ mod import;
 mod lab_models;
 mod lost_work;
 mod observables;
+mod parallel;
 mod pictures;
 mod pytorch_reference;
 mod serve;

@@ -151,6 +151,7 @@ fn options(start: TrainStart, out: &Path) -> TrainOptions {
         progress: false,
         command: "test".into(),
         observer: None,
+        parallel: None,
     }
 }
 

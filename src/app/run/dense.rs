@@ -71,13 +71,7 @@ impl BackendJob for RunJob<'_> {
         let resumed = dense.resume.as_ref().map(|resumed| &*resumed.checkpoint);
         let init = match &dense.init {
             Some(init) => init.clone(),
-            None => config
-                .run_defaults
-                .init
-                .as_deref()
-                .map(str::parse)
-                .transpose()?
-                .unwrap_or(InitialState::Random),
+            None => InitialState::default_for(&config)?,
         };
         let host = match resumed {
             Some(saved) => saved.state.clone(),

@@ -1,20 +1,26 @@
 //! Training runs: `atheria train`'s work, on any backend through the guarded constructor.
 
+mod metrics;
+pub mod parallel;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
+use burn::collective::ReduceOperation;
+use burn::tensor::backend::AutodiffBackend;
 
 use crate::backend::{BackendJob, DeviceReport, DeviceRequest};
 use crate::error::{Error, Result};
-use crate::interrupt::Interruption;
+use crate::interrupt::{Interruption, StopSignal};
 use crate::io::write_atomic;
 use crate::kernels::EngineBackend;
-use crate::plot::{plot_series, Series};
 use crate::training::checkpoint::{self, BEST, LAST};
 use crate::training::{provenance, EpisodeReport, TrainConfig, Trainer};
+use metrics::MetricsLog;
+pub use parallel::{NodeOptions, ParallelOptions};
 
 /// One row per episode, inside the run's directory.
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -56,6 +62,8 @@ pub struct TrainOptions {
     pub command: String,
     /// Who else follows the run (the live lab), and may stop it.
     pub observer: Option<Observer>,
+    /// Data-parallel training over several devices or machines (`None`: one `device`).
+    pub parallel: Option<ParallelOptions>,
 }
 
 /// Follows a training run: each episode's report, and a stop request checked between
@@ -84,6 +92,8 @@ pub struct TrainReport {
     pub device: Option<DeviceReport>,
     /// The backend that trained.
     pub backend: &'static str,
+    /// Peers (devices of every node) that trained together; 1 without data parallelism.
+    pub peers: usize,
     /// Episodes run by this invocation (not counting those before a resume).
     pub episodes_run: u64,
     /// Episodes of the run so far, resumed ones included.
@@ -105,10 +115,14 @@ impl TrainReport {
     pub fn summary(&self) -> String {
         let metrics: Vec<String> =
             self.last_metrics.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
+        let backend = match self.peers {
+            1 => self.backend.to_string(),
+            peers => format!("{peers} {} peers", self.backend),
+        };
         let mut line = format!(
             "trained {} episode(s) on {} in {:.1} s (run total {}); {}",
             self.episodes_run,
-            self.backend,
+            backend,
             self.seconds,
             self.episodes_total,
             metrics.join(", ")
@@ -123,8 +137,12 @@ impl TrainReport {
     }
 }
 
-/// Trains as `options` say. The device report goes to `on_device` before training starts.
+/// Trains as `options` say. The device report goes to `on_device` before training starts
+/// (once per device of a data-parallel run).
 pub fn train(options: &TrainOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<TrainReport> {
+    if let Some(parallel) = &options.parallel {
+        return parallel::train(options, parallel, on_device);
+    }
     let (mut report, device) =
         super::run_on_device(options.device, options.strict_device, on_device, TrainJob { options })?;
     report.device = Some(device);
@@ -147,45 +165,91 @@ impl BackendJob for TrainJob<'_> {
 /// has a device).
 pub(crate) fn run_training<B>(options: &TrainOptions, device: &B::Device) -> Result<TrainReport>
 where
-    B: burn::tensor::backend::AutodiffBackend + EngineBackend,
+    B: AutodiffBackend + EngineBackend,
+{
+    let mut trainer = open_trainer::<B>(options, device, Role::Run)?;
+    check_memory(&trainer, 1)?;
+    train_loop(&mut trainer, options, Role::Run)
+}
+
+/// What one trainer writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// The run: checkpoints, metrics, plots, frames (a single trainer, or peer 0).
+    Run,
+    /// A log of its episodes, `OUT/node-R.log` (the first peer of another node).
+    NodeLog(u32),
+    /// Nothing (the other peers of a node).
+    Quiet,
+}
+
+/// A new trainer, or one resumed from `OUT/last`; `Role::Run` checks that `out` is in the
+/// state the start asks for.
+fn open_trainer<B>(options: &TrainOptions, device: &B::Device, role: Role) -> Result<Trainer<B>>
+where
+    B: AutodiffBackend + EngineBackend,
 {
     let out = &options.out;
     fs::create_dir_all(out).map_err(|error| Error::io(out, error))?;
-    checkpoint::clean_leftovers(out);
+    if role == Role::Run {
+        checkpoint::clean_leftovers(out);
+    }
     let last = checkpoint::resolve(out, LAST);
-    let mut trainer = match (&last, &options.start) {
-        (Some(dir), TrainStart::Resume { episodes }) => Trainer::<B>::resume(dir, *episodes, device)?,
-        (None, TrainStart::Resume { .. }) => {
-            return Err(Error::InvalidTraining(format!(
-                "{} holds no checkpoint to resume from (no '{LAST}')",
-                out.display()
-            )))
-        }
-        (Some(_), TrainStart::New(_)) => {
-            return Err(Error::InvalidTraining(format!(
-                "{} already holds a training run; pass --resume to continue it, or choose another --out",
-                out.display()
-            )))
-        }
-        (None, TrainStart::New(config)) => Trainer::<B>::new(config.clone(), device)?,
-    };
-    let config = trainer.config.clone();
+    match (&last, &options.start) {
+        (Some(dir), TrainStart::Resume { episodes }) => Trainer::<B>::resume(dir, *episodes, device),
+        (None, TrainStart::Resume { .. }) if role == Role::Run => Err(Error::InvalidTraining(format!(
+            "{} holds no checkpoint to resume from (no '{LAST}')",
+            out.display()
+        ))),
+        (None, TrainStart::Resume { .. }) => Err(Error::InvalidParallel(format!(
+            "{} holds no checkpoint to resume from (no '{LAST}'): every node resumes from the run's directory, so give each the same --out on a shared disk, or a copy of node 0's",
+            out.display()
+        ))),
+        (Some(_), TrainStart::New(_)) if role == Role::Run => Err(Error::InvalidTraining(format!(
+            "{} already holds a training run; pass --resume to continue it, or choose another --out",
+            out.display()
+        ))),
+        (_, TrainStart::New(config)) => Trainer::<B>::new(config.clone(), device),
+    }
+}
+
+/// Refuses a run that would not fit in memory: `trainers` of them share the host when the
+/// backend keeps its tensors there.
+fn check_memory<B: AutodiffBackend + EngineBackend>(trainer: &Trainer<B>, trainers: usize) -> Result<()> {
+    let config = &trainer.config;
+    let universes = trainer.universes().len() * if B::tensors_on_host() { trainers } else { 1 };
     let estimate = crate::memory::training(
         &trainer.model.config,
-        config.batch,
+        universes,
         config.grid,
         config.qca_steps,
         B::tensors_on_host(),
     );
-    crate::memory::check_host(&estimate, B::engine_name())?;
-    let config_text = toml::to_string_pretty(&config)
-        .map_err(|error| Error::format(out.join(CONFIG_FILE), error.to_string()))?;
-    write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
+    crate::memory::check_host(&estimate, B::engine_name())
+}
 
-    let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), trainer.state.episode)?;
+/// Runs episodes until the run is finished or asked to stop, writing what `role` says.
+fn train_loop<B>(trainer: &mut Trainer<B>, options: &TrainOptions, role: Role) -> Result<TrainReport>
+where
+    B: AutodiffBackend + EngineBackend,
+{
+    let out = &options.out;
+    let config = trainer.config.clone();
+    let mut metrics = None;
+    let mut log = None;
+    match role {
+        Role::Run => {
+            let config_text = toml::to_string_pretty(&config)
+                .map_err(|error| Error::format(out.join(CONFIG_FILE), error.to_string()))?;
+            write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
+            metrics = Some(MetricsLog::open(&out.join(METRICS_FILE), trainer.state.episode)?);
+        }
+        Role::NodeLog(node) => log = Some(NodeLog::create(out, node)?),
+        Role::Quiet => {}
+    }
     let frames = out.join(FRAMES_DIR);
     let first = trainer.state.episode;
-    let bar = super::progress_bar(config.episodes, "train", options.progress);
+    let bar = super::progress_bar(config.episodes, "train", options.progress && role == Role::Run);
     bar.set_position(first);
     let started = Instant::now();
     let mut checkpointed_at = Instant::now();
@@ -193,21 +257,26 @@ where
     let mut interrupted = None;
     let mut checkpointed = trainer.state.episode;
     while !trainer.finished() {
-        let signal = crate::interrupt::check(trainer.state.episode, config.episodes);
-        let requested = options.observer.as_ref().is_some_and(|observer| observer.0.stop_requested());
-        if signal.is_some() || requested {
+        if let Some(stop) = stop_requested(trainer, options)? {
             // A checkpoint of the episode reached, unless it has one, so that --resume
             // continues exactly from here.
-            if checkpointed != trainer.state.episode {
-                trainer.state.seconds += checkpointed_at.elapsed().as_secs_f64();
-                let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
-                trainer.checkpoint(out, mean)?;
-                metrics.plot(&out.join(PLOT_FILE))?;
+            if let Some(metrics) = &metrics {
+                if checkpointed != trainer.state.episode {
+                    trainer.state.seconds += checkpointed_at.elapsed().as_secs_f64();
+                    let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+                    trainer.checkpoint(out, mean)?;
+                    metrics.plot(&out.join(PLOT_FILE))?;
+                }
             }
-            interrupted = signal;
+            interrupted = stop;
             break;
         }
         let (report, psi) = trainer.episode()?;
+        let done = report.episode + 1;
+        if let Some(log) = &mut log {
+            log.episode(&report, started.elapsed().as_secs_f64())?;
+        }
+        let Some(metrics) = &mut metrics else { continue };
         metrics.append(&report, started.elapsed().as_secs_f64())?;
         if let Some(observer) = &options.observer {
             observer.0.episode(&report);
@@ -215,7 +284,6 @@ where
         window.push(report.metric);
         bar.set_message(progress_message(&report));
         bar.inc(1);
-        let done = report.episode + 1;
         if config.frame_every > 0 && done % config.frame_every == 0 {
             fs::create_dir_all(&frames).map_err(|error| Error::io(&frames, error))?;
             super::outputs::write_density_frame(&frames, &psi, done)?;
@@ -225,8 +293,7 @@ where
             checkpointed_at = Instant::now();
             let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
             window.clear();
-            let finished = trainer.finished();
-            if finished {
+            if trainer.finished() {
                 trainer.model.config.provenance = Some(provenance(&config, &trainer.state, &options.command));
             }
             trainer.checkpoint(out, mean)?;
@@ -235,129 +302,78 @@ where
         }
     }
     bar.finish_and_clear();
+    let writes_run = role == Role::Run;
     Ok(TrainReport {
         device: None,
         backend: B::engine_name(),
+        peers: trainer.peer().map_or(1, |peer| peer.count),
         episodes_run: trainer.state.episode - first,
         episodes_total: trainer.state.episode,
         seconds: started.elapsed().as_secs_f64(),
         last_metrics: trainer.state.metrics.clone(),
-        last: checkpoint::resolve(out, LAST),
-        best: checkpoint::resolve(out, BEST),
+        last: checkpoint::resolve(out, LAST).filter(|_| writes_run),
+        best: checkpoint::resolve(out, BEST).filter(|_| writes_run),
         interrupted,
     })
+}
+
+/// Whether to stop before the next episode (`Some`, with the signal if one came): a signal or
+/// the observer's request. The peers of a data-parallel run all stop at the same episode when
+/// any of them is asked to.
+fn stop_requested<B>(trainer: &Trainer<B>, options: &TrainOptions) -> Result<Option<Option<Interruption>>>
+where
+    B: AutodiffBackend + EngineBackend,
+{
+    let (episode, episodes) = (trainer.state.episode, trainer.config.episodes);
+    let signal = crate::interrupt::check(episode, episodes);
+    let requested = options.observer.as_ref().is_some_and(|observer| observer.0.stop_requested());
+    let Some(peer) = trainer.peer() else {
+        return Ok((signal.is_some() || requested).then_some(signal));
+    };
+    let local = [
+        f64::from(u8::from(signal.is_some_and(|stop| stop.signal == StopSignal::Interrupt))),
+        f64::from(u8::from(signal.is_some_and(|stop| stop.signal == StopSignal::Terminate))),
+        f64::from(u8::from(requested)),
+    ];
+    let device = trainer.device();
+    let any = peer.reduce::<B::InnerBackend>(&local, ReduceOperation::Sum, device, "agreeing to go on")?;
+    if any.iter().all(|&count| count == 0.0) {
+        return Ok(None);
+    }
+    let signal = if any[0] > 0.0 {
+        Some(StopSignal::Interrupt)
+    } else if any[1] > 0.0 {
+        Some(StopSignal::Terminate)
+    } else {
+        None
+    };
+    Ok(Some(signal.map(|signal| Interruption { signal, step: episode, of: episodes })))
+}
+
+/// `OUT/node-R.log`: what a node other than node 0 writes, one line per episode.
+struct NodeLog {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl NodeLog {
+    fn create(out: &Path, node: u32) -> Result<Self> {
+        let path = out.join(format!("node-{node}.log"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|error| Error::io(&path, error))?;
+        Ok(Self { path, file })
+    }
+
+    fn episode(&mut self, report: &EpisodeReport, seconds: f64) -> Result<()> {
+        writeln!(self.file, "episode {} {} ({seconds:.1} s)", report.episode, progress_message(report))
+            .map_err(|error| Error::io(&self.path, error))
+    }
 }
 
 fn progress_message(report: &EpisodeReport) -> String {
     let terms: Vec<String> = report.terms.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
     format!("loss {:.4} ({}) lr {:.1e}", report.loss, terms.join(", "), report.lr)
-}
-
-/// `metrics.csv`, one row per episode, appended as training goes, and the same rows kept in
-/// memory for the plot. On resume, rows of episodes after the checkpoint (run before a crash,
-/// about to be run again) are dropped first.
-struct MetricsLog {
-    path: PathBuf,
-    file: Option<fs::File>,
-    /// The columns, once known (from the file, or from the first episode).
-    names: Vec<String>,
-    rows: Vec<Vec<f64>>,
-}
-
-impl MetricsLog {
-    fn open(path: &Path, next_episode: u64) -> Result<Self> {
-        let mut log = Self { path: path.to_path_buf(), file: None, names: Vec::new(), rows: Vec::new() };
-        if path.exists() {
-            let text = fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
-            let mut lines = text.lines();
-            if let Some(header) = lines.next() {
-                log.names = header.split(',').map(str::to_string).collect();
-            }
-            let mut kept: Vec<&str> = text.lines().take(1).collect();
-            for line in lines {
-                let row: Vec<f64> =
-                    line.split(',').map(|field| field.parse::<f64>().unwrap_or(f64::NAN)).collect();
-                let episode = line.split(',').next().and_then(|episode| episode.parse::<u64>().ok());
-                if episode.is_some_and(|episode| episode < next_episode) && row.len() == log.names.len() {
-                    kept.push(line);
-                    log.rows.push(row);
-                }
-            }
-            let mut joined = kept.join("\n");
-            if !joined.is_empty() {
-                joined.push('\n');
-            }
-            write_atomic(path, joined.as_bytes())?;
-        } else if next_episode > 0 {
-            // A resumed run whose log was lost starts a new one.
-            write_atomic(path, b"")?;
-        }
-        Ok(log)
-    }
-
-    fn append(&mut self, report: &EpisodeReport, seconds: f64) -> Result<()> {
-        let terms = report.terms.iter().map(|(name, _)| name.clone());
-        let names: Vec<String> = ["episode", "loss"]
-            .into_iter()
-            .map(str::to_string)
-            .chain(terms)
-            .chain(["metric", "lr", "noise", "grad_norm", "seconds"].into_iter().map(str::to_string))
-            .collect();
-        let values: Vec<f64> = [report.episode as f64, report.loss]
-            .into_iter()
-            .chain(report.terms.iter().map(|(_, value)| *value))
-            .chain([report.metric, report.lr, report.noise, report.grad_norm, seconds])
-            .collect();
-        if self.file.is_none() {
-            let empty = fs::metadata(&self.path).map(|m| m.len() == 0).unwrap_or(true);
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|error| Error::io(&self.path, error))?;
-            if empty {
-                writeln!(file, "{}", names.join(",")).map_err(|error| Error::io(&self.path, error))?;
-                self.names = names;
-            }
-            self.file = Some(file);
-        }
-        let fields: Vec<String> = report.terms.iter().map(|(_, value)| format!("{value:.6e}")).collect();
-        if let Some(file) = &mut self.file {
-            writeln!(
-                file,
-                "{},{:.6e},{},{:.6e},{:.3e},{:.4e},{:.4e},{:.2}",
-                report.episode,
-                report.loss,
-                fields.join(","),
-                report.metric,
-                report.lr,
-                report.noise,
-                report.grad_norm,
-                seconds
-            )
-            .map_err(|error| Error::io(&self.path, error))?;
-        }
-        self.rows.push(values);
-        Ok(())
-    }
-
-    /// Draws the loss, its terms, the learning rate and the gradient norm against episode.
-    fn plot(&self, path: &Path) -> Result<()> {
-        let series: Vec<Series> = self
-            .names
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| !matches!(name.as_str(), "episode" | "seconds" | "noise"))
-            .map(|(column, name)| Series {
-                name: name.clone(),
-                points: self
-                    .rows
-                    .iter()
-                    .filter(|row| row.len() == self.names.len())
-                    .map(|row| (row[0] + 1.0, row[column]))
-                    .collect(),
-            })
-            .collect();
-        plot_series(path, &series)
-    }
 }
