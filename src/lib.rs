@@ -31,6 +31,7 @@ pub mod plot;
 pub mod readback;
 pub mod render;
 pub mod serve;
+pub mod session;
 pub mod sparse;
 pub mod state;
 pub mod tools;
@@ -38,7 +39,7 @@ pub mod training;
 
 pub use backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
 pub use dynamics::{step, Simulation, StepOutput};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorFamily, Result};
 pub use kernels::EngineBackend;
 pub use models::{Architecture, Law, Model, ModelConfig};
 pub use state::{InitialState, Universe};

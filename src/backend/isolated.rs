@@ -16,10 +16,14 @@
 //! // ... the program ...
 //! ```
 //!
-//! Without it, probes run in-process (pre-checks and `catch_unwind` only).
+//! Without it, probes run in-process (pre-checks and `catch_unwind` only). A program whose
+//! executable cannot serve the subcommand (a Python interpreter that loaded the engine as an
+//! extension module) names its own probe child with [`enable_with_command`], and that child
+//! answers with [`probe_report`].
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -31,6 +35,9 @@ use super::{classify_failure, Attempt, BackendKind, Candidate, Failure, FailureC
 pub const PROBE_SUBCOMMAND: &str = "__atheria-probe";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The probe child's program and its leading arguments, when not this executable.
+static COMMAND: Mutex<Option<(PathBuf, Vec<String>)>> = Mutex::new(None);
 
 /// Results of isolated probes, by candidate.
 static PROBED: Mutex<Option<HashMap<String, Attempt>>> = Mutex::new(None);
@@ -44,8 +51,26 @@ pub fn serve_probe_subcommand() {
         ENABLED.store(true, Ordering::Relaxed);
         return;
     }
-    let spec = args.next().unwrap_or_default();
-    let seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let rest: Vec<String> = args.collect();
+    println!("{}", probe_report(&rest));
+    std::process::exit(0);
+}
+
+/// Enables isolated probes with `program` (and `args` before the probe's own) as the probe
+/// child: it must call [`probe_report`] with the arguments after `args` and print the line
+/// it returns. The Python package runs `python -m atheria._probe`.
+pub fn enable_with_command(program: PathBuf, args: Vec<String>) {
+    if let Ok(mut command) = COMMAND.lock() {
+        *command = Some((program, args));
+    }
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The probe child's work: `args` are what follows the subcommand (the candidate, then the
+/// timeout in seconds); returns the JSON line the parent reads.
+pub fn probe_report(args: &[String]) -> String {
+    let spec = args.first().cloned().unwrap_or_default();
+    let seconds = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let attempt = match Candidate::from_spec(&spec) {
         Some(candidate) => candidate.probe(Duration::from_secs(seconds)).0,
         None => Attempt::failed(
@@ -55,8 +80,7 @@ pub fn serve_probe_subcommand() {
             format!("unknown probe `{spec}`"),
         ),
     };
-    println!("{}", serde_json::to_string(&attempt).unwrap_or_default());
-    std::process::exit(0);
+    serde_json::to_string(&attempt).unwrap_or_default()
 }
 
 /// True when [`serve_probe_subcommand`] enabled isolated probes in this process.
@@ -85,17 +109,22 @@ fn run_child(candidate: &Candidate, spec: &str, timeout: Duration) -> Attempt {
         failure: Some(Failure { cause, summary, messages }),
         driver: Default::default(),
     };
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(error) => {
-            return fail(
-                FailureCause::Other,
-                format!("cannot find this executable to probe in a child: {error}"),
-                vec![],
-            )
-        }
+    let configured = COMMAND.lock().ok().and_then(|command| command.clone());
+    let (program, leading) = match configured {
+        Some(command) => command,
+        None => match std::env::current_exe() {
+            Ok(exe) => (exe, Vec::new()),
+            Err(error) => {
+                return fail(
+                    FailureCause::Other,
+                    format!("cannot find this executable to probe in a child: {error}"),
+                    vec![],
+                )
+            }
+        },
     };
-    let child = Command::new(exe)
+    let child = Command::new(program)
+        .args(leading)
         .arg(PROBE_SUBCOMMAND)
         .arg(spec)
         .arg(timeout.as_secs().max(1).to_string())

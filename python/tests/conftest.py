@@ -1,0 +1,37 @@
+"""Shared helpers: the repository's fixtures (PyTorch references) read with NumPy alone."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
+
+
+def read_safetensors(path):
+    """{name: float32 array} and the metadata of a safetensors file."""
+    with open(path, "rb") as file:
+        data = file.read()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    metadata = header.pop("__metadata__", {})
+    body = data[8 + length :]
+    tensors = {}
+    for name, entry in header.items():
+        assert entry["dtype"] == "F32", f"{name}: {entry['dtype']}"
+        start, end = entry["data_offsets"]
+        tensors[name] = np.frombuffer(body[start:end], dtype="<f4").reshape(entry["shape"]).copy()
+    return tensors, metadata
+
+
+def relative_error(got, want):
+    """||got - want|| / ||want||, the measure of the Rust reference tests."""
+    got, want = np.asarray(got, dtype=np.complex128), np.asarray(want, dtype=np.complex128)
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+@pytest.fixture
+def fixtures():
+    return FIXTURES
