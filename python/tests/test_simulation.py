@@ -103,3 +103,14 @@ def test_sparse_universe_round_trips_a_region():
     assert universe.step_count == 2
     universe.clear()
     assert universe.stored_tiles == [] and universe.step_count == 0
+
+
+def test_wgpu_agrees_with_the_cpu_backend():
+    # Software Vulkan (lavapipe) on CI machines; strict: a wgpu that cannot start fails here.
+    runs = []
+    for device in ("wgpu", "cpu"):
+        sim = atheria.Simulation(atheria.Model.default(), grid=16, seed=1, device=device, strict=True)
+        assert f"running on {device}" in sim.device_report
+        sim.step(3)
+        runs.append(sim.psi)
+    assert relative_error(runs[0], runs[1]) <= 1e-4
