@@ -87,13 +87,24 @@ def devices() -> List[dict]:
     return json.loads(_native.devices_json())["attempts"]
 
 
+def _count(value: Any, what: str, minimum: int = 1) -> int:
+    """`value` as an int of at least `minimum`, or a UsageError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UsageError(f"{what} must be an integer of at least {minimum}, got {value!r}")
+    return int(value)
+
+
 def _grid(grid: Optional[Grid]) -> Optional[Tuple[int, int]]:
     if grid is None:
         return None
-    if isinstance(grid, (int, np.integer)):
-        return (int(grid), int(grid))
-    height, width = grid
-    return (int(height), int(width))
+    if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
+        side = _count(grid, "the grid side")
+        return (side, side)
+    try:
+        height, width = grid
+    except (TypeError, ValueError):
+        raise UsageError(f"the grid is a side or (height, width), got {grid!r}") from None
+    return (_count(height, "the grid height"), _count(width, "the grid width"))
 
 
 def _complex_array(array: Any, what: str, ndim: int) -> np.ndarray:
@@ -134,16 +145,21 @@ class Simulation:
     ) -> None:
         self.model = model
         self._dense = _native.Dense(
-            model, grid=_grid(grid), batch=batch, init=init, seed=seed, device=device, strict=strict, gamma=gamma
+            model,
+            grid=_grid(grid),
+            batch=_count(batch, "the batch"),
+            init=init,
+            seed=_count(seed, "the seed", 0),
+            device=device,
+            strict=strict,
+            gamma=gamma,
         )
 
     def step(self, n: int = 1) -> int:
         """Takes ``n`` steps (the GIL is released meanwhile). Ctrl-C stops at a step boundary
         and raises KeyboardInterrupt; the state is then that of the last completed step.
         Returns the step count."""
-        if n < 0:
-            raise UsageError(f"cannot take {n} steps")
-        return self._dense.step(int(n))
+        return self._dense.step(_count(n, "the step count", 0))
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -218,7 +234,7 @@ class SparseUniverse:
 
     def step(self, n: int = 1) -> int:
         """Takes ``n`` steps (Ctrl-C stops at a step boundary). Returns the step count."""
-        for _ in range(int(n)):
+        for _ in range(_count(n, "the step count", 0)):
             self._sparse.step()
         return self._sparse.step_count
 

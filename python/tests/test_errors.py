@@ -66,3 +66,16 @@ def test_tools_and_views_are_validated(sim):
 def test_a_request_too_large_for_memory_is_refused_before_allocating():
     with pytest.raises(atheria.OutOfMemoryError, match="needs about"):
         atheria.Simulation(atheria.Model.default(), grid=(1 << 16, 1 << 16), batch=64, device="cpu")
+
+
+@pytest.mark.parametrize("kwargs", [{"grid": -4}, {"grid": (8, 0)}, {"grid": "big"}, {"batch": 0}, {"batch": 1.5}, {"seed": -1}])
+def test_bad_sizes_are_usage_errors(kwargs):
+    with pytest.raises(atheria.UsageError):
+        atheria.Simulation(atheria.Model.default(), device="cpu", **kwargs)
+
+
+def test_bad_step_counts_are_usage_errors(sim):
+    with pytest.raises(atheria.UsageError):
+        sim.step(-1)
+    with pytest.raises(atheria.UsageError):
+        sim.step(2.5)
