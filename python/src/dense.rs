@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::model::Model;
-use crate::{float_bytes, guard, state_bytes, state_from_bytes};
+use crate::{detached, float_bytes, guard, state_bytes, state_from_bytes};
 
 /// A dense session; the Python class `atheria.Simulation` wraps it.
 #[pyclass(module = "atheria._native")]
@@ -20,16 +20,12 @@ pub struct Dense {
 }
 
 impl Dense {
-    /// Runs `work` on the session without the GIL (other Python threads go on meanwhile).
     fn with<T: Send>(
         &self,
         py: Python<'_>,
         work: impl FnOnce(&mut DenseSession) -> atheria::Result<T> + Send,
     ) -> PyResult<T> {
-        py.detach(|| {
-            let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard(|| work(&mut session))
-        })
+        detached(py, &self.session, work)
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use atheria::backend::{isolated, probe_all, SelectOptions};
 use atheria::io::state_file::HostState;
@@ -58,6 +59,18 @@ pub(crate) fn guard<T>(work: impl FnOnce() -> atheria::Result<T>) -> PyResult<T>
             Err(AtheriaError::new_err(format!("internal error (please report it): {text}")))
         }
     }
+}
+
+/// Runs `work` on a session without the GIL (other Python threads go on meanwhile), guarded.
+pub(crate) fn detached<S: Send, T: Send>(
+    py: Python<'_>,
+    session: &Mutex<S>,
+    work: impl FnOnce(&mut S) -> atheria::Result<T> + Send,
+) -> PyResult<T> {
+    py.detach(|| {
+        let mut session = session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard(|| work(&mut session))
+    })
 }
 
 /// A state as interleaved complex64 bytes (real, imaginary) in [B, H, W, d] order.

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::model::Model;
-use crate::{guard, state_bytes, state_from_bytes};
+use crate::{detached, guard, state_bytes, state_from_bytes};
 
 /// A sparse session; the Python classes `atheria.SparseUniverse` and the lab's `Engine` wrap
 /// it.
@@ -25,10 +25,7 @@ impl Sparse {
         py: Python<'_>,
         work: impl FnOnce(&mut SparseSession) -> atheria::Result<T> + Send,
     ) -> PyResult<T> {
-        py.detach(|| {
-            let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard(|| work(&mut session))
-        })
+        detached(py, &self.session, work)
     }
 }
 
