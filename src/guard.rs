@@ -55,8 +55,52 @@ impl Drop for PanicCapture {
     }
 }
 
+/// While alive, panics on threads whose names start with one of the given prefixes are logged
+/// at debug level instead of printed (their owner turns them into errors); other threads'
+/// panics go to the previous hook, which is restored when this is dropped.
+pub(crate) struct QuietThreads {
+    previous: Arc<Hook>,
+}
+
+impl QuietThreads {
+    pub(crate) fn install(prefixes: &'static [&'static str]) -> Self {
+        let previous: Arc<Hook> = Arc::new(panic::take_hook());
+        let fallback = Arc::clone(&previous);
+        panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or_default();
+            if prefixes.iter().any(|prefix| name.starts_with(prefix)) {
+                tracing::debug!("{name}: {info}");
+            } else {
+                fallback(info);
+            }
+        }));
+        Self { previous }
+    }
+}
+
+impl Drop for QuietThreads {
+    fn drop(&mut self) {
+        let previous = Arc::clone(&self.previous);
+        panic::set_hook(Box::new(move |info| previous(info)));
+    }
+}
+
+/// The error for a panic a GPU runtime raised during work (out of device memory, a lost
+/// device), with what to do about it.
+pub(crate) fn gpu_failure(payload: &(dyn std::any::Any + Send)) -> crate::Error {
+    let panic = panic_text(payload);
+    let lower = panic.to_lowercase();
+    let hint = if lower.contains("memory") || lower.contains("alloc") || lower.contains("buffer size") {
+        "; the GPU ran out of memory: use a smaller grid or batch, or --device cpu"
+    } else {
+        "; run `atheria doctor` to check the device, or use --device cpu"
+    };
+    crate::Error::DeviceUnavailable(format!("the GPU failed during the run: {panic}{hint}"))
+}
+
 /// The text of a panic payload.
-pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         text.to_string()
     } else if let Some(text) = payload.downcast_ref::<String>() {

@@ -40,6 +40,7 @@ pub mod training;
 pub use backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
 pub use dynamics::{step, Simulation, StepOutput};
 pub use error::{Error, ErrorFamily, Result};
+pub use guard::panic_text;
 pub use kernels::EngineBackend;
 pub use models::{Architecture, Law, Model, ModelConfig};
 pub use state::{InitialState, Universe};

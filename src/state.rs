@@ -183,6 +183,22 @@ pub fn generate(
     Ok(state)
 }
 
+/// A seeded initial state for a model on backend `B`: checked against the model's grid rule
+/// and the memory there is, then generated.
+pub fn checked_initial<B: crate::EngineBackend>(
+    config: &crate::models::ModelConfig,
+    init: &InitialState,
+    batch: usize,
+    height: usize,
+    width: usize,
+    seed: u64,
+) -> Result<HostState> {
+    config.check_grid(height, width)?;
+    let estimate = crate::memory::dense_run(config, batch, height, width, B::tensors_on_host());
+    crate::memory::check_host(&estimate, B::engine_name())?;
+    generate(init, batch, height, width, config.d_state, seed)
+}
+
 /// Divides every cell by its L2 norm over channels (plus epsilon), on the host.
 pub fn normalize_cells(state: &mut HostState) {
     let d = state.re.shape[3];

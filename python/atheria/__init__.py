@@ -117,9 +117,7 @@ def _complex_array(array: Any, what: str, ndim: int) -> np.ndarray:
         raise StateError(f"{what} must have {ndim} dimensions, got shape {array.shape}")
     if not (np.issubdtype(array.dtype, np.complexfloating) or np.issubdtype(array.dtype, np.floating)):
         raise StateError(f"{what} must be a complex or real floating-point array, got dtype {array.dtype}")
-    if not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise StateError(f"{what} holds {bad} non-finite value(s) (NaN or infinity)")
+    # Finite values are checked by the engine, after the conversion (which can overflow).
     return np.ascontiguousarray(array, dtype=np.complex64)
 
 

@@ -165,6 +165,10 @@ class DenseEngine:
         if self._simulation is not None and self._simulation.shape[1:3] == array.shape[2:4]:
             self._simulation.set_psi(np.transpose(array, (0, 2, 3, 1)))
             return
+        # Kept here until a model is loaded, so checked here (the engine checks what it gets).
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise atheria.StateError(f"the state holds {bad} non-finite value(s) (NaN or infinity)")
         self._state = array.copy()
         if self._model is not None:
             self._simulation = None

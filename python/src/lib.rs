@@ -51,11 +51,7 @@ pub(crate) fn guard<T>(work: impl FnOnce() -> atheria::Result<T>) -> PyResult<T>
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(result) => result.map_err(to_py),
         Err(payload) => {
-            let text = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
+            let text = atheria::panic_text(payload.as_ref());
             Err(AtheriaError::new_err(format!("internal error (please report it): {text}")))
         }
     }

@@ -57,6 +57,12 @@ def test_dense_engine_refuses_what_it_cannot_load(tmp_path, capsys):
     assert engine.apply_tool("vortex", {"x": 1.0}) is False  # nothing on a device yet
     with pytest.raises(atheria.StateError):
         engine.set_state(np.zeros((1, 3, 8, 8), dtype=np.complex64))
+    # Without a model the state is kept here, and checked here; the old one stays.
+    nan = np.zeros((1, 2, 8, 8), dtype=np.complex64)
+    nan[0, 1, 2, 3] = np.nan
+    with pytest.raises(atheria.StateError, match="1 non-finite"):
+        engine.set_state(nan)
+    assert np.isfinite(as_numpy(engine.get_state())).all()
 
 
 def test_sparse_engine_places_reads_and_steps_particles(fixtures):

@@ -94,6 +94,11 @@ def test_sparse_universe_round_trips_a_region():
     rng = np.random.default_rng(0)
     blob = (rng.normal(size=(5, 7, 2)) + 1j * rng.normal(size=(5, 7, 2))).astype(np.complex64)
     blob /= np.linalg.norm(blob, axis=-1, keepdims=True)
+    bad = blob.copy()
+    bad[1, 1, 0] = np.inf
+    with pytest.raises(atheria.StateError, match="non-finite"):
+        universe.from_dense(bad, x=-3, y=30)
+    assert universe.stored_tiles == []
     universe.from_dense(blob, x=-3, y=30)
     assert np.allclose(universe.to_dense(-3, 30, 7, 5), blob, atol=1e-6)
     # The region crosses tiles (-1, 1), (0, 1) and (0, 2)... only tiles with matter are stored.

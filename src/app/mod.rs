@@ -23,7 +23,7 @@ pub use run::{
 pub use train::{train, NodeOptions, ParallelOptions, TrainOptions, TrainReport, TrainStart};
 
 use crate::backend::{select_device, BackendJob, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Selects a device for `request` with the guarded constructor (`strict`: no fallback), shows
 /// its report to `on_device` before the possibly long job starts, and runs `job` on it.
@@ -52,16 +52,7 @@ pub(crate) fn run_guarded<T, J: BackendJob<Output = Result<T>>>(
     // Not `guard::catch_silently`: its capture is process-wide and serialised, and the job
     // itself loads models through it. The runtime's panic message is printed as it happens.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.run(job)));
-    outcome.map_err(|payload| {
-        let panic = crate::guard::panic_text(payload.as_ref());
-        let lower = panic.to_lowercase();
-        let hint = if lower.contains("memory") || lower.contains("alloc") || lower.contains("buffer size") {
-            "; the GPU ran out of memory: use a smaller grid or batch, or --device cpu"
-        } else {
-            "; run `atheria doctor` to check the device, or use --device cpu"
-        };
-        Error::DeviceUnavailable(format!("the GPU failed during the run: {panic}{hint}"))
-    })?
+    outcome.map_err(|payload| crate::guard::gpu_failure(payload.as_ref()))?
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal and `visible`).

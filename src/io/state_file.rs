@@ -33,6 +33,12 @@ impl HostState {
         let s = &self.re.shape;
         [s[0], s[1], s[2], s[3]]
     }
+
+    /// Values that are NaN or infinite, over psi and the memory.
+    pub fn non_finite(&self) -> usize {
+        let memory = self.memory.iter().flat_map(|(hidden, cell)| [hidden, cell]);
+        [&self.re, &self.im].into_iter().chain(memory).map(HostTensor::non_finite).sum()
+    }
 }
 
 /// The metadata key of the checksum of the tensors and the rest of the metadata.

@@ -11,7 +11,7 @@ use crate::io::state_file::HostState;
 use crate::kernels::EngineBackend;
 use crate::models::{check_gamma, ModelConfig};
 use crate::observables::View;
-use crate::state::{generate, InitialState, Universe};
+use crate::state::{checked_initial, InitialState, Universe};
 use crate::tools::Tool;
 
 /// How a dense session starts.
@@ -73,18 +73,14 @@ impl Builder<DenseFamily> for &DenseSettings {
         let gamma = self.gamma.unwrap_or(model.config.gamma);
         let default_grid = model.config.run_defaults.grid.map_or((64, 64), |side| (side, side));
         let (height, width) = self.grid.unwrap_or(default_grid);
-        model.config.check_grid(height, width)?;
         if self.batch == 0 {
             return Err(Error::InvalidRun("the batch must hold at least one universe".into()));
         }
-        let estimate =
-            crate::memory::dense_run(&model.config, self.batch, height, width, B::tensors_on_host());
-        crate::memory::check_host(&estimate, B::engine_name())?;
         let init = match &self.init {
             Some(init) => init.clone(),
             None => InitialState::default_for(&model.config)?,
         };
-        let state = generate(&init, self.batch, height, width, model.config.d_state, self.seed)?;
+        let state = checked_initial::<B>(&model.config, &init, self.batch, height, width, self.seed)?;
         let universe = Universe::from_host(&state, device);
         Ok(Dense { simulation: Simulation::new(model, universe, gamma)?, input: None, per_step: Vec::new() })
     }
@@ -121,13 +117,11 @@ impl<B: EngineBackend> Dense<B> {
                 expected[3]
             )));
         }
-        for (name, tensor) in [("real part", &state.re), ("imaginary part", &state.im)] {
-            let bad = tensor.non_finite();
-            if bad > 0 {
-                return Err(Error::InvalidState(format!(
-                    "the state's {name} holds {bad} non-finite value(s)"
-                )));
-            }
+        let bad = state.non_finite();
+        if bad > 0 {
+            return Err(Error::InvalidState(format!(
+                "the state holds {bad} non-finite value(s) (NaN or infinity)"
+            )));
         }
         let device = self.simulation.universe.psi.device();
         let universe = Universe::from_host(state, &device);
@@ -209,27 +203,27 @@ impl DenseSession {
     /// Takes up to `steps` steps, asking `stop` before each one (an interruption ends the call
     /// at a step boundary). Returns the step count reached.
     pub fn step(&mut self, steps: u64, stop: &dyn Fn() -> bool) -> Result<u64> {
-        on_backend!(&mut self.state, dense => guarded(|| dense.step(steps, stop)))
+        on_backend!(&mut self.state, dense, gpu => guarded(gpu, || dense.step(steps, stop)))
     }
 
     /// The state on the host (real and imaginary parts [B, H, W, d], the step count).
     pub fn state(&self) -> Result<HostState> {
-        on_backend!(&self.state, dense => guarded(|| dense.simulation.universe.to_host()))
+        on_backend!(&self.state, dense, gpu => guarded(gpu, || dense.simulation.universe.to_host()))
     }
 
     /// Replaces the state (same grid and d_state; any batch; finite values). The ConvLSTM
     /// memory and the step count come from `state`.
     pub fn set_state(&mut self, state: &HostState) -> Result<()> {
-        on_backend!(&mut self.state, dense => guarded(|| dense.set_state(state)))
+        on_backend!(&mut self.state, dense, gpu => guarded(gpu, || dense.set_state(state)))
     }
 
     /// Applies a tool now (click-out: from now on, after every step; disabled by `enabled=0`).
     pub fn apply(&mut self, tool: Tool) -> Result<()> {
-        on_backend!(&mut self.state, dense => guarded(|| dense.apply(tool)))
+        on_backend!(&mut self.state, dense, gpu => guarded(gpu, || dense.apply(tool)))
     }
 
     /// A view of every universe, [B, H, W] row-major.
     pub fn view(&self, view: View) -> Result<Vec<f32>> {
-        on_backend!(&self.state, dense => guarded(|| dense.view(view)))
+        on_backend!(&self.state, dense, gpu => guarded(gpu, || dense.view(view)))
     }
 }

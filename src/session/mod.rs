@@ -15,7 +15,7 @@ pub use dense::{Dense, DenseSession, DenseSettings};
 pub use sparse::{Sparse, SparseSession};
 
 use crate::backend::{select_device, DeviceReport, DeviceRequest, SelectOptions, SelectedDevice};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A value of a generic engine type on one of the three backends.
 #[derive(Debug)]
@@ -39,13 +39,26 @@ pub trait Generic {
 }
 
 /// Calls the same expression on whichever backend a session runs: `$value` is an
-/// [`OnBackend`], `$inner` names its content in `$body`.
+/// [`OnBackend`], `$inner` names its content in `$body`, and `$gpu` (when given) whether the
+/// backend is a GPU's (for [`guarded`]).
 macro_rules! on_backend {
     ($value:expr, $inner:ident => $body:expr) => {
+        $crate::session::on_backend!($value, $inner, _gpu => $body)
+    };
+    ($value:expr, $inner:ident, $gpu:ident => $body:expr) => {
         match $value {
-            $crate::session::OnBackend::Cuda($inner) => $body,
-            $crate::session::OnBackend::Wgpu($inner) => $body,
-            $crate::session::OnBackend::Cpu($inner) => $body,
+            $crate::session::OnBackend::Cuda($inner) => {
+                let $gpu = true;
+                $body
+            }
+            $crate::session::OnBackend::Wgpu($inner) => {
+                let $gpu = true;
+                $body
+            }
+            $crate::session::OnBackend::Cpu($inner) => {
+                let $gpu = false;
+                $body
+            }
         }
     };
 }
@@ -61,8 +74,8 @@ pub(crate) fn open<T: Generic>(
     let select = SelectOptions { strict, ..SelectOptions::default() };
     let selection = select_device(request, &select)?;
     let built = match &selection.device {
-        SelectedDevice::Cuda(device) => OnBackend::Cuda(guarded(|| build.build::<Cuda>(device))?),
-        SelectedDevice::Wgpu(device) => OnBackend::Wgpu(guarded(|| build.build::<Wgpu>(device))?),
+        SelectedDevice::Cuda(device) => OnBackend::Cuda(guarded(true, || build.build::<Cuda>(device))?),
+        SelectedDevice::Wgpu(device) => OnBackend::Wgpu(guarded(true, || build.build::<Wgpu>(device))?),
         SelectedDevice::Cpu(device) => OnBackend::Cpu(build.build::<NdArray>(device)?),
     };
     Ok((built, selection.report))
@@ -74,10 +87,13 @@ pub(crate) trait Builder<T: Generic> {
     fn build<B: crate::EngineBackend>(&self, device: &B::Device) -> Result<T::On<B>>;
 }
 
-/// Runs GPU work that the runtime may abort by panicking (out of device memory, a lost
-/// device), turning the panic into an error: an embedding program must never be taken down.
-pub(crate) fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|payload| {
-        Error::Backend(format!("the device failed: {}", crate::guard::panic_text(payload.as_ref())))
-    })?
+/// Runs work that a GPU runtime may abort by panicking (out of device memory, a lost device),
+/// turning such a panic into an error, as the command line does: an embedding program must
+/// never be taken down. On the CPU (`gpu` false) the work runs as it is.
+pub(crate) fn guarded<T>(gpu: bool, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !gpu {
+        return work();
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .map_err(|payload| crate::guard::gpu_failure(payload.as_ref()))?
 }

@@ -76,20 +76,17 @@ impl<B: EngineBackend> Sparse<B> {
                 state.dims()
             )));
         }
-        for tensor in [&state.re, &state.im] {
-            if tensor.non_finite() > 0 {
-                return Err(Error::InvalidSparse(format!(
-                    "the grid holds {} non-finite value(s)",
-                    tensor.non_finite()
-                )));
-            }
+        let bad = state.non_finite();
+        if bad > 0 {
+            return Err(Error::InvalidState(format!(
+                "the grid holds {bad} non-finite value(s) (NaN or infinity)"
+            )));
         }
         self.universe.from_dense(Universe::<B>::from_host(state, &self.device).psi, x, y)
     }
 
     fn clear(&mut self) -> Result<()> {
-        let mut empty = SparseUniverse::new(*self.universe.config(), self.universe.d_state(), &self.device)?;
-        std::mem::swap(&mut self.universe, &mut empty);
+        self.universe = SparseUniverse::new(*self.universe.config(), self.universe.d_state(), &self.device)?;
         Ok(())
     }
 }
@@ -115,7 +112,7 @@ impl SparseSession {
 
     /// Loads the law (its d_state must be the universe's; no ConvLSTM memory).
     pub fn load_model(&mut self, source: &ModelSource) -> Result<&ModelConfig> {
-        let config = on_backend!(&mut self.state, sparse => guarded(|| sparse.load(source)))?;
+        let config = on_backend!(&mut self.state, sparse, gpu => guarded(gpu, || sparse.load(source)))?;
         Ok(self.model.insert(config))
     }
 
@@ -166,18 +163,18 @@ impl SparseSession {
     /// One step of the loaded law.
     pub fn step(&mut self) -> Result<SparseStepReport> {
         let gamma = self.gamma;
-        on_backend!(&mut self.state, sparse => guarded(|| sparse.step(gamma)))
+        on_backend!(&mut self.state, sparse, gpu => guarded(gpu, || sparse.step(gamma)))
     }
 
     /// The universe over `region` on the host, [1, height, width, d] (the vacuum where no
     /// tile is stored).
     pub fn to_dense(&self, region: Region) -> Result<HostState> {
-        on_backend!(&self.state, sparse => guarded(|| sparse.to_dense(region)))
+        on_backend!(&self.state, sparse, gpu => guarded(gpu, || sparse.to_dense(region)))
     }
 
     /// Writes a dense grid [1, H, W, d] with its top-left cell at `(x, y)`.
     pub fn from_dense(&mut self, state: &HostState, x: i64, y: i64) -> Result<()> {
-        on_backend!(&mut self.state, sparse => guarded(|| sparse.paste(state, x, y)))
+        on_backend!(&mut self.state, sparse, gpu => guarded(gpu, || sparse.paste(state, x, y)))
     }
 
     /// Forgets every stored tile and the step count (the law stays loaded).

@@ -332,11 +332,9 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         rollout(&mut simulation, config.qca_steps as u64, |simulation| {
             if simulation.universe.step > 0 {
                 let psi = simulation.universe.psi.clone();
-                let single = rngs.len() == 1;
                 let mut noisy = Vec::with_capacity(rngs.len());
                 for (index, rng) in rngs.iter_mut().enumerate() {
-                    let one = if single { psi.clone() } else { psi.clone().narrow(0, index, 1) };
-                    let mut one = phase_flip(one, noise, rng)?;
+                    let mut one = phase_flip(psi.clone().narrow(0, index, 1), noise, rng)?;
                     if rng.gen::<f64>() < config.bit_flip_chance {
                         one = bit_flip(one, noise / 10.0, rng)?;
                     }

@@ -33,18 +33,12 @@ pub struct Peer {
 impl Peer {
     /// Joins the collective: returns once every peer of every node has registered.
     pub fn register<B: Backend>(&self, device: &B::Device, config: CollectiveConfig) -> Result<()> {
-        self.watch.enter(JOINING);
-        let registered = collective::register::<B>(self.id, device.clone(), config);
-        self.watch.leave();
-        registered.map_err(|error| collective_error("joining the run", error))
+        self.waiting(JOINING, || collective::register::<B>(self.id, device.clone(), config))
     }
 
     /// The mean of every peer's gradients, in place of this peer's.
     pub fn mean_gradients<B: Backend>(&self, gradients: GradientsParams) -> Result<GradientsParams> {
-        self.watch.enter("averaging the gradients");
-        let reduced = gradients.all_reduce::<B>(self.id, ReduceOperation::Mean);
-        self.watch.leave();
-        reduced.map_err(|error| collective_error("averaging the gradients", error))
+        self.waiting("averaging the gradients", || gradients.all_reduce::<B>(self.id, ReduceOperation::Mean))
     }
 
     /// The element-wise sum (or mean) over every peer of a few numbers, the same on every peer.
@@ -59,10 +53,9 @@ impl Peer {
     ) -> Result<Vec<f64>> {
         let data: Vec<f32> = values.iter().map(|&value| value as f32).collect();
         let tensor = Tensor::<B, 1>::from_data(TensorData::new(data, [values.len()]), device);
-        self.watch.enter(what);
-        let reduced = collective::all_reduce::<B>(self.id, tensor.into_primitive().tensor(), operation);
-        self.watch.leave();
-        let reduced = reduced.map_err(|error| collective_error(what, error))?;
+        let reduced = self.waiting(what, || {
+            collective::all_reduce::<B>(self.id, tensor.into_primitive().tensor(), operation)
+        })?;
         let tensor = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(reduced));
         let host = crate::readback::floats(tensor)?;
         Ok(host.into_iter().map(f64::from).collect())
@@ -70,10 +63,19 @@ impl Peer {
 
     /// Leaves the collective (after the last operation of the run).
     pub fn finish<B: Backend>(&self) -> Result<()> {
-        self.watch.enter("leaving the run");
-        let finished = collective::finish_collective::<B>(self.id);
+        self.waiting("leaving the run", || collective::finish_collective::<B>(self.id))
+    }
+
+    /// Runs one collective operation, `what`, with the watch telling the watchdog it waits.
+    fn waiting<T>(
+        &self,
+        what: &'static str,
+        operation: impl FnOnce() -> std::result::Result<T, CollectiveError>,
+    ) -> Result<T> {
+        self.watch.enter(what);
+        let outcome = operation();
         self.watch.leave();
-        finished.map_err(|error| collective_error("leaving the run", error))
+        outcome.map_err(|error| collective_error(what, error))
     }
 }
 

@@ -160,7 +160,9 @@ where
     let local = devices.len();
     let (node_rank, nodes) = parallel.nodes.as_ref().map_or((0, 1), |node| (node.rank, node.nodes));
     let collective = collective_config(local, parallel.nodes.as_ref())?;
-    let _quiet = QuietWorkerPanics::install();
+    // A lost node makes burn's tasks panic (their `expect`s); the run reports that as one
+    // error line of its own, so those panics go to the log instead of stderr.
+    let _quiet = crate::guard::QuietThreads::install(&["peer-", "tokio-"]);
     let (sender, receiver) = mpsc::channel();
     let mut watches = Vec::with_capacity(local);
     for (index, device) in devices.into_iter().enumerate() {
@@ -205,41 +207,6 @@ where
     }
     // The first peer's report: node 0's describes the run it wrote.
     reports.into_iter().flatten().next().ok_or_else(|| Error::Collective("no peer reported".into()))
-}
-
-/// While a data-parallel run lasts, panics on the peers' threads and burn-collective's runtime
-/// threads go to the log instead of stderr: a lost node makes burn's tasks panic (their
-/// `expect`s), and the run reports that as one error line of its own.
-struct QuietWorkerPanics;
-
-type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
-
-static PREVIOUS_HOOK: std::sync::Mutex<Option<Arc<PanicHook>>> = std::sync::Mutex::new(None);
-
-impl QuietWorkerPanics {
-    fn install() -> Self {
-        let previous: Arc<PanicHook> = Arc::new(std::panic::take_hook());
-        if let Ok(mut slot) = PREVIOUS_HOOK.lock() {
-            *slot = Some(previous.clone());
-        }
-        std::panic::set_hook(Box::new(move |info| {
-            let name = std::thread::current().name().unwrap_or_default().to_string();
-            if name.starts_with("peer-") || name.starts_with("tokio-") {
-                tracing::debug!("{name}: {info}");
-            } else {
-                previous(info);
-            }
-        }));
-        Self
-    }
-}
-
-impl Drop for QuietWorkerPanics {
-    fn drop(&mut self) {
-        if let Some(previous) = PREVIOUS_HOOK.lock().ok().and_then(|mut slot| slot.take()) {
-            std::panic::set_hook(Box::new(move |info| previous(info)));
-        }
-    }
 }
 
 /// An error when a peer has waited longer than its timeout.

@@ -15,7 +15,7 @@ use crate::serve::protocol::Command;
 use crate::serve::training::TrainingRun;
 use crate::sparse::Region;
 use crate::sparse::SparseUniverse;
-use crate::state::{generate, InitialState, Universe};
+use crate::state::{checked_initial, Universe};
 use crate::tools::Tool;
 
 impl<B: EngineBackend> World<B> {
@@ -199,7 +199,7 @@ impl<B: EngineBackend> World<B> {
                 let [old_batch, old_height, old_width, _] = simulation.universe.dims();
                 let (height, width) = grid.map_or((old_height, old_width), |[h, w]| (h, w));
                 let batch = batch.unwrap_or(old_batch);
-                let host = make_state::<B>(&simulation.model, &init, batch, height, width, seed)?;
+                let host = checked_initial::<B>(&simulation.model.config, &init, batch, height, width, seed)?;
                 simulation.universe = Universe::from_host(&host, &self.device);
                 simulation.last_delta = None;
                 *input = None;
@@ -242,28 +242,16 @@ impl<B: EngineBackend> World<B> {
         let universe = if d == model.config.d_state && simulation.universe.memory.is_none() {
             simulation.universe.clone()
         } else {
-            Universe::from_host(&make_state::<B>(&model, &init, batch, height, width, seed)?, &device)
+            Universe::from_host(
+                &checked_initial::<B>(&model.config, &init, batch, height, width, seed)?,
+                &device,
+            )
         };
         *simulation = Simulation::new(model, universe, simulation.gamma)?;
         *input = None;
         history.clear();
         Ok(())
     }
-}
-
-/// A seeded initial state for `model`, checked against its grid rule and the memory there is.
-pub(super) fn make_state<B: EngineBackend>(
-    model: &Model<B>,
-    init: &InitialState,
-    batch: usize,
-    height: usize,
-    width: usize,
-    seed: u64,
-) -> Result<HostState> {
-    model.config.check_grid(height, width)?;
-    let estimate = crate::memory::dense_run(&model.config, batch, height, width, B::tensors_on_host());
-    crate::memory::check_host(&estimate, B::engine_name())?;
-    generate(init, batch, height, width, model.config.d_state, seed)
 }
 
 /// Seconds since the epoch, for generated names.

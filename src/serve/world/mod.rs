@@ -26,9 +26,8 @@ use crate::models::Model;
 use crate::observables::View;
 use crate::render::GifRecorder;
 use crate::sparse::{Region, SparseUniverse};
-use crate::state::{InitialState, Universe};
+use crate::state::{checked_initial, InitialState, Universe};
 use crate::tools::Tool;
-use commands::make_state;
 
 /// Memory the rewind history may hold (its states share nothing with the running one: each
 /// step makes a new tensor, so a kept state costs its size and no copy).
@@ -108,7 +107,8 @@ impl<B: EngineBackend> World<B> {
             }
             None => {
                 let (height, width) = options.grid.unwrap_or((64, 64));
-                let host = make_state::<B>(&model, &init, options.batch, height, width, options.seed)?;
+                let host =
+                    checked_initial::<B>(&model.config, &init, options.batch, height, width, options.seed)?;
                 let simulation = Simulation::new(model, Universe::from_host(&host, &device), gamma)?;
                 Kind::Dense { simulation, input: None, per_step: Vec::new(), history: VecDeque::new() }
             }
