@@ -4,10 +4,18 @@
     python scripts/bench_pytorch.py --grid 64 128 256                 # PyTorch alone
     python scripts/bench_pytorch.py --grid 64 128 256 --compare target/release/atheria
 
-The model is the lab's U-Net (d_state 8, hidden 32 unless told otherwise) with its default
-initialisation. With --compare, the same weights are written to a safetensors file, the given
-atheria binary measures the same step on its CPU backend in the same run, and a side-by-side
-table with the speed ratio is printed.
+The model is one of the lab's laws (`--arch`, d_state 8, hidden 32 unless told otherwise) with
+its default initialisation. With --compare, the same weights are written to a safetensors file
+and the two engines are measured interleaved, pair by pair (PyTorch, atheria, PyTorch, atheria,
+... `--pairs` times per grid, each a median over `--steps` steps): the ratio of each pair is taken
+while the machine is in one state, and the table gives the median ratio with its min-max.
+
+To measure the AVX2 paths on an AVX-512 machine, force every library down to AVX2:
+
+    ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATHERIA_SIMD=avx2 \
+        python scripts/bench_pytorch.py --compare <atheria built with --no-default-features>
+
+(`--no-default-features` drops the GEMM's AVX-512 kernels). The table states the ISA each side ran.
 """
 import argparse
 import json
@@ -129,41 +137,61 @@ def main():
     parser.add_argument("--train", action="store_true",
                         help="time a training step (forward, loss, backward, AdamW) instead")
     parser.add_argument("--compare", metavar="ATHERIA", help="atheria binary to measure side by side")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved pairs per grid with --compare")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = build(args.arch, args.d_state, args.hidden).eval()
-    records = []
-    for grid in args.grid:
-        measure_one = measure_train if args.train else measure
-        result = measure_one(model, args.arch, args.d_state, args.hidden, grid, args.batch,
-                             args.steps, args.warmup, args.gamma, args.threads)
-        records.append(result)
-        print(json.dumps(result), flush=True)
+    measure_one = measure_train if args.train else measure
+
+    def pytorch(grid):
+        return measure_one(model, args.arch, args.d_state, args.hidden, grid, args.batch,
+                           args.steps, args.warmup, args.gamma, args.threads)
+
     if not args.compare:
+        for grid in args.grid:
+            print(json.dumps(pytorch(grid)), flush=True)
         return
 
+    what = "training step" if args.train else "step"
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "weights.safetensors")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-        command = [args.compare, "bench", "--json", "--device", "cpu",
-                   "--weights", weights, "--arch", args.arch, "--d-state", str(args.d_state),
-                   "--hidden", str(args.hidden), "--batch", str(args.batch),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--grid", *map(str, args.grid)] + (["--train"] if args.train else [])
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    ours = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    for record in ours:
-        print(json.dumps(record), flush=True)
+
+        def atheria(grid):
+            command = [args.compare, "bench", "--json", "--device", "cpu",
+                       "--weights", weights, "--arch", args.arch, "--d-state", str(args.d_state),
+                       "--hidden", str(args.hidden), "--batch", str(args.batch),
+                       "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--grid", str(grid)] + (["--train"] if args.train else [])
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            return next(json.loads(line) for line in output.splitlines() if line.startswith("{"))
+
+        for grid in args.grid:
+            theirs, ours = [], []
+            for _ in range(args.pairs):
+                theirs.append(pytorch(grid))
+                ours.append(atheria(grid))
+                print(json.dumps(theirs[-1]), flush=True)
+                print(json.dumps(ours[-1]), flush=True)
+            rows.append((grid, theirs, ours))
+
+    torch_isa = torch.backends.cpu.get_cpu_capability()
+    cpu = rows[0][2][0]["cpu"]
     print()
-    what = "training step" if args.train else "step"
-    print(f"{what}: {args.arch} d{args.d_state} h{args.hidden}, batch {args.batch}, {args.threads} threads")
-    print(f"| grid | PyTorch ms/{what} | atheria cpu ms/{what} | atheria speed vs PyTorch |")
+    print(f"{what}: {args.arch} d{args.d_state} h{args.hidden}, batch {args.batch}, {args.threads} threads, "
+          f"{args.pairs} interleaved pairs of {args.steps}-step medians")
+    print(f"PyTorch {torch.__version__} ({torch_isa}); atheria kernels {cpu['kernels']}, gemm {cpu['gemm']} "
+          f"on {cpu['cpu_model']}")
+    print(f"| grid | PyTorch ms/{what} | atheria cpu ms/{what} | atheria speed vs PyTorch, median (min-max) |")
     print("|---:|---:|---:|---:|")
-    for theirs, mine in zip(records, ours):
-        ratio = theirs["ms_per_step"] / mine["ms_per_step"]
-        print(f"| {theirs['grid']} | {theirs['ms_per_step']:.1f} | {mine['ms_per_step']:.1f} | {ratio:.2f}x |")
+    for grid, theirs, ours in rows:
+        ratios = sorted(t["ms_per_step"] / o["ms_per_step"] for t, o in zip(theirs, ours))
+        median_of = lambda records: statistics.median(r["ms_per_step"] for r in records)  # noqa: E731
+        print(f"| {grid} | {median_of(theirs):.2f} | {median_of(ours):.2f} | "
+              f"**{statistics.median(ratios):.2f}x** ({ratios[0]:.2f}-{ratios[-1]:.2f}) |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
 
-use super::EngineBackend;
+use super::{Activation, EngineBackend};
 
 /// Which convolution a [`ConvBackward`] differentiates.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +94,55 @@ fn tracked_group_norm_elu<B: EngineBackend, C: CheckpointStrategy>(
     }
 }
 
+/// A pointwise layer (1x1 convolution, bias, activation) as one tracked operation. Its
+/// backward step needs the layer's output (the ELU's slope), kept in the state.
+#[derive(Debug)]
+struct PointwiseBackward {
+    activation: Activation,
+}
+
+impl<B: EngineBackend> Backward<B, 3> for PointwiseBackward {
+    type State = (NodeId, NodeId, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, output) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        let (grad_x, grad_weight, grad_bias) =
+            B::pointwise_backward(x, weight, output, self.activation, grad);
+        for (node, gradient) in [(node_x, grad_x), (node_weight, grad_weight), (node_bias, grad_bias)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+fn tracked_pointwise<B: EngineBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    activation: Activation,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prepared = PointwiseBackward { activation }
+        .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+        .compute_bound()
+        .stateful();
+    match prepared {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let weight_state = prep.checkpoint(&weight);
+            let output = B::pointwise(x.primitive, weight.primitive, bias.primitive, activation);
+            prep.finish((x_state, weight_state, output.clone()), output)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(B::pointwise(x.primitive, weight.primitive, bias.primitive, activation))
+        }
+    }
+}
+
 fn tracked_conv<B: EngineBackend, C: CheckpointStrategy>(
     kind: Kind,
     x: FloatTensor<Autodiff<B, C>>,
@@ -132,6 +181,15 @@ impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
         groups: usize,
     ) -> FloatTensor<Self> {
         tracked_group_norm_elu::<B, C>(x, weight, bias, groups)
+    }
+
+    fn pointwise(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        tracked_pointwise::<B, C>(x, weight, bias, activation)
     }
 
     fn engine_name() -> &'static str {

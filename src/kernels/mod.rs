@@ -9,6 +9,7 @@
 mod autodiff;
 pub mod cpu;
 pub mod isa;
+mod pointwise;
 pub mod reference;
 mod simd;
 
@@ -17,6 +18,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
 
+pub use pointwise::{pointwise, Activation};
+pub(crate) use pointwise::{pointwise_backward_composed, pointwise_composed};
 use reference::{elu, group_norm, group_standardize};
 
 /// 3x3 convolution, padding 1, no bias, through the backend's hook.
@@ -193,6 +196,29 @@ pub trait EngineBackend: Backend {
         group_norm_elu_backward_composed::<Self>(x, weight, bias, groups, output_grad)
     }
 
+    /// A 1x1 convolution with bias, then `activation`: `x` \[N, C, H, W\], `weight`
+    /// \[K, C, 1, 1\], `bias` \[K\] -> \[N, K, H, W\].
+    fn pointwise(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        pointwise_composed::<Self>(x, weight, bias, activation)
+    }
+
+    /// Gradients of [`pointwise`](Self::pointwise) for `x`, `weight` and `bias`, given the
+    /// layer's output and the output's gradient.
+    fn pointwise_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        activation: Activation,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        pointwise_backward_composed::<Self>(x, weight, output, activation, output_grad)
+    }
+
     /// A short name for reports ("cpu", "wgpu", "cuda").
     fn engine_name() -> &'static str;
 
@@ -257,6 +283,25 @@ impl EngineBackend for NdArray {
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         cpu::group_norm_elu_backward(x, weight, bias, groups, output_grad)
+    }
+
+    fn pointwise(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        cpu::pointwise(x, weight, bias, activation)
+    }
+
+    fn pointwise_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        activation: Activation,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        cpu::pointwise_backward(x, weight, output, activation, output_grad)
     }
 
     fn engine_name() -> &'static str {

@@ -299,6 +299,33 @@ fn affine_elu_backward_generic(x: &[f32], dy: &[f32], scale: f32, shift: f32, dz
 }
 
 multiversion! {
+    /// `values = ELU(values + shift)` in place.
+    pub fn shift_elu_in_place(values: &mut [f32], shift: f32) => shift_elu_in_place_generic
+}
+
+#[inline(always)]
+fn shift_elu_in_place_generic(values: &mut [f32], shift: f32) {
+    for value in values.iter_mut() {
+        let z = *value + shift;
+        let negative = exp_m1_negative(z.min(0.0));
+        *value = if z > 0.0 { z } else { negative };
+    }
+}
+
+multiversion! {
+    /// The backward step of an ELU given its output `y`: `dz = dy * ELU'(z)`, where the slope
+    /// is 1 above zero and `exp(z) = y + 1` below (so the input need not be kept).
+    pub fn elu_backward_from_output(y: &[f32], dy: &[f32], dz: &mut [f32]) => elu_backward_from_output_generic
+}
+
+#[inline(always)]
+fn elu_backward_from_output_generic(y: &[f32], dy: &[f32], dz: &mut [f32]) {
+    for ((out, &y), &g) in dz.iter_mut().zip(y).zip(dy) {
+        *out = if y > 0.0 { g } else { g * (y + 1.0) };
+    }
+}
+
+multiversion! {
     /// `values = a * values + b * x + c`, element by element.
     pub fn combine_in_place(values: &mut [f32], x: &[f32], a: f32, b: f32, c: f32) => combine_in_place_generic
 }

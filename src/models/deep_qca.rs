@@ -23,11 +23,11 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::layers::{elu, neighbour_sums, pointwise, Pointwise};
+use super::layers::{neighbour_sums, Pointwise};
 use super::params::{Init, ParamSource};
 use super::Architecture;
 use crate::error::Result;
-use crate::kernels::EngineBackend;
+use crate::kernels::{self, Activation, EngineBackend};
 
 /// Copies of each channel's neighbour sum that `conv_neighbors` makes.
 const COPIES: usize = 8;
@@ -129,15 +129,20 @@ impl<B: EngineBackend> DeepQca<B> {
                 // 8 equal inputs per channel: one input with the 8 weights summed.
                 let folded = weight.reshape([channels_out, channels_in / COPIES, COPIES]).sum_dim(2);
                 weight = folded.reshape([channels_out, channels_in / COPIES, 1, 1]);
-            } else {
-                y = elu(y);
             }
             if index == last && self.averaged_output {
                 // [8d] as (real, imag) x 4 x d, averaged over the 4 and scaled.
                 let averaged = weight.reshape([2, 4, d, channels_in]).mean_dim(1) * FIRST_ENGINE_SCALE;
                 weight = averaged.reshape([2 * d, channels_in, 1, 1]);
             }
-            y = pointwise(y, weight, layer.bias.as_ref().map(Param::val));
+            // A layer without a bias adds zeros (exact), so that every layer is the one hook.
+            let bias = match &layer.bias {
+                Some(bias) => bias.val(),
+                None => Tensor::zeros([weight.dims()[0]], &weight.device()),
+            };
+            // ELU sits between the layers: after every one but the last.
+            let activation = if index == last { Activation::Identity } else { Activation::Elu };
+            y = kernels::pointwise(y, weight, bias, activation);
         }
         y
     }

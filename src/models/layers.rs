@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use super::params::{Init, ParamSource};
 use crate::error::Result;
 pub use crate::kernels::reference::{elu, group_norm, GROUP_NORM_EPS};
-use crate::kernels::{self, EngineBackend};
+use crate::kernels::{self, Activation, EngineBackend};
 
 /// 3x3 convolution, zero padding 1 (PyTorch `Conv2d(c_in, c_out, 3, padding=1)`).
 #[derive(Module, Debug)]
@@ -88,12 +88,20 @@ impl<B: EngineBackend> Conv1x1<B> {
         Ok(Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) })
     }
 
-    /// The convolution, as one matrix product per universe.
+    /// The convolution.
     ///
     /// # Shapes
     /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        pointwise(x, self.weight.val(), Some(self.bias.val()))
+        kernels::pointwise(x, self.weight.val(), self.bias.val(), Activation::Identity)
+    }
+
+    /// The convolution followed by ELU, as one operation.
+    ///
+    /// # Shapes
+    /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
+    pub fn forward_elu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        kernels::pointwise(x, self.weight.val(), self.bias.val(), Activation::Elu)
     }
 }
 
@@ -129,27 +137,6 @@ impl<B: EngineBackend> Pointwise<B> {
         };
         Ok(Self { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) })
     }
-}
-
-/// A 1x1 convolution as one matrix product per universe: `weight` \[c_out, c_in, 1, 1\] (a
-/// derived weight may be given, such as a folded one), `bias` \[c_out\].
-///
-/// # Shapes
-/// - `x`: \[N, c_in, H, W\] -> \[N, c_out, H, W\]
-pub fn pointwise<B: Backend>(
-    x: Tensor<B, 4>,
-    weight: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 4> {
-    let [batch, channels_in, height, width] = x.dims();
-    let [channels_out, ..] = weight.dims();
-    let weight = weight.reshape([1, channels_out, channels_in]).expand([batch, channels_out, channels_in]);
-    let y = weight.matmul(x.reshape([batch, channels_in, height * width]));
-    let y = match bias {
-        Some(bias) => y + bias.reshape([1, channels_out, 1]),
-        None => y,
-    };
-    y.reshape([batch, channels_out, height, width])
 }
 
 /// The sum of each cell's 8 neighbours, per channel, zero outside the grid: what the lab's

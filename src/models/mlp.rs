@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::layers::{elu, Conv1x1};
+use super::layers::Conv1x1;
 use super::params::ParamSource;
 use crate::error::Result;
 use crate::kernels::EngineBackend;
@@ -35,8 +35,8 @@ impl<B: EngineBackend> Mlp<B> {
     /// # Shapes
     /// - `x`: \[N, 2d, H, W\] -> \[N, 2d, H, W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = elu(self.input.forward(x));
-        let x = elu(self.hidden.forward(x));
+        let x = self.input.forward_elu(x);
+        let x = self.hidden.forward_elu(x);
         self.output.forward(x)
     }
 }

@@ -16,6 +16,7 @@
 mod conv_transpose;
 mod gemm;
 mod group_norm;
+mod pointwise;
 mod winograd;
 
 use std::borrow::Cow;
@@ -27,9 +28,10 @@ use ndarray::{ArcArray, IxDyn};
 
 pub use conv_transpose::up_conv2x2;
 pub use group_norm::{fused_group_norm_elu, fused_group_norm_elu_backward};
+pub use pointwise::{pointwise_gemm, pointwise_gemm_backward};
 pub use winograd::winograd_conv3x3;
 
-use super::{conv3x3_options, up2x2_options};
+use super::{conv3x3_options, up2x2_options, Activation};
 use conv_transpose::up2x2_gather;
 use gemm::{matmul, transpose, Mat};
 use winograd::{conv3x3_weight_grad, flip_transpose};
@@ -216,6 +218,41 @@ pub fn group_norm_elu_backward(
         _ => None,
     };
     fused.unwrap_or_else(|| super::group_norm_elu_backward_composed::<Cpu>(x, weight, bias, groups, grad))
+}
+
+/// [`super::EngineBackend::pointwise`] for the CPU backend.
+pub fn pointwise(
+    x: FloatTensor<Cpu>,
+    weight: FloatTensor<Cpu>,
+    bias: FloatTensor<Cpu>,
+    activation: Activation,
+) -> FloatTensor<Cpu> {
+    let fast = match (nchw(&x), nchw(&weight)) {
+        (Some(([n, c, h, w], xd)), Some(([k, wc, 1, 1], wd))) if wc == c && c > 0 => vector(&bias, k)
+            .map(|bd| tensor(&[n, k, h, w], pointwise_gemm(&xd, [n, c, h * w], &wd, &bd, activation))),
+        _ => None,
+    };
+    fast.unwrap_or_else(|| super::pointwise_composed::<Cpu>(x, weight, bias, activation))
+}
+
+/// [`super::EngineBackend::pointwise_backward`] for the CPU backend.
+pub fn pointwise_backward(
+    x: FloatTensor<Cpu>,
+    weight: FloatTensor<Cpu>,
+    output: FloatTensor<Cpu>,
+    activation: Activation,
+    grad: FloatTensor<Cpu>,
+) -> (FloatTensor<Cpu>, FloatTensor<Cpu>, FloatTensor<Cpu>) {
+    let fast = match (nchw(&x), nchw(&weight), nchw(&output), nchw(&grad)) {
+        (Some((dims @ [n, c, h, w], xd)), Some(([k, wc, 1, 1], wd)), Some((ys, yd)), Some((gs, gd)))
+            if wc == c && c > 0 && ys == [n, k, h, w] && gs == ys =>
+        {
+            let (dx, dw, db) = pointwise_gemm_backward(&xd, [n, c, h * w], &wd, &yd, activation, &gd);
+            Some((tensor(&dims, dx), tensor(&[k, c, 1, 1], dw), tensor(&[k], db)))
+        }
+        _ => None,
+    };
+    fast.unwrap_or_else(|| super::pointwise_backward_composed::<Cpu>(x, weight, output, activation, grad))
 }
 
 #[cfg(test)]

@@ -65,4 +65,5 @@ fn rounded(values: &[f64]) -> Vec<f32> {
 
 mod conv_transpose;
 mod group_norm;
+mod pointwise;
 mod winograd;
