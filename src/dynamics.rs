@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 
 use crate::complex::{self, Renormalization};
 use crate::error::{Error, Result};
-use crate::kernels::EngineBackend;
+use crate::kernels::{self, EngineBackend};
 use crate::models::{check_gamma, Memory, Model};
 use crate::state::Universe;
 
@@ -112,7 +112,8 @@ impl<B: EngineBackend> Simulation<B> {
 
     /// Advances one step.
     pub fn step(&mut self) {
-        let output = step(&self.model, self.gamma, self.universe.psi.clone(), self.universe.memory.take());
+        let (psi, memory) = (self.universe.psi.clone(), self.universe.memory.take());
+        let output = kernels::on_kernel_pool::<B, _>(|| step(&self.model, self.gamma, psi, memory));
         self.universe.psi = output.psi;
         self.universe.memory = output.memory;
         self.universe.step += 1;

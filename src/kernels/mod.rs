@@ -59,6 +59,22 @@ pub fn group_norm_elu<B: EngineBackend>(
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
+/// Runs `work` on a thread of the pool the CPU kernels share (rayon's global pool) when `B`
+/// computes on the host, and directly otherwise. A parallel kernel called from outside the
+/// pool hands its tasks to the pool and sleeps until they are done: two context switches per
+/// operation, hundreds per step (a sixth of a 64x64 training step). Called from inside, the
+/// thread takes its share of the tasks itself.
+///
+/// Not for work that waits on other threads' work (a peer's all-reduce): a pool thread that
+/// waits may be handed that other work, and both would then wait forever.
+pub fn on_kernel_pool<B: EngineBackend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if B::tensors_on_host() {
+        rayon::scope(|_| work())
+    } else {
+        work()
+    }
+}
+
 /// Asks glibc's allocator to keep freed blocks (up to 32 MiB each, 256 MiB in all) for reuse
 /// instead of handing them back to the system. The CPU backend allocates a fresh buffer for
 /// every tensor of every step, and memory the system hands out again costs a page fault per

@@ -83,7 +83,19 @@ impl<B: Backend> LossOutput<B> {
 /// Energy `E = sum |psi|^2` of each universe, \[B\].
 pub fn energy<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 1> {
     let batch = psi.dims()[0];
-    psi.square().reshape([batch as i32, -1]).sum_dim(1).reshape([batch])
+    row_sums(psi.square().reshape([batch as i32, -1]))
+}
+
+/// The sum of each row of `x` \[B, N\], \[B\]. The CPU backend sums the row of a one-row
+/// tensor one column at a time (ndarray takes the length-1 axis for the contiguous one), which
+/// had cost a tenth of a training step; a single row takes the whole-tensor sum instead.
+fn row_sums<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [rows, _] = x.dims();
+    if rows == 1 {
+        x.sum()
+    } else {
+        x.sum_dim(1).reshape([rows])
+    }
 }
 
 /// `|psi_c|` per channel, [B, d, H, W], with the epsilon that keeps its gradient finite.
@@ -114,8 +126,12 @@ pub fn symmetry<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 1> {
 /// `-log(std over cells of sum_c |psi_c| + 1e-6)` (unbiased std, as PyTorch), batch mean.
 pub fn complexity<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 1> {
     let [batch, _, height, width] = psi.dims();
-    let per_cell = magnitudes(psi).sum_dim(1).reshape([batch, height * width]);
-    let std = per_cell.var(1).sqrt().reshape([batch]);
+    let cells = height * width;
+    let per_cell = magnitudes(psi).sum_dim(1).reshape([batch, cells]);
+    // The unbiased variance over the cells, in two passes as burn's `var` (through `row_sums`).
+    let mean = row_sums(per_cell.clone()) / cells as f64;
+    let centered = per_cell - mean.reshape([batch, 1]);
+    let std = (row_sums(centered.square()) / (cells as f64 - 1.0)).sqrt();
     (std + 1e-6).log().neg().mean()
 }
 

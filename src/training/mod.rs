@@ -26,7 +26,7 @@ use crate::dynamics::{rollout, Simulation};
 use crate::error::{Error, Result};
 use crate::io::model_dir::{load_model, save_model};
 use crate::io::{read_file, write_atomic};
-use crate::kernels::EngineBackend;
+use crate::kernels::{on_kernel_pool, EngineBackend};
 use crate::models::{check_gamma, check_grid, Architecture, Law, Model, ModelConfig, DEFAULT_GAMMA};
 use crate::noise::{bit_flip, phase_flip};
 use crate::state::{generate, InitialState, Universe};
@@ -346,7 +346,8 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
             Ok::<_, Error>(ControlFlow::Continue(()))
         })?;
         let psi = simulation.universe.psi;
-        let output = loss::compute(config.loss, &config.loss_weights, psi0, psi.clone())?;
+        let output =
+            on_kernel_pool::<B, _>(|| loss::compute(config.loss, &config.loss_weights, psi0, psi.clone()))?;
         let (mut total, mut terms) = output.values()?;
         if let Some(peer) = &self.peer {
             // Every peer's loss is a mean over an equal share of the batch: their mean is the
@@ -370,16 +371,19 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
                 hint: "lower the learning rate (--lr) or the unrolled steps, or check the model".into(),
             });
         }
-        let gradients = output.total.backward();
-        let mut gradients = GradientsParams::from_grads(gradients, &self.model.law);
+        let law = &self.model.law;
+        let mut gradients =
+            on_kernel_pool::<B, _>(|| GradientsParams::from_grads(output.total.backward(), law));
         if let Some(peer) = &self.peer {
             gradients = peer.mean_gradients::<B::InnerBackend>(gradients)?;
         }
-        let grad_norm = clip_global_norm(&self.model.law, &mut gradients, config.grad_clip);
-
         let lr = self.state.schedule.lr;
-        let law = self.model.law.clone();
-        self.model.law = self.optimizer.step(lr, law, gradients);
+        let (law, optimizer) = (&mut self.model.law, &mut self.optimizer);
+        let grad_norm = on_kernel_pool::<B, _>(|| {
+            let grad_norm = clip_global_norm(law, &mut gradients, config.grad_clip);
+            *law = optimizer.step(lr, law.clone(), gradients);
+            grad_norm
+        });
 
         let terms: Vec<(String, f64)> =
             terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect();

@@ -138,10 +138,15 @@ pub fn conv_transpose2x2_backward(
             let gathered = up2x2_gather(&gd, [n, o, h, w]);
             let mut grad_x = vec![0.0f32; n * c * hw];
             let mut grad_w = vec![0.0f32; c * 4 * o];
-            let mut transposed = vec![0.0f32; 4 * o * hw];
+            // grad_w^T [4O, C] accumulates G_n [4O, HW] X_n^T [HW, C]: the GEMM wants its right
+            // operand row-major, and X_n has C rows to transpose where G_n has 4O (twice as
+            // many in the U-Net).
+            let mut grad_w_t = vec![0.0f32; 4 * o * c];
+            let mut x_t = vec![0.0f32; hw * c];
             for ni in 0..n {
                 let g = gathered.as_ptr().wrapping_add(ni * 4 * o * hw);
-                // SAFETY: W [C, 4O], G_n [4O, HW], X_n [C, HW]; outputs are fresh buffers.
+                transpose(&xd[ni * c * hw..(ni + 1) * c * hw], c, hw, &mut x_t);
+                // SAFETY: W [C, 4O], G_n [4O, HW], X_n^T [HW, C]; outputs are fresh buffers.
                 unsafe {
                     // grad_x_n [C, HW] = W [C, 4O] G_n [4O, HW].
                     matmul(
@@ -155,21 +160,20 @@ pub fn conv_transpose2x2_backward(
                         false,
                         true,
                     );
-                    // grad_w [C, 4O] += X_n [C, HW] G_n^T [HW, 4O], G_n^T made row-major.
-                    transpose(std::slice::from_raw_parts(g, 4 * o * hw), 4 * o, hw, &mut transposed);
                     matmul(
-                        c,
                         4 * o,
+                        c,
                         hw,
-                        Mat { ptr: xd.as_ptr().add(ni * c * hw), row: hw as isize, col: 1 },
-                        Mat { ptr: transposed.as_ptr(), row: (4 * o) as isize, col: 1 },
-                        grad_w.as_mut_ptr(),
-                        (4 * o) as isize,
+                        Mat { ptr: g, row: hw as isize, col: 1 },
+                        Mat { ptr: x_t.as_ptr(), row: c as isize, col: 1 },
+                        grad_w_t.as_mut_ptr(),
+                        c as isize,
                         ni > 0,
                         true,
                     );
                 }
             }
+            transpose(&grad_w_t, 4 * o, c, &mut grad_w);
             Some((tensor(&[n, c, h, w], grad_x), tensor(&[c, o, 2, 2], grad_w)))
         }
         _ => None,

@@ -96,8 +96,9 @@ pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     u
 }
 
-/// Tiles per image from which [`winograd_conv3x3`] works a few tile rows at a time: the
-/// transformed inputs of a whole 128x128 layer (tens of MB) would not stay in cache.
+/// Tiles per layer (all images together) from which [`winograd_conv3x3`] works a few tile rows
+/// at a time: the transformed inputs of a whole 128x128 layer, or of four 64x64 ones (tens of
+/// MB), would not stay in cache.
 pub(super) const BLOCKED_FROM_TILES: usize = 2048;
 
 /// Tiles per block of the blocked path: small enough for a block's transformed inputs and
@@ -106,8 +107,8 @@ pub(super) const TILES_PER_BLOCK: usize = 64;
 
 /// 3x3 convolution, stride 1, zero padding 1, of `x` [N, C, H, W] with `weight` [K, C, 3, 3].
 pub fn winograd_conv3x3(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
-    let [_, _, h, w] = dims;
-    if h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES {
+    let [n, _, h, w] = dims;
+    if n * h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES {
         winograd_blocked(x, dims, weight, k, TILES_PER_BLOCK)
     } else {
         winograd_whole(x, dims, weight, k)
@@ -279,14 +280,19 @@ pub(super) fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     flipped
 }
 
-/// Gradient of the 3x3 convolution's weight: for each image, grad [K, HW] times the
-/// transposed im2col matrix [HW, 9C], accumulated over the batch. Returns [K, C, 3, 3].
+/// Gradient of the 3x3 convolution's weight: for each image, the im2col matrix [9C, HW] times
+/// grad_n^T [HW, K], accumulated over the batch, then transposed. Returns [K, C, 3, 3].
+///
+/// The GEMM reads its right operand fastest row-major (a strided one ran at a fifth of the
+/// speed), so one operand is transposed per image: the gradient's K rows rather than the
+/// columns' 9C (the transpose of the columns had taken a fifth of a training step).
 pub(super) fn conv3x3_weight_grad(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f32], k: usize) -> Vec<f32> {
     let hw = h * w;
     let mut result = vec![0.0f32; k * c * 9];
     // Every element of both is written before it is read.
     let mut columns = Scratch::take(&INPUT_SCRATCH, c * 9 * hw);
-    let mut transposed = Scratch::take(&PRODUCT_SCRATCH, c * 9 * hw);
+    let mut grad_t = Scratch::take(&PRODUCT_SCRATCH, hw * k);
+    let mut result_t = vec![0.0f32; c * 9 * k];
     for ni in 0..n {
         // im2col: row (ci, dy, dx) holds x[ci] shifted by (dy - 1, dx - 1), zero outside.
         columns.par_chunks_mut(9 * hw).enumerate().for_each(|(ci, rows)| {
@@ -317,26 +323,25 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f
                 }
             }
         });
-        // The GEMM reads its right operand fastest row-major: transpose the columns first
-        // (a strided right operand ran it at a fifth of the speed).
-        transpose(&columns, c * 9, hw, &mut transposed);
-        // SAFETY: grad_n is k x hw contiguous; the transposed columns are hw x 9c contiguous;
-        // result is k x 9c contiguous and distinct from both.
+        transpose(&grad[ni * k * hw..(ni + 1) * k * hw], k, hw, &mut grad_t);
+        // SAFETY: the columns are 9c x hw contiguous; grad_t is hw x k contiguous; result_t is
+        // 9c x k contiguous and distinct from both.
         unsafe {
             matmul(
-                k,
                 c * 9,
+                k,
                 hw,
-                Mat { ptr: grad.as_ptr().add(ni * k * hw), row: hw as isize, col: 1 },
-                Mat { ptr: transposed.as_ptr(), row: (c * 9) as isize, col: 1 },
-                result.as_mut_ptr(),
-                (c * 9) as isize,
+                Mat { ptr: columns.as_ptr(), row: hw as isize, col: 1 },
+                Mat { ptr: grad_t.as_ptr(), row: k as isize, col: 1 },
+                result_t.as_mut_ptr(),
+                k as isize,
                 ni > 0,
                 true,
             );
         }
     }
     Scratch::give_back(&INPUT_SCRATCH, columns);
-    Scratch::give_back(&PRODUCT_SCRATCH, transposed);
+    Scratch::give_back(&PRODUCT_SCRATCH, grad_t);
+    transpose(&result_t, c * 9, k, &mut result);
     result
 }
