@@ -71,26 +71,37 @@ pub(super) fn transformed_weights(weight: &[f32], k: usize, c: usize) -> Arc<Vec
     u
 }
 
-/// U = G g G^T for every (k, c) kernel, stored [16][K][C].
+/// U = G g G^T for every (k, c) kernel, stored [16][K][C]. Kernels are transformed a chunk at
+/// a time into a [16][chunk] buffer that is then copied row by row: written straight into the
+/// 16 planes, every value went to another cache line.
 pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![0.0f32; 16 * k * c];
-    for kc in 0..k * c {
-        let g = &weight[kc * 9..kc * 9 + 9];
-        // G g: 4x3.
-        let mut t = [[0.0f32; 3]; 4];
-        for j in 0..3 {
-            let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
-            t[0][j] = g0;
-            t[1][j] = 0.5 * (g0 + g1 + g2);
-            t[2][j] = 0.5 * (g0 - g1 + g2);
-            t[3][j] = g2;
-        }
-        // (G g) G^T: 4x4.
-        for (i, row) in t.iter().enumerate() {
-            let values = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
-            for (j, value) in values.into_iter().enumerate() {
-                u[(i * 4 + j) * k * c + kc] = value;
+    const CHUNK: usize = 256;
+    let kernels = k * c;
+    let mut u = vec![0.0f32; 16 * kernels];
+    let mut buffer = [[0.0f32; CHUNK]; 16];
+    for start in (0..kernels).step_by(CHUNK) {
+        let len = CHUNK.min(kernels - start);
+        for (offset, g) in weight[start * 9..(start + len) * 9].chunks_exact(9).enumerate() {
+            // G g: 4x3.
+            let mut t = [[0.0f32; 3]; 4];
+            for j in 0..3 {
+                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                t[0][j] = g0;
+                t[1][j] = 0.5 * (g0 + g1 + g2);
+                t[2][j] = 0.5 * (g0 - g1 + g2);
+                t[3][j] = g2;
             }
+            // (G g) G^T: 4x4.
+            for (i, row) in t.iter().enumerate() {
+                let values =
+                    [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
+                for (j, value) in values.into_iter().enumerate() {
+                    buffer[i * 4 + j][offset] = value;
+                }
+            }
+        }
+        for (e, values) in buffer.iter().enumerate() {
+            u[e * kernels + start..e * kernels + start + len].copy_from_slice(&values[..len]);
         }
     }
     u
