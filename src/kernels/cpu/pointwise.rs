@@ -71,7 +71,7 @@ pub fn pointwise_gemm_backward(
     activation: Activation,
     grad: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    assert!(c > 0 && x.len() == n * c * hw && weight.len() % c == 0, "pointwise shapes disagree");
+    assert!(c > 0 && x.len() == n * c * hw && weight.len().is_multiple_of(c), "pointwise shapes disagree");
     let k = weight.len() / c;
     let dz: std::borrow::Cow<[f32]> = match activation {
         Activation::Identity => grad.into(),
