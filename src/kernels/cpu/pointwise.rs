@@ -11,7 +11,8 @@ use crate::kernels::{simd, Activation};
 /// Cells per task: a K x 2048 block of outputs stays in L2 cache for the epilogue.
 const BLOCK: usize = 2048;
 
-/// `activation(W x + b)` for `x` [N][C][HW], `weight` [K][C], `bias` [K]; returns [N][K][HW].
+/// `activation(W x + b)` for `x: [N][C][HW]`, `weight: [K][C]`, `bias: [K]`; returns
+/// `[N][K][HW]`.
 /// `c` must be at least 1 (the GEMM then writes every output before the epilogue reads it).
 pub fn pointwise_gemm(
     x: &[f32],
@@ -61,8 +62,8 @@ pub fn pointwise_gemm(
     out
 }
 
-/// The gradients of [`pointwise_gemm`] for `x` [N][C][HW], `weight` [K][C] and the bias
-/// [K], given the layer's `output` and its gradient `grad` (both [N][K][HW]).
+/// The gradients of [`pointwise_gemm`] for `x: [N][C][HW]`, `weight: [K][C]` and the bias
+/// `[K]`, given the layer's `output` and its gradient `grad` (both `[N][K][HW]`).
 pub fn pointwise_gemm_backward(
     x: &[f32],
     [n, c, hw]: [usize; 3],
