@@ -7,7 +7,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::TileCoord;
 use crate::error::Result;
+use crate::kernels;
 use crate::observables::{matter_distance, read_floats};
+use rayon::prelude::*;
 
 /// Where the tiles a gather needs come from: stored tiles by their row in the store, the rest
 /// from a block of vacuum tiles generated for the gather.
@@ -44,6 +46,20 @@ impl<B: Backend> Pool<B> {
         height: usize,
         width: usize,
     ) -> Tensor<B, 4> {
+        match self.paste_on_host(pieces, groups, height, width) {
+            Some(grids) => grids,
+            None => self.paste_with_slices(pieces, groups, height, width),
+        }
+    }
+
+    /// [`paste`](Self::paste) through burn's slice assignment, one tile at a time: any backend.
+    fn paste_with_slices(
+        &self,
+        pieces: &[(usize, TileCoord, i64, i64)],
+        groups: usize,
+        height: usize,
+        width: usize,
+    ) -> Tensor<B, 4> {
         let sample = self.stored.as_ref().or(self.vacuum.as_ref()).expect("a gather has tiles");
         let [_, channels, t, _] = sample.dims();
         let mut grid = Tensor::empty([groups, channels, height, width], &sample.device());
@@ -62,6 +78,55 @@ impl<B: Backend> Pool<B> {
             grid = grid.slice_assign(target, piece);
         }
         grid
+    }
+}
+
+impl<B: Backend> Pool<B> {
+    /// [`paste`](Self::paste) on the CPU backend: the grids' planes written in parallel, row
+    /// by row from the tiles' rows (burn's slice assignment copies one tile at a time on one
+    /// thread, into a grid zeroed first). `None` on other backends.
+    fn paste_on_host(
+        &self,
+        pieces: &[(usize, TileCoord, i64, i64)],
+        groups: usize,
+        height: usize,
+        width: usize,
+    ) -> Option<Tensor<B, 4>> {
+        let sample = self.stored.as_ref().or(self.vacuum.as_ref())?;
+        let [_, channels, t, _] = sample.dims();
+        let sources: Vec<&Tensor<B, 4>> = [&self.stored, &self.vacuum].into_iter().flatten().collect();
+        let vacuum_index = usize::from(self.stored.is_some());
+        let mut by_group = vec![Vec::new(); groups];
+        for &(group, coord, top, left) in pieces {
+            by_group[group].push((coord, top, left));
+        }
+        let plane = height * width;
+        let data = kernels::cpu::host::with_host_data(&sources, |data| {
+            let mut grids = vec![0.0f32; groups * channels * plane];
+            grids.par_chunks_mut(plane).enumerate().for_each(|(index, target)| {
+                let (group, channel) = (index / channels, index % channels);
+                for &(coord, top, left) in &by_group[group] {
+                    let (y0, y1) = (top.max(0), (top + t as i64).min(height as i64));
+                    let (x0, x1) = (left.max(0), (left + t as i64).min(width as i64));
+                    if y0 >= y1 || x0 >= x1 {
+                        continue;
+                    }
+                    let (source, row) = match self.sources[&coord] {
+                        Source::Stored(row) => (data[0], row),
+                        Source::Vacuum(row) => (data[vacuum_index], row),
+                    };
+                    let tile = &source[(row * channels + channel) * t * t..][..t * t];
+                    let (columns, from_x) = ((x1 - x0) as usize, (x0 - left) as usize);
+                    for y in y0..y1 {
+                        let from = ((y - top) as usize) * t + from_x;
+                        let to = y as usize * width + x0 as usize;
+                        target[to..to + columns].copy_from_slice(&tile[from..from + columns]);
+                    }
+                }
+            });
+            grids
+        })?;
+        kernels::cpu::host::from_host([groups, channels, height, width], data)
     }
 }
 
@@ -87,4 +152,40 @@ pub(super) fn matter_counts<B: Backend>(tiles: Tensor<B, 4>, threshold: f64) -> 
 pub(super) fn indices<B: Backend>(values: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
     let n = values.len();
     Tensor::from_data(TensorData::new(values, [n]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    #[test]
+    fn the_host_paste_copies_what_the_slice_assignment_copies() {
+        let device = Default::default();
+        let (channels, t) = (3, 8);
+        let stored = Tensor::<NdArray, 4>::random([4, channels, t, t], Distribution::Default, &device);
+        let vacuum = Tensor::<NdArray, 4>::random([2, channels, t, t], Distribution::Default, &device);
+        let sources: HashMap<TileCoord, Source> = [
+            ((0, 0), Source::Stored(2)),
+            ((1, 0), Source::Vacuum(1)),
+            ((0, 1), Source::Stored(0)),
+            ((1, 1), Source::Vacuum(0)),
+        ]
+        .into_iter()
+        .collect();
+        let pool = Pool { stored: Some(stored), vacuum: Some(vacuum), sources };
+        // Two 10x13 grids covered by tiles clipped on every side, the second shifted.
+        let mut pieces = Vec::new();
+        for (group, (dy, dx)) in [(0usize, (-3i64, -2i64)), (1, (-5, -3))] {
+            for (j, i) in [(0i64, 0i64), (0, 1), (1, 0), (1, 1)] {
+                pieces.push((group, ((i + j) % 2, j), dy + j * t as i64, dx + i * t as i64));
+            }
+        }
+        let host = pool.paste_on_host(&pieces, 2, 10, 13).expect("the CPU backend takes the host path");
+        let sliced = pool.paste_with_slices(&pieces, 2, 10, 13);
+        assert_eq!(host.dims(), [2, channels, 10, 13]);
+        assert_eq!(host.into_data().to_vec::<f32>().unwrap(), sliced.into_data().to_vec::<f32>().unwrap());
+    }
 }

@@ -16,6 +16,7 @@
 mod conv_transpose;
 mod gemm;
 mod group_norm;
+pub mod host;
 mod pointwise;
 mod winograd;
 
