@@ -64,11 +64,9 @@ impl<B: Backend> Pool<B> {
         let [_, channels, t, _] = sample.dims();
         let mut grid = Tensor::empty([groups, channels, height, width], &sample.device());
         for &(group, coord, top, left) in pieces {
-            let (y0, y1) = (top.max(0), (top + t as i64).min(height as i64));
-            let (x0, x1) = (left.max(0), (left + t as i64).min(width as i64));
-            if y0 >= y1 || x0 >= x1 {
+            let Some((y0, y1, x0, x1)) = visible(top, left, t, height, width) else {
                 continue;
-            }
+            };
             let piece = self.tile(coord).narrow(2, (y0 - top) as usize, (y1 - y0) as usize).narrow(
                 3,
                 (x0 - left) as usize,
@@ -79,9 +77,7 @@ impl<B: Backend> Pool<B> {
         }
         grid
     }
-}
 
-impl<B: Backend> Pool<B> {
     /// [`paste`](Self::paste) on the CPU backend: the grids' planes written in parallel, row
     /// by row from the tiles' rows (burn's slice assignment copies one tile at a time on one
     /// thread, into a grid zeroed first). `None` on other backends.
@@ -106,11 +102,9 @@ impl<B: Backend> Pool<B> {
             grids.par_chunks_mut(plane).enumerate().for_each(|(index, target)| {
                 let (group, channel) = (index / channels, index % channels);
                 for &(coord, top, left) in &by_group[group] {
-                    let (y0, y1) = (top.max(0), (top + t as i64).min(height as i64));
-                    let (x0, x1) = (left.max(0), (left + t as i64).min(width as i64));
-                    if y0 >= y1 || x0 >= x1 {
+                    let Some((y0, y1, x0, x1)) = visible(top, left, t, height, width) else {
                         continue;
-                    }
+                    };
                     let (source, row) = match self.sources[&coord] {
                         Source::Stored(row) => (data[0], row),
                         Source::Vacuum(row) => (data[vacuum_index], row),
@@ -128,6 +122,14 @@ impl<B: Backend> Pool<B> {
         })?;
         kernels::cpu::host::from_host([groups, channels, height, width], data)
     }
+}
+
+/// The rows `y0..y1` and columns `x0..x1` of a height x width grid that a T x T tile with its
+/// top-left cell at (`top`, `left`) covers; `None` when it covers none.
+fn visible(top: i64, left: i64, t: usize, height: usize, width: usize) -> Option<(i64, i64, i64, i64)> {
+    let (y0, y1) = (top.max(0), (top + t as i64).min(height as i64));
+    let (x0, x1) = (left.max(0), (left + t as i64).min(width as i64));
+    (y0 < y1 && x0 < x1).then_some((y0, y1, x0, x1))
 }
 
 /// One grid [1, C, ny T, nx T] to its tiles [ny * nx, C, T, T], row-major.
