@@ -90,6 +90,7 @@ impl<B: Backend> Pool<B> {
     ) -> Option<Tensor<B, 4>> {
         let sample = self.stored.as_ref().or(self.vacuum.as_ref())?;
         let [_, channels, t, _] = sample.dims();
+        let device = sample.device();
         let sources: Vec<&Tensor<B, 4>> = [&self.stored, &self.vacuum].into_iter().flatten().collect();
         let vacuum_index = usize::from(self.stored.is_some());
         let mut by_group = vec![Vec::new(); groups];
@@ -120,8 +121,87 @@ impl<B: Backend> Pool<B> {
             });
             grids
         })?;
-        kernels::cpu::host::from_host([groups, channels, height, width], data)
+        Some(kernels::cpu::host::from_host([groups, channels, height, width], data, &device))
     }
+}
+
+impl<B: Backend> Pool<B> {
+    /// On the CPU backend, the tiles at `frames` laid over `grid` [1, C, H, W], as
+    /// [N, C, T, T] with the matter cells of each: every `(coord, top, left)` puts tile `coord`
+    /// with its top-left cell at (`top`, `left`) of the grid; the cells the grid covers come from
+    /// it, the rest from this pool's tile `coord`, which a tile the grid covers only in part must
+    /// have. Tiles in parallel, each counted while it is in cache (burn's path slices, cuts and
+    /// counts in a dozen passes over the whole grid). `None` on other backends.
+    pub(super) fn cut_on_host(
+        &self,
+        grid: &Tensor<B, 4>,
+        frames: &[(TileCoord, i64, i64)],
+        t: usize,
+        threshold: f64,
+    ) -> Option<(Tensor<B, 4>, Vec<usize>)> {
+        let [_, channels, height, width] = grid.dims();
+        let mut sources = vec![grid];
+        sources.extend([&self.stored, &self.vacuum].into_iter().flatten());
+        let vacuum_index = 1 + usize::from(self.stored.is_some());
+        let block = channels * t * t;
+        let (data, counts) = kernels::cpu::host::with_host_data(&sources, |data| {
+            let mut tiles = vec![0.0f32; frames.len() * block];
+            let counts = tiles
+                .par_chunks_mut(block)
+                .zip(frames.par_iter())
+                .map(|(out, &(coord, top, left))| {
+                    let outside = self.sources.get(&coord).map(|&source| {
+                        let (tensor, row) = match source {
+                            Source::Stored(row) => (data[1], row),
+                            Source::Vacuum(row) => (data[vacuum_index], row),
+                        };
+                        &tensor[row * block..][..block]
+                    });
+                    let inside = visible(top, left, t, height, width);
+                    for (channel, out) in out.chunks_mut(t * t).enumerate() {
+                        let plane = &data[0][channel * height * width..][..height * width];
+                        let outside = outside.map(|tile| &tile[channel * t * t..][..t * t]);
+                        for (y, row) in out.chunks_mut(t).enumerate() {
+                            let grid_y = top + y as i64;
+                            let (x0, x1) = match inside {
+                                Some((y0, y1, x0, x1)) if (y0..y1).contains(&grid_y) => {
+                                    ((x0 - left) as usize, (x1 - left) as usize)
+                                }
+                                _ => (0, 0),
+                            };
+                            if x0 > 0 || x1 < t {
+                                let outside = outside.expect("a partly covered tile is in the pool");
+                                row.copy_from_slice(&outside[y * t..][..t]);
+                            }
+                            if x0 < x1 {
+                                let from = grid_y as usize * width + (left + x0 as i64) as usize;
+                                row[x0..x1].copy_from_slice(&plane[from..from + (x1 - x0)]);
+                            }
+                        }
+                    }
+                    count_matter(out, channels / 2, t * t, threshold)
+                })
+                .collect();
+            (tiles, counts)
+        })?;
+        let tiles = kernels::cpu::host::from_host([frames.len(), channels, t, t], data, &grid.device());
+        Some((tiles, counts))
+    }
+}
+
+/// Matter cells of one tile, channel-major [2d, cells]: the cells whose L1 distance of channel
+/// densities from `1/d` exceeds `threshold`, summed over the channels in order in f32 as
+/// [`matter_distance`] sums them, so both paths agree to the bit.
+fn count_matter(tile: &[f32], d: usize, cells: usize, threshold: f64) -> usize {
+    let (vacuum, threshold) = ((1.0 / d as f64) as f32, threshold as f32);
+    let mut distance = vec![0.0f32; cells];
+    for channel in 0..d {
+        let (re, im) = (&tile[channel * cells..][..cells], &tile[(d + channel) * cells..][..cells]);
+        for ((sum, &re), &im) in distance.iter_mut().zip(re).zip(im) {
+            *sum += (re * re + im * im - vacuum).abs();
+        }
+    }
+    distance.iter().filter(|&&sum| sum > threshold).count()
 }
 
 /// The rows `y0..y1` and columns `x0..x1` of a height x width grid that a T x T tile with its
@@ -144,6 +224,19 @@ pub(super) fn cut<B: Backend>(grid: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
 
 /// Matter cells per tile of [N, 2d, T, T].
 pub(super) fn matter_counts<B: Backend>(tiles: Tensor<B, 4>, threshold: f64) -> Result<Vec<usize>> {
+    let [_, channels, t, _] = tiles.dims();
+    let block = channels * t * t;
+    let on_host = kernels::cpu::host::with_host_data(&[&tiles], |data| {
+        data[0].par_chunks(block).map(|tile| count_matter(tile, channels / 2, t * t, threshold)).collect()
+    });
+    match on_host {
+        Some(counts) => Ok(counts),
+        None => matter_counts_composed(tiles, threshold),
+    }
+}
+
+/// [`matter_counts`] in burn's tensor operations: any backend.
+fn matter_counts_composed<B: Backend>(tiles: Tensor<B, 4>, threshold: f64) -> Result<Vec<usize>> {
     let [n, _, t, _] = tiles.dims();
     let distance = matter_distance(tiles);
     // Counts of at most T^2 <= 2^20 cells are exact in f32.
@@ -189,5 +282,43 @@ mod tests {
         let sliced = pool.paste_with_slices(&pieces, 2, 10, 13);
         assert_eq!(host.dims(), [2, channels, 10, 13]);
         assert_eq!(host.into_data().to_vec::<f32>().unwrap(), sliced.into_data().to_vec::<f32>().unwrap());
+    }
+
+    fn floats(tensor: Tensor<NdArray, 4>) -> Vec<f32> {
+        tensor.into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_host_cut_matches_the_slice_cut_and_count() {
+        let device = Default::default();
+        let (channels, t, threshold) = (6, 8, 0.6);
+        let stored = Tensor::<NdArray, 4>::random([3, channels, t, t], Distribution::Default, &device);
+        let vacuum = Tensor::<NdArray, 4>::random([5, channels, t, t], Distribution::Default, &device);
+        // A 20x20 grid with its top-left cell at (4, 4) of a 3x3 cover of 8x8 tiles: the
+        // middle tile inside it, the eight around it partly covered, some stored, some vacuum.
+        let grid = Tensor::<NdArray, 4>::random([1, channels, 20, 20], Distribution::Default, &device);
+        let coords: Vec<TileCoord> = (0..3).flat_map(|j| (0..3).map(move |i| (i, j))).collect();
+        let partial: Vec<TileCoord> = coords.iter().copied().filter(|&coord| coord != (1, 1)).collect();
+        let sources = partial
+            .iter()
+            .enumerate()
+            .map(|(k, &coord)| {
+                (coord, if k % 3 == 0 { Source::Stored(k / 3) } else { Source::Vacuum(k % 5) })
+            })
+            .collect();
+        let pool = Pool { stored: Some(stored), vacuum: Some(vacuum), sources };
+        let frames: Vec<_> = coords.iter().map(|&(i, j)| ((i, j), j * 8 - 4, i * 8 - 4)).collect();
+        let (tiles, counts) = pool.cut_on_host(&grid, &frames, t, threshold).expect("the CPU backend's path");
+
+        let pieces: Vec<_> = partial.iter().map(|&(i, j)| (0, (i, j), j * 8, i * 8)).collect();
+        let full =
+            pool.paste_with_slices(&pieces, 1, 24, 24).slice_assign([0..1, 0..channels, 4..24, 4..24], grid);
+        let expected = cut(full, t);
+        let expected_counts = matter_counts_composed(expected.clone(), threshold).unwrap();
+        assert_eq!(floats(tiles.clone()), floats(expected));
+        assert_eq!(counts, expected_counts);
+        assert_eq!(matter_counts(tiles, threshold).unwrap(), expected_counts);
+        // Uniform values in [0, 1) put some cells on each side of the threshold.
+        assert!(counts.iter().any(|&count| count > 0 && count < t * t), "{counts:?}");
     }
 }

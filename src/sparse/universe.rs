@@ -171,18 +171,38 @@ impl<B: Backend> SparseUniverse<B> {
         region.check()?;
         let ((i0, j0), nx, ny) = region.tiles(self.config.tile);
         let t = self.config.tile;
-        let covering = Region::new(i0 * t as i64, j0 * t as i64, nx * t, ny * t);
-        let (top, left) = ((y - covering.y) as usize, (x - covering.x) as usize);
-        let full = if covering == region {
-            grid
-        } else {
-            self.to_dense(covering)?
-                .slice_assign([0..1, 0..channels, top..top + height, left..left + width], grid)
-        };
         let coords: Vec<TileCoord> =
             (0..ny as i64).flat_map(|j| (0..nx as i64).map(move |i| (i0 + i, j0 + j))).collect();
-        let tiles = cut(full, t);
-        let counts = matter_counts(tiles.clone(), self.config.threshold)?;
+        // Each tile's top-left cell in the grid; the tiles the grid covers only in part keep
+        // the rest of their content, from the store or the vacuum.
+        let frames: Vec<(TileCoord, i64, i64)> =
+            coords.iter().map(|&(i, j)| ((i, j), j * t as i64 - y, i * t as i64 - x)).collect();
+        let (h, w, side) = (height as i64, width as i64, t as i64);
+        let partial: Vec<TileCoord> = frames
+            .iter()
+            .filter(|&&(_, top, left)| top < 0 || left < 0 || top + side > h || left + side > w)
+            .map(|&(coord, _, _)| coord)
+            .collect();
+        let pool = self.pool(&partial);
+        let (tiles, counts) = match pool.cut_on_host(&grid, &frames, t, self.config.threshold) {
+            Some(cut_and_counted) => cut_and_counted,
+            None => {
+                let covering = Region::new(i0 * side, j0 * side, nx * t, ny * t);
+                let (top, left) = ((y - covering.y) as usize, (x - covering.x) as usize);
+                let full = if partial.is_empty() {
+                    grid
+                } else {
+                    let pieces: Vec<_> =
+                        partial.iter().map(|&(i, j)| (0, (i, j), (j - j0) * side, (i - i0) * side)).collect();
+                    // The cells under the grid are left unset by the paste and set by the grid.
+                    pool.paste(&pieces, 1, covering.height, covering.width)
+                        .slice_assign([0..1, 0..channels, top..top + height, left..left + width], grid)
+                };
+                let tiles = cut(full, t);
+                let counts = matter_counts(tiles.clone(), self.config.threshold)?;
+                (tiles, counts)
+            }
+        };
         self.replace(&coords, tiles, counts);
         Ok(())
     }

@@ -2,12 +2,12 @@
 //! every backend (the sparse engine's tile copies) can take a direct path when its tensors turn
 //! out to be the CPU backend's, found by type rather than by a trait bound.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use super::{nchw, tensor};
 
@@ -32,9 +32,17 @@ pub fn with_host_data<B: Backend, R>(
     Some(read(&slices))
 }
 
-/// A tensor of backend `B` holding `data` with `shape`, when `B` is the CPU backend.
-pub fn from_host<B: Backend, const D: usize>(shape: [usize; D], data: Vec<f32>) -> Option<Tensor<B, D>> {
+/// A tensor of backend `B` on `device` holding `data` (row-major) with `shape`: on the CPU
+/// backend the vector itself, without the copy an upload through [`TensorData`] makes.
+pub fn from_host<B: Backend, const D: usize>(
+    shape: [usize; D],
+    data: Vec<f32>,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<NdArrayTensor>() {
+        return Tensor::from_data(TensorData::new(data, shape), device);
+    }
     let boxed: Box<dyn Any> = Box::new(tensor(&shape, data));
-    let primitive = *boxed.downcast::<B::FloatTensorPrimitive>().ok()?;
-    Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+    let primitive = boxed.downcast::<B::FloatTensorPrimitive>().expect("the type ids are equal");
+    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
 }

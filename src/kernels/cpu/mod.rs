@@ -25,7 +25,8 @@ use std::borrow::Cow;
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::NdArray;
 use burn::tensor::ops::{FloatTensor, ModuleOps};
-use ndarray::{ArcArray, IxDyn};
+use ndarray::{ArcArray, ArrayView1, ArrayViewD, Axis, IxDyn};
+use rayon::prelude::*;
 
 pub use conv_transpose::up_conv2x2;
 pub use group_norm::{fused_group_norm_elu, fused_group_norm_elu_backward};
@@ -47,12 +48,31 @@ fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {
             let shape = view.shape().to_vec();
             let data = match view.to_slice() {
                 Some(slice) => Cow::Borrowed(slice),
-                None => Cow::Owned(view.iter().copied().collect()),
+                None => Cow::Owned(standard_layout(view)),
             };
             Some((shape, data))
         }
         _ => None,
     }
+}
+
+/// The elements of a strided view in row-major order, copied lane by lane along the last axis,
+/// lanes in parallel: ndarray's element iterator over a view of dynamic rank (a permuted
+/// NHWC state read as NCHW) costs tens of cycles per element.
+fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
+    let Some(&last) = view.shape().last() else {
+        return view.iter().copied().collect();
+    };
+    let mut out = vec![0.0f32; view.len()];
+    if last == 0 {
+        return out;
+    }
+    let lanes: Vec<ArrayView1<'_, f32>> = view.lanes(Axis(view.ndim() - 1)).into_iter().collect();
+    out.par_chunks_mut(last).zip(lanes.into_par_iter()).for_each(|(out, lane)| match lane.as_slice() {
+        Some(slice) => out.copy_from_slice(slice),
+        None => out.iter_mut().zip(lane.iter()).for_each(|(out, &value)| *out = value),
+    });
+    out
 }
 
 /// Data of an f32 tensor of rank 4, contiguous NCHW; `None` for other dtypes and ranks. The

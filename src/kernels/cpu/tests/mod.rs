@@ -67,3 +67,19 @@ mod conv_transpose;
 mod group_norm;
 mod pointwise;
 mod winograd;
+
+/// Strided views (a permuted NHWC array read as NCHW, a sliced one, a rank-3 one) are read in
+/// row-major order, as ndarray's element iterator reads them.
+#[test]
+fn strided_views_are_copied_in_row_major_order() {
+    let values = random(2 * 5 * 7 * 3, 11);
+    let nhwc = ndarray::ArrayD::from_shape_vec(IxDyn(&[2, 5, 7, 3]), values).unwrap();
+    let permuted = nhwc.view().permuted_axes(IxDyn(&[0, 3, 1, 2]));
+    let sliced = nhwc.slice(ndarray::s![.., 1..4, ..;2, ..]).into_dyn();
+    let sliced_last = nhwc.slice(ndarray::s![.., .., .., 1..]).into_dyn();
+    let rank3 = nhwc.index_axis(ndarray::Axis(0), 1).permuted_axes(IxDyn(&[2, 0, 1]));
+    for view in [permuted, sliced, sliced_last, rank3] {
+        assert!(view.as_slice().is_none(), "the case is strided");
+        assert_eq!(standard_layout(view.view()), view.iter().copied().collect::<Vec<_>>());
+    }
+}
