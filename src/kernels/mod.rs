@@ -21,6 +21,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 pub use pointwise::{pointwise, Activation};
 pub(crate) use pointwise::{pointwise_backward_composed, pointwise_composed};
 use reference::{elu, group_norm, group_standardize};
+pub(crate) use simd::sin_cos_f64;
 
 /// 3x3 convolution, padding 1, no bias, through the backend's hook.
 ///
