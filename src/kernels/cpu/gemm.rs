@@ -1,7 +1,7 @@
-//! The GEMM underneath every CPU convolution (the `gemm` crate), a raw-pointer matrix view
+//! The GEMM underneath every CPU convolution (the `gemm` crates' f32 kernel), a raw-pointer matrix view
 //! for it, and a cache-blocked transpose.
 
-use gemm::Parallelism;
+use gemm_common::Parallelism;
 use rayon::prelude::*;
 
 /// Writes through a raw pointer from several rayon tasks, each to disjoint elements.
@@ -37,7 +37,7 @@ pub(super) unsafe fn matmul(
     parallel: bool,
 ) {
     let parallelism = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
-    gemm::gemm(
+    gemm_f32::gemm::f32::get_gemm_fn()(
         m,
         n,
         k,
