@@ -351,7 +351,7 @@ const SIN_COS_REACH: f64 = 823_549.6;
 pub fn sin_cos_f64(x: &[f64], sin: &mut [f64], cos: &mut [f64]) {
     sin_cos_reduced(x, sin, cos);
     for ((&x, sin), cos) in x.iter().zip(sin.iter_mut()).zip(cos.iter_mut()) {
-        if !(x.abs() <= SIN_COS_REACH) {
+        if x.is_nan() || x.abs() > SIN_COS_REACH {
             (*sin, *cos) = x.sin_cos();
         }
     }
@@ -362,6 +362,8 @@ multiversion! {
     pub fn sin_cos_reduced(x: &[f64], sin: &mut [f64], cos: &mut [f64]) => sin_cos_reduced_generic
 }
 
+// The constants as fdlibm publishes them (their decimals round to the intended doubles).
+#[allow(clippy::excessive_precision)]
 #[inline(always)]
 fn sin_cos_reduced_generic(x: &[f64], sin: &mut [f64], cos: &mut [f64]) {
     // pi/2 in three 33-bit parts and the rest (fdlibm's pio2_1, pio2_2, pio2_3, pio2_3t).
