@@ -14,11 +14,23 @@ import atheria
 
 def test_keyboard_interrupt_stops_at_a_step_boundary():
     sim = atheria.Simulation(atheria.Model.default(), grid=32, device="cpu")
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    sent = []
+
+    def interrupt():
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(1.0, interrupt)
+    # Were the first Ctrl-C lost, a second one ends the call, so that the test fails below
+    # instead of stepping for hours.
+    watchdog = threading.Timer(30.0, interrupt)
     timer.start()
+    watchdog.start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         sim.step(10_000_000)
+    watchdog.cancel()
+    assert len(sent) == 1, "the first Ctrl-C was lost: only the watchdog's second one stopped the call"
     assert time.monotonic() - started < 30
     reached = sim.step_count
     assert 0 < reached < 10_000_000
