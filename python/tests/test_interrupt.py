@@ -14,6 +14,9 @@ import atheria
 
 def test_keyboard_interrupt_stops_at_a_step_boundary():
     sim = atheria.Simulation(atheria.Model.default(), grid=32, device="cpu")
+    # Python keeps SIGINT ignored when it starts with it ignored, as a shell's background job
+    # does: install the handler an interactive session has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sent = []
 
     def interrupt():
@@ -27,9 +30,12 @@ def test_keyboard_interrupt_stops_at_a_step_boundary():
     timer.start()
     watchdog.start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        sim.step(10_000_000)
-    watchdog.cancel()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sim.step(10_000_000)
+    finally:
+        watchdog.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert len(sent) == 1, "the first Ctrl-C was lost: only the watchdog's second one stopped the call"
     assert time.monotonic() - started < 30
     reached = sim.step_count
