@@ -189,6 +189,41 @@ impl<B: Backend> Pool<B> {
     }
 }
 
+impl<B: Backend> Pool<B> {
+    /// [`cut_on_host`](Self::cut_on_host) through burn's slice operations, for any backend;
+    /// `frames` must be row-major over a rectangle of tiles.
+    pub(super) fn cut_with_slices(
+        &self,
+        grid: Tensor<B, 4>,
+        frames: &[(TileCoord, i64, i64)],
+        t: usize,
+        threshold: f64,
+    ) -> Result<(Tensor<B, 4>, Vec<usize>)> {
+        let [_, channels, height, width] = grid.dims();
+        let side = t as i64;
+        let (top, left) =
+            (frames.iter().map(|f| f.1).min().unwrap_or(0), frames.iter().map(|f| f.2).min().unwrap_or(0));
+        let rows = (frames.iter().map(|f| f.1).max().unwrap_or(0) - top + side) as usize;
+        let columns = (frames.iter().map(|f| f.2).max().unwrap_or(0) - left + side) as usize;
+        let partial: Vec<_> = frames
+            .iter()
+            .filter(|&&(_, y, x)| y < 0 || x < 0 || y + side > height as i64 || x + side > width as i64)
+            .map(|&(coord, y, x)| (0, coord, y - top, x - left))
+            .collect();
+        let full = if partial.is_empty() {
+            grid
+        } else {
+            let (y0, x0) = ((-top) as usize, (-left) as usize);
+            // The cells under the grid are left unset by the paste and set by the grid.
+            self.paste(&partial, 1, rows, columns)
+                .slice_assign([0..1, 0..channels, y0..y0 + height, x0..x0 + width], grid)
+        };
+        let tiles = cut(full, t);
+        let counts = matter_counts(tiles.clone(), threshold)?;
+        Ok((tiles, counts))
+    }
+}
+
 /// Matter cells of one tile, channel-major [2d, cells]: the cells whose L1 distance of channel
 /// densities from `1/d` exceeds `threshold`, summed over the channels in order in f32 as
 /// [`matter_distance`] sums them, so both paths agree to the bit.
@@ -310,14 +345,13 @@ mod tests {
         let frames: Vec<_> = coords.iter().map(|&(i, j)| ((i, j), j * 8 - 4, i * 8 - 4)).collect();
         let (tiles, counts) = pool.cut_on_host(&grid, &frames, t, threshold).expect("the CPU backend's path");
 
-        let pieces: Vec<_> = partial.iter().map(|&(i, j)| (0, (i, j), j * 8, i * 8)).collect();
-        let full =
-            pool.paste_with_slices(&pieces, 1, 24, 24).slice_assign([0..1, 0..channels, 4..24, 4..24], grid);
-        let expected = cut(full, t);
-        let expected_counts = matter_counts_composed(expected.clone(), threshold).unwrap();
-        assert_eq!(floats(tiles.clone()), floats(expected));
+        let (expected, expected_counts) = pool.cut_with_slices(grid, &frames, t, threshold).unwrap();
+        assert_eq!(floats(tiles.clone()), floats(expected.clone()));
         assert_eq!(counts, expected_counts);
-        assert_eq!(matter_counts(tiles, threshold).unwrap(), expected_counts);
+        assert_eq!(
+            matter_counts(tiles, threshold).unwrap(),
+            matter_counts_composed(expected.clone(), threshold).unwrap()
+        );
         // Uniform values in [0, 1) put some cells on each side of the threshold.
         assert!(counts.iter().any(|&count| count > 0 && count < t * t), "{counts:?}");
     }

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::store::{cut, indices, matter_counts, Pool, Source};
+use super::store::{indices, matter_counts, Pool, Source};
 use super::vacuum::mix;
 use super::{check_law, halo, MatterSeed, Region, SparseConfig, SparseStepReport, TileCoord, Vacuum};
 use crate::complex::{self, Renormalization};
@@ -186,22 +186,7 @@ impl<B: Backend> SparseUniverse<B> {
         let pool = self.pool(&partial);
         let (tiles, counts) = match pool.cut_on_host(&grid, &frames, t, self.config.threshold) {
             Some(cut_and_counted) => cut_and_counted,
-            None => {
-                let covering = Region::new(i0 * side, j0 * side, nx * t, ny * t);
-                let (top, left) = ((y - covering.y) as usize, (x - covering.x) as usize);
-                let full = if partial.is_empty() {
-                    grid
-                } else {
-                    let pieces: Vec<_> =
-                        partial.iter().map(|&(i, j)| (0, (i, j), (j - j0) * side, (i - i0) * side)).collect();
-                    // The cells under the grid are left unset by the paste and set by the grid.
-                    pool.paste(&pieces, 1, covering.height, covering.width)
-                        .slice_assign([0..1, 0..channels, top..top + height, left..left + width], grid)
-                };
-                let tiles = cut(full, t);
-                let counts = matter_counts(tiles.clone(), self.config.threshold)?;
-                (tiles, counts)
-            }
+            None => pool.cut_with_slices(grid, &frames, t, self.config.threshold)?,
         };
         self.replace(&coords, tiles, counts);
         Ok(())
