@@ -21,9 +21,14 @@ pub(super) struct Mat {
 
 /// `c = a * b` (or `c += a * b`), `a` m x k, `b` k x n, `c` m x n with row stride `c_row`.
 ///
+/// `gemm-f32`'s kernel wants a column-major destination (its microkernel writes columns of
+/// `c`); our destinations are row-major, so it is asked for `c^T = b^T a^T`, which is the same
+/// memory seen column-major. (The `gemm` facade makes that swap itself; called without it, the
+/// kernel scattered its rows and every convolution ran 3.5 times slower.)
+///
 /// # Safety
-/// All pointers must be valid for the strides and sizes given, and `c` must not alias `a` or
-/// `b`.
+/// All pointers must be valid for the strides and sizes given (all strides non-negative), and
+/// `c` must not alias `a` or `b`.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn matmul(
     m: usize,
@@ -36,21 +41,24 @@ pub(super) unsafe fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
+    debug_assert!(a.row >= 0 && a.col >= 0 && b.row >= 0 && b.col >= 0 && c_row >= 0);
     let parallelism = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
+    // Arguments: rows, columns, depth, then (pointer, column stride, row stride) for the
+    // destination, the left and the right operand: here c^T (n x m), b^T (n x k), a^T (k x m).
     gemm_f32::gemm::f32::get_gemm_fn()(
-        m,
         n,
+        m,
         k,
         c,
-        1,
         c_row,
+        1,
         accumulate,
-        a.ptr,
-        a.col,
-        a.row,
         b.ptr,
-        b.col,
         b.row,
+        b.col,
+        a.ptr,
+        a.row,
+        a.col,
         1.0,
         1.0,
         false,
