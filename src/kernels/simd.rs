@@ -8,13 +8,11 @@
 //! - ELU with a polynomial `exp(x) - 1` (the scalar libm call cost as much as all the GEMMs).
 //! - Sums and sums of squares of a plane (GroupNorm's statistics) in 16 lanes.
 //!
-//! Each kernel is compiled for every path of [`isa`] (portable, AVX2+FMA, AVX-512) and runs the
+//! Each kernel is compiled for every path of [`super::isa`] (portable, AVX2+FMA, AVX-512) and runs the
 //! one in force.
 
-use super::isa::{self, SimdPath};
-
 /// Defines `pub fn $name(args)` that calls `$generic` through the copy compiled for the path in
-/// force ([`isa::active`]): AVX-512, AVX2+FMA or portable.
+/// force ([`super::isa::active`]): AVX-512, AVX2+FMA or portable.
 macro_rules! multiversion {
     ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $generic:ident) => {
         $(#[$meta])*
@@ -29,6 +27,7 @@ macro_rules! multiversion {
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $generic($($arg),*)
                 }
+                use $crate::kernels::isa::{self, SimdPath};
                 match isa::active() {
                     // SAFETY: `isa` only puts a path in force that the processor supports.
                     SimdPath::Avx512 => return unsafe { avx512($($arg),*) },
@@ -40,6 +39,9 @@ macro_rules! multiversion {
         }
     };
 }
+
+/// For the kernels kept beside the code that calls them.
+pub(crate) use multiversion;
 
 // ---------------------------------------------------------------------------------------------
 // Winograd F(2x2, 3x3) transforms
@@ -408,6 +410,7 @@ fn sin_cos_reduced_generic(x: &[f64], sin: &mut [f64], cos: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::{self, SimdPath};
 
     #[test]
     fn exp_m1_is_accurate_over_the_negative_range() {

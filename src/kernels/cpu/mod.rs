@@ -19,6 +19,7 @@ mod group_norm;
 pub mod host;
 mod pointwise;
 mod winograd;
+mod winograd_grad;
 
 use std::borrow::Cow;
 
@@ -36,7 +37,7 @@ pub use winograd::winograd_conv3x3;
 use super::{conv3x3_options, up2x2_options, Activation};
 use conv_transpose::up2x2_gather;
 use gemm::{matmul, transpose, Mat};
-use winograd::{conv3x3_weight_grad, flip_transpose};
+use winograd_grad::{conv3x3_weight_grad, flip_transpose};
 
 type Cpu = NdArray;
 

@@ -1,15 +1,13 @@
-//! Winograd F(2x2, 3x3) convolution and the 3x3 convolution's gradients: 4x4 input tiles are
-//! transformed, multiplied channel-wise as 16 independent GEMMs and transformed back into 2x2
-//! output tiles (2.25 times fewer multiplications than the direct convolution); the input
-//! gradient is the same convolution with the kernel flipped and transposed, the weight
-//! gradient one GEMM over the im2col matrix of the input.
+//! Winograd F(2x2, 3x3) convolution: 4x4 input tiles are transformed, multiplied channel-wise
+//! as 16 independent GEMMs and transformed back into 2x2 output tiles (2.25 times fewer
+//! multiplications than the direct convolution). Its gradients are in [`super::winograd_grad`].
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, transpose, Mat, SharedMut};
+use super::gemm::{matmul, Mat, SharedMut};
 use crate::kernels::simd;
 
 /// The transformed inputs and products of the last convolution on this thread, kept for the
@@ -222,19 +220,8 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32]
     let tiles = tiles_y * tiles_x;
     let p = n * tiles;
 
-    // V = B^T d B for every 4x4 input tile, stored [C][16][P] so that each task owns a block
-    // and each tile row's terms are contiguous.
     let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * p);
-    v.par_chunks_mut(16 * p).enumerate().for_each(|(ci, block)| {
-        let mut scratch = simd::InputScratch::new(tiles_x);
-        for ni in 0..n {
-            let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
-            for ty in 0..tiles_y {
-                let offset = ni * tiles + ty * tiles_x;
-                simd::input_tile_row(plane, h, w, ty, &mut scratch, &mut block[offset..], p);
-            }
-        }
-    });
+    transform_inputs(x, [n, c, h, w], &mut v);
 
     // M_e = U_e V_e for the 16 tile positions e; M stored [K][16][P].
     let u = transformed_weights(weight, k, c);
@@ -277,82 +264,20 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32]
     out
 }
 
-/// The kernel of the input gradient: flipped in space, input and output channels swapped.
-/// [K, C, 3, 3] -> [C, K, 3, 3].
-pub(super) fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
-    let mut flipped = vec![0.0f32; c * k * 9];
-    for ki in 0..k {
-        for ci in 0..c {
-            for tap in 0..9 {
-                flipped[(ci * k + ki) * 9 + (8 - tap)] = weight[(ki * c + ci) * 9 + tap];
+/// `V = B^T d B` for every 4x4 input tile of `x` [N, C, H, W] (zero padding 1), stored
+/// [C][16][P] with P = N * tiles_y * tiles_x (tile index `(ni * tiles_y + ty) * tiles_x + tx`):
+/// each channel is one task's block and each tile row's terms are contiguous.
+fn transform_inputs(x: &[f32], [n, c, h, w]: [usize; 4], v: &mut [f32]) {
+    let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let p = n * tiles_y * tiles_x;
+    v[..c * 16 * p].par_chunks_mut(16 * p).enumerate().for_each(|(ci, block)| {
+        let mut scratch = simd::InputScratch::new(tiles_x);
+        for ni in 0..n {
+            let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
+            for ty in 0..tiles_y {
+                let offset = (ni * tiles_y + ty) * tiles_x;
+                simd::input_tile_row(plane, h, w, ty, &mut scratch, &mut block[offset..], p);
             }
         }
-    }
-    flipped
-}
-
-/// Gradient of the 3x3 convolution's weight: for each image, the im2col matrix [9C, HW] times
-/// grad_n^T [HW, K], accumulated over the batch, then transposed. Returns [K, C, 3, 3].
-///
-/// The GEMM reads its right operand fastest row-major (a strided one ran at a fifth of the
-/// speed), so one operand is transposed per image: the gradient's K rows rather than the
-/// columns' 9C (the transpose of the columns had taken a fifth of a training step).
-pub(super) fn conv3x3_weight_grad(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f32], k: usize) -> Vec<f32> {
-    let hw = h * w;
-    let mut result = vec![0.0f32; k * c * 9];
-    // Every element of both is written before it is read.
-    let mut columns = Scratch::take(&INPUT_SCRATCH, c * 9 * hw);
-    let mut grad_t = Scratch::take(&PRODUCT_SCRATCH, hw * k);
-    let mut result_t = vec![0.0f32; c * 9 * k];
-    for ni in 0..n {
-        // im2col: row (ci, dy, dx) holds x[ci] shifted by (dy - 1, dx - 1), zero outside.
-        columns.par_chunks_mut(9 * hw).enumerate().for_each(|(ci, rows)| {
-            let plane = &x[(ni * c + ci) * hw..(ni * c + ci + 1) * hw];
-            for tap in 0..9 {
-                let (dy, dx) = (tap / 3, tap % 3);
-                let row = &mut rows[tap * hw..(tap + 1) * hw];
-                for y in 0..h {
-                    let sy = y as isize + dy as isize - 1;
-                    let line = &mut row[y * w..(y + 1) * w];
-                    if sy < 0 || sy >= h as isize {
-                        line.fill(0.0);
-                        continue;
-                    }
-                    let source = &plane[sy as usize * w..(sy as usize + 1) * w];
-                    // Column x reads source[x + dx - 1]: shifted copies with a zero at the edge.
-                    match dx {
-                        0 => {
-                            line[0] = 0.0;
-                            line[1..].copy_from_slice(&source[..w - 1]);
-                        }
-                        1 => line.copy_from_slice(source),
-                        _ => {
-                            line[..w - 1].copy_from_slice(&source[1..]);
-                            line[w - 1] = 0.0;
-                        }
-                    }
-                }
-            }
-        });
-        transpose(&grad[ni * k * hw..(ni + 1) * k * hw], k, hw, &mut grad_t);
-        // SAFETY: the columns are 9c x hw contiguous; grad_t is hw x k contiguous; result_t is
-        // 9c x k contiguous and distinct from both.
-        unsafe {
-            matmul(
-                c * 9,
-                k,
-                hw,
-                Mat { ptr: columns.as_ptr(), row: hw as isize, col: 1 },
-                Mat { ptr: grad_t.as_ptr(), row: k as isize, col: 1 },
-                result_t.as_mut_ptr(),
-                k as isize,
-                ni > 0,
-                true,
-            );
-        }
-    }
-    Scratch::give_back(&INPUT_SCRATCH, columns);
-    Scratch::give_back(&PRODUCT_SCRATCH, grad_t);
-    transpose(&result_t, c * 9, k, &mut result);
-    result
+    });
 }

@@ -9,6 +9,7 @@
 //! (the mistake's exact result, rounded to f32) fails its bound.
 
 use super::winograd::winograd_blocked;
+use super::winograd_grad::weight_grad_in_blocks;
 use super::*;
 use crate::kernels::isa::{self, SimdPath};
 use crate::kernels::reference::GROUP_NORM_EPS;

@@ -30,13 +30,43 @@ fn direct_conv3x3(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize)
     out
 }
 
+const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 1.0]];
+const BT: [[f64; 4]; 4] =
+    [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]];
+const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+
+/// `|B^T| |d| |B|` for input tile (ty, tx) of channel `ci` of image `ni` (zero padding 1).
+fn abs_input_tile(
+    x: &[f32],
+    [_, c, h, w]: [usize; 4],
+    ni: usize,
+    ci: usize,
+    ty: usize,
+    tx: usize,
+) -> [[f64; 4]; 4] {
+    let d = |r: usize, s: usize| {
+        let (y, xx) = ((2 * ty + r) as isize - 1, (2 * tx + s) as isize - 1);
+        if y < 0 || y >= h as isize || xx < 0 || xx >= w as isize {
+            0.0
+        } else {
+            x[((ni * c + ci) * h + y as usize) * w + xx as usize].abs() as f64
+        }
+    };
+    let mut v = [[0.0f64; 4]; 4];
+    for (a, v_row) in v.iter_mut().enumerate() {
+        for (b, value) in v_row.iter_mut().enumerate() {
+            *value = (0..4)
+                .flat_map(|r| (0..4).map(move |s| (r, s)))
+                .map(|(r, s)| BT[a][r] * d(r, s) * BT[b][s])
+                .sum();
+        }
+    }
+    v
+}
+
 /// What Winograd F(2x2, 3x3)'s rounding scales with: the algorithm evaluated with the absolute
 /// values of its transforms and data, `|A^T| [sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)] |A|`.
 fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
-    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 1.0]];
-    const BT: [[f64; 4]; 4] =
-        [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]];
-    const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
     let kernel = |ki: usize, ci: usize| {
         let g = |i: usize, j: usize| weight[((ki * c + ci) * 3 + i) * 3 + j].abs() as f64;
         let mut u = [[0.0f64; 4]; 4];
@@ -55,27 +85,8 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
     for ni in 0..n {
         for ty in 0..tiles_y {
             for tx in 0..tiles_x {
-                let input = |ci: usize| {
-                    let d = |r: usize, s: usize| {
-                        let (y, xx) = ((2 * ty + r) as isize - 1, (2 * tx + s) as isize - 1);
-                        if y < 0 || y >= h as isize || xx < 0 || xx >= w as isize {
-                            0.0
-                        } else {
-                            x[((ni * c + ci) * h + y as usize) * w + xx as usize].abs() as f64
-                        }
-                    };
-                    let mut v = [[0.0f64; 4]; 4];
-                    for (a, v_row) in v.iter_mut().enumerate() {
-                        for (b, value) in v_row.iter_mut().enumerate() {
-                            *value = (0..4)
-                                .flat_map(|r| (0..4).map(move |s| (r, s)))
-                                .map(|(r, s)| BT[a][r] * d(r, s) * BT[b][s])
-                                .sum();
-                        }
-                    }
-                    v
-                };
-                let inputs: Vec<_> = (0..c).map(input).collect();
+                let inputs: Vec<_> =
+                    (0..c).map(|ci| abs_input_tile(x, [n, c, h, w], ni, ci, ty, tx)).collect();
                 for ki in 0..k {
                     let mut m = [[0.0f64; 4]; 4];
                     for (ci, v) in inputs.iter().enumerate() {
@@ -99,6 +110,61 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
                         }
                     }
                 }
+            }
+        }
+    }
+    out
+}
+
+/// What the weight gradient in the Winograd domain rounds with, per [K, C, 3, 3] element:
+/// `|G^T| [sum_tiles (|A| |dY| |A^T|) . (|B^T| |d| |B|)] |G|`, where the output gradient
+/// `grad` [N, K, H, W] counts as zero past an odd edge.
+fn winograd_weight_grad_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f32], k: usize) -> Vec<f64> {
+    let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let mut sums = vec![[[0.0f64; 4]; 4]; k * c];
+    for ni in 0..n {
+        for ty in 0..tiles_y {
+            for tx in 0..tiles_x {
+                let inputs: Vec<_> =
+                    (0..c).map(|ci| abs_input_tile(x, [n, c, h, w], ni, ci, ty, tx)).collect();
+                for ki in 0..k {
+                    let dy = |a: usize, b: usize| {
+                        let (y, xx) = (2 * ty + a, 2 * tx + b);
+                        if y < h && xx < w {
+                            grad[((ni * k + ki) * h + y) * w + xx].abs() as f64
+                        } else {
+                            0.0
+                        }
+                    };
+                    let mut dm = [[0.0f64; 4]; 4];
+                    for (i, row) in dm.iter_mut().enumerate() {
+                        for (j, value) in row.iter_mut().enumerate() {
+                            *value = (0..2)
+                                .flat_map(|a| (0..2).map(move |b| (a, b)))
+                                .map(|(a, b)| AT[a][i] * dy(a, b) * AT[b][j])
+                                .sum();
+                        }
+                    }
+                    for (ci, v) in inputs.iter().enumerate() {
+                        let sum = &mut sums[ki * c + ci];
+                        for i in 0..4 {
+                            for j in 0..4 {
+                                sum[i][j] += dm[i][j] * v[i][j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![0.0f64; k * c * 9];
+    for (sum, g) in sums.iter().zip(out.chunks_exact_mut(9)) {
+        for a in 0..3 {
+            for b in 0..3 {
+                g[a * 3 + b] = (0..4)
+                    .flat_map(|i| (0..4).map(move |j| (i, j)))
+                    .map(|(i, j)| G[i][a] * sum[i][j] * G[j][b])
+                    .sum();
             }
         }
     }
@@ -184,58 +250,58 @@ fn changed_kernels_are_never_served_from_the_transform_cache() {
 
 #[test]
 fn convolution_gradients_match_the_exact_derivatives() {
-    let dims @ [n, c, h, w] = [2, 3, 6, 4];
-    let k = 2;
-    let x = random(dims.iter().product(), 3);
-    let weight = random(k * c * 9, 4);
-    let grad = random(n * k * h * w, 5);
-    // loss = sum(grad * conv(x, w)) is linear in x and in w, so a unit bump's change is the
-    // exact derivative.
-    let loss = |x: &[f32], w: &[f32]| -> f64 {
-        direct_conv3x3(x, dims, w, k).iter().zip(&grad).map(|(o, g)| o * *g as f64).sum()
-    };
-    let base = loss(&x, &weight);
-    let exact_x: Vec<f64> = (0..x.len())
-        .map(|index| {
-            let mut bumped = x.clone();
-            bumped[index] += 1.0;
-            loss(&bumped, &weight) - base
-        })
-        .collect();
-    let exact_w: Vec<f64> = (0..weight.len())
-        .map(|index| {
-            let mut bumped = weight.clone();
-            bumped[index] += 1.0;
-            loss(&x, &bumped) - base
-        })
-        .collect();
-    // The input gradient is a Winograd convolution of the output gradient; the weight
-    // gradient sums |x| |grad| over every pixel of every image.
-    let flipped = flip_transpose(&weight, k, c);
-    let bound_x = winograd_bound(&grad, [n, k, h, w], &flipped, c);
-    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
-    let terms = (n * h * w) as f64 + DEPTH;
-    let magnitude_w: Vec<f64> = (0..weight.len())
-        .map(|index| {
-            let mut bumped = vec![0.0; weight.len()];
-            bumped[index] = 1.0;
-            direct_conv3x3(&abs(&x), dims, &bumped, k)
-                .iter()
-                .zip(&grad)
-                .map(|(o, g)| o * g.abs() as f64)
-                .sum()
-        })
-        .collect();
-    let bound_w: Vec<f64> = magnitude_w.iter().map(|m| terms * EPS * m).collect();
-    on_every_path(|path| {
-        let grad_x = winograd_conv3x3(&grad, [n, k, h, w], &flipped, c);
-        within(&grad_x, &exact_x, &bound_x).unwrap_or_else(|e| panic!("{path}, input gradient: {e}"));
-        let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
-        within(&grad_w, &exact_w, &bound_w).unwrap_or_else(|e| panic!("{path}, weight gradient: {e}"));
-    });
-    // The kernel flipped without swapping the channels would be wrong.
-    let unswapped = winograd_conv3x3(&grad, [n, k, h, w], &transposed_taps(&flipped), c);
-    assert!(within(&unswapped, &exact_x, &bound_x).is_err());
+    // Even sizes, and odd ones whose last tiles hang over the edge.
+    for (dims @ [n, c, h, w], k) in [([2, 3, 6, 4], 2), ([1, 2, 5, 7], 3)] {
+        let x = random(dims.iter().product(), 3);
+        let weight = random(k * c * 9, 4);
+        let grad = random(n * k * h * w, 5);
+        // loss = sum(grad * conv(x, w)) is linear in x and in w, so a unit bump's change is the
+        // exact derivative.
+        let loss = |x: &[f32], w: &[f32]| -> f64 {
+            direct_conv3x3(x, dims, w, k).iter().zip(&grad).map(|(o, g)| o * *g as f64).sum()
+        };
+        let base = loss(&x, &weight);
+        let exact_x: Vec<f64> = (0..x.len())
+            .map(|index| {
+                let mut bumped = x.clone();
+                bumped[index] += 1.0;
+                loss(&bumped, &weight) - base
+            })
+            .collect();
+        let exact_w: Vec<f64> = (0..weight.len())
+            .map(|index| {
+                let mut bumped = weight.clone();
+                bumped[index] += 1.0;
+                loss(&x, &bumped) - base
+            })
+            .collect();
+        // The input gradient is a Winograd convolution of the output gradient; the weight
+        // gradient a sum over every tile of every image in the Winograd domain.
+        let flipped = flip_transpose(&weight, k, c);
+        let bound_x = winograd_bound(&grad, [n, k, h, w], &flipped, c);
+        let tiles = (n * h.div_ceil(2) * w.div_ceil(2)) as f64;
+        let bound_w: Vec<f64> = winograd_weight_grad_magnitude(&x, dims, &grad, k)
+            .iter()
+            .map(|m| (tiles + DEPTH) * EPS * m)
+            .collect();
+        on_every_path(|path| {
+            let grad_x = winograd_conv3x3(&grad, [n, k, h, w], &flipped, c);
+            within(&grad_x, &exact_x, &bound_x)
+                .unwrap_or_else(|e| panic!("{path} {dims:?}, input gradient: {e}"));
+            let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
+            within(&grad_w, &exact_w, &bound_w)
+                .unwrap_or_else(|e| panic!("{path} {dims:?}, weight gradient: {e}"));
+            // A tile row per block, the blocks shared among the threads, summed.
+            let in_blocks = weight_grad_in_blocks(&x, dims, &grad, k, 1, 1);
+            within(&in_blocks, &exact_w, &bound_w)
+                .unwrap_or_else(|e| panic!("{path} {dims:?}, blocked: {e}"));
+            // Taps read in the wrong orientation would be wrong.
+            assert!(within(&transposed_taps(&grad_w), &exact_w, &bound_w).is_err());
+        });
+        // The kernel flipped without swapping the channels would be wrong.
+        let unswapped = winograd_conv3x3(&grad, [n, k, h, w], &transposed_taps(&flipped), c);
+        assert!(within(&unswapped, &exact_x, &bound_x).is_err());
+    }
 }
 
 #[test]
