@@ -6,7 +6,8 @@
 //!   channel-wise as 16 independent GEMMs, and transformed back into 2x2 output tiles, which
 //!   needs 2.25 times fewer multiplications than the direct convolution;
 //! - its input gradient is the same convolution with the kernel flipped and transposed; its
-//!   weight gradient is one GEMM over the im2col matrix of the input;
+//!   weight gradient is taken in the Winograd domain (16 GEMMs over the tiles of the
+//!   transformed input and the transformed output gradient);
 //! - the 2x2 stride-2 transposed convolution has no overlap between output pixels, so it is one
 //!   GEMM followed by a scatter (and its gradients a gather followed by GEMMs).
 //!
