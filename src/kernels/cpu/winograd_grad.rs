@@ -25,8 +25,8 @@ pub(super) fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
 
 /// Floats of transformed inputs and output gradients one block of tiles of the weight gradient
 /// may hold (512 KiB): the block's transforms are written and read by its GEMMs while in L2.
-/// Over the whole layer, the transforms (4 values per input value) went to memory and back and
-/// cost four times the GEMMs.
+/// Over the whole layer at once, the transforms (4 values per input value) went to memory and
+/// back and cost several times as much as the GEMMs.
 const BLOCK_FLOATS: usize = 128 * 1024;
 
 /// Tiles a block of the weight gradient holds at least, whatever [`BLOCK_FLOATS`] allows: they
