@@ -66,15 +66,24 @@ pub fn group_norm_elu<B: EngineBackend>(
 /// operation, hundreds per step (a sixth of a 64x64 training step). Called from inside, the
 /// thread takes its share of the tasks itself.
 ///
-/// Not for work that waits on other threads' work (a peer's all-reduce): a pool thread that
-/// waits may be handed that other work, and both would then wait forever.
+/// Callers from outside the pool take turns (`POOL_TURN`); a call from a pool thread runs
+/// `work` where it is. Not for work that waits on other threads' work (a peer's all-reduce):
+/// the other thread would wait for the turn, and both forever.
 pub fn on_kernel_pool<B: EngineBackend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    if B::tensors_on_host() {
-        rayon::scope(|_| work())
-    } else {
-        work()
+    if !B::tensors_on_host() || rayon::current_thread_index().is_some() {
+        return work();
     }
+    // A panic in an earlier turn leaves nothing behind that needs repair.
+    let _turn = POOL_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    rayon::scope(|_| work())
 }
+
+/// The turn of one outside caller of [`on_kernel_pool`]. A pool thread that waits for its
+/// tasks runs whatever job is queued meanwhile; were two callers' jobs in the pool at once (two
+/// peers of data-parallel training), a thread inside one peer's backward pass, which holds
+/// burn-autodiff's process-wide graph lock, could take up the other peer's backward pass and
+/// wait on that lock below itself, forever. burn's graph lock serialises the two passes anyway.
+static POOL_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Asks glibc's allocator to keep freed blocks (up to 32 MiB each, 256 MiB in all) for reuse
 /// instead of handing them back to the system. The CPU backend allocates a fresh buffer for
