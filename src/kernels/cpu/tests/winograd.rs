@@ -35,6 +35,29 @@ const BT: [[f64; 4]; 4] =
     [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]];
 const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
 
+/// `L X L^T` for a transform `L` (R x P) and `X` (P x P) given by element: every transform of
+/// Winograd's algorithm and of its gradient applies one matrix on both sides.
+fn both_sides<const R: usize, const P: usize>(
+    l: &[[f64; P]; R],
+    x: impl Fn(usize, usize) -> f64,
+) -> [[f64; R]; R] {
+    let mut out = [[0.0f64; R]; R];
+    for (a, row) in out.iter_mut().enumerate() {
+        for (b, value) in row.iter_mut().enumerate() {
+            *value = (0..P)
+                .flat_map(|i| (0..P).map(move |j| (i, j)))
+                .map(|(i, j)| l[a][i] * x(i, j) * l[b][j])
+                .sum();
+        }
+    }
+    out
+}
+
+/// The transpose of `m` (R x P).
+fn transposed<const R: usize, const P: usize>(m: &[[f64; P]; R]) -> [[f64; R]; P] {
+    std::array::from_fn(|i| std::array::from_fn(|a| m[a][i]))
+}
+
 /// `|B^T| |d| |B|` for input tile (ty, tx) of channel `ci` of image `ni` (zero padding 1).
 fn abs_input_tile(
     x: &[f32],
@@ -52,34 +75,14 @@ fn abs_input_tile(
             x[((ni * c + ci) * h + y as usize) * w + xx as usize].abs() as f64
         }
     };
-    let mut v = [[0.0f64; 4]; 4];
-    for (a, v_row) in v.iter_mut().enumerate() {
-        for (b, value) in v_row.iter_mut().enumerate() {
-            *value = (0..4)
-                .flat_map(|r| (0..4).map(move |s| (r, s)))
-                .map(|(r, s)| BT[a][r] * d(r, s) * BT[b][s])
-                .sum();
-        }
-    }
-    v
+    both_sides(&BT, d)
 }
 
 /// What Winograd F(2x2, 3x3)'s rounding scales with: the algorithm evaluated with the absolute
 /// values of its transforms and data, `|A^T| [sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)] |A|`.
 fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f64> {
-    let kernel = |ki: usize, ci: usize| {
-        let g = |i: usize, j: usize| weight[((ki * c + ci) * 3 + i) * 3 + j].abs() as f64;
-        let mut u = [[0.0f64; 4]; 4];
-        for (a, u_row) in u.iter_mut().enumerate() {
-            for (b, value) in u_row.iter_mut().enumerate() {
-                *value = (0..3)
-                    .flat_map(|i| (0..3).map(move |j| (i, j)))
-                    .map(|(i, j)| G[a][i] * g(i, j) * G[b][j])
-                    .sum();
-            }
-        }
-        u
-    };
+    let kernel =
+        |ki: usize, ci: usize| both_sides(&G, |i, j| weight[((ki * c + ci) * 3 + i) * 3 + j].abs() as f64);
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let mut out = vec![0.0f64; n * k * h * w];
     for ni in 0..n {
@@ -97,15 +100,12 @@ fn winograd_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: us
                             }
                         }
                     }
-                    for (i, at_row) in AT.iter().enumerate() {
-                        for (j, at_col) in AT.iter().enumerate() {
+                    let y_tile = both_sides(&AT, |a, b| m[a][b]);
+                    for (i, row) in y_tile.iter().enumerate() {
+                        for (j, value) in row.iter().enumerate() {
                             let (y, xx) = (2 * ty + i, 2 * tx + j);
                             if y < h && xx < w {
-                                let value: f64 = (0..4)
-                                    .flat_map(|a| (0..4).map(move |b| (a, b)))
-                                    .map(|(a, b)| at_row[a] * m[a][b] * at_col[b])
-                                    .sum();
-                                out[((ni * k + ki) * h + y) * w + xx] = value;
+                                out[((ni * k + ki) * h + y) * w + xx] = *value;
                             }
                         }
                     }
@@ -136,15 +136,7 @@ fn winograd_weight_grad_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f
                             0.0
                         }
                     };
-                    let mut dm = [[0.0f64; 4]; 4];
-                    for (i, row) in dm.iter_mut().enumerate() {
-                        for (j, value) in row.iter_mut().enumerate() {
-                            *value = (0..2)
-                                .flat_map(|a| (0..2).map(move |b| (a, b)))
-                                .map(|(a, b)| AT[a][i] * dy(a, b) * AT[b][j])
-                                .sum();
-                        }
-                    }
+                    let dm = both_sides(&transposed(&AT), dy);
                     for (ci, v) in inputs.iter().enumerate() {
                         let sum = &mut sums[ki * c + ci];
                         for i in 0..4 {
@@ -159,14 +151,8 @@ fn winograd_weight_grad_magnitude(x: &[f32], [n, c, h, w]: [usize; 4], grad: &[f
     }
     let mut out = vec![0.0f64; k * c * 9];
     for (sum, g) in sums.iter().zip(out.chunks_exact_mut(9)) {
-        for a in 0..3 {
-            for b in 0..3 {
-                g[a * 3 + b] = (0..4)
-                    .flat_map(|i| (0..4).map(move |j| (i, j)))
-                    .map(|(i, j)| G[i][a] * sum[i][j] * G[j][b])
-                    .sum();
-            }
-        }
+        let grads = both_sides(&transposed(&G), |i, j| sum[i][j]);
+        g.iter_mut().zip(grads.iter().flatten()).for_each(|(g, value)| *g = *value);
     }
     out
 }
