@@ -160,20 +160,7 @@ pub(super) fn winograd_blocked(
             // V [16][C][pb] and M [16][K][pb]: each term's matrix is contiguous.
             v.resize(16 * c * pb, 0.0);
             m.resize(16 * k * pb, 0.0);
-            for ci in 0..c {
-                let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
-                for r in 0..rows {
-                    simd::input_tile_row(
-                        plane,
-                        h,
-                        w,
-                        ty0 + r,
-                        scratch,
-                        &mut v[ci * pb + r * tiles_x..],
-                        c * pb,
-                    );
-                }
-            }
+            transform_tile_rows(x, [n, c, h, w], ni, ty0..ty0 + rows, scratch, v, pb, c * pb);
             for e in 0..16 {
                 // SAFETY: U_e is k x c, V_e is c x pb and M_e is k x pb, all contiguous and
                 // inside their buffers; M does not alias U or V.
@@ -262,6 +249,30 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32]
     Scratch::give_back(&INPUT_SCRATCH, v);
     Scratch::give_back(&PRODUCT_SCRATCH, m);
     out
+}
+
+/// `V = B^T d B` for tile rows `tile_rows` of every channel of image `ni` of `x` [N, C, H, W]
+/// (zero padding 1): term `e` of tile `tx` in the block's row `r`, channel `ci`, goes to
+/// `v[ci * channel_stride + e * term_stride + r * tiles_x + tx]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn transform_tile_rows(
+    x: &[f32],
+    [_, c, h, w]: [usize; 4],
+    ni: usize,
+    tile_rows: std::ops::Range<usize>,
+    scratch: &mut simd::InputScratch,
+    v: &mut [f32],
+    channel_stride: usize,
+    term_stride: usize,
+) {
+    let tiles_x = w.div_ceil(2);
+    for ci in 0..c {
+        let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
+        for (r, ty) in tile_rows.clone().enumerate() {
+            let out = &mut v[ci * channel_stride + r * tiles_x..];
+            simd::input_tile_row(plane, h, w, ty, scratch, out, term_stride);
+        }
+    }
 }
 
 /// `V = B^T d B` for every 4x4 input tile of `x` [N, C, H, W] (zero padding 1), stored

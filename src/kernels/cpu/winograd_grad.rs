@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{matmul, transpose, Mat};
+use super::winograd::transform_tile_rows;
 use crate::kernels::simd::{self, multiversion};
 
 /// The kernel of the input gradient: flipped in space, input and output channels swapped.
@@ -81,13 +82,8 @@ pub(super) fn weight_grad_in_blocks(
                 let pb = rows * tiles_x;
                 v.resize(16 * c * pb, 0.0);
                 dm.resize(pb * 16 * k, 0.0);
-                for ci in 0..c {
-                    let plane = &x[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
-                    for r in 0..rows {
-                        let out = &mut v[ci * 16 * pb + r * tiles_x..];
-                        simd::input_tile_row(plane, h, w, ty0 + r, &mut input_scratch, out, pb);
-                    }
-                }
+                let tile_rows = ty0..ty0 + rows;
+                transform_tile_rows(x, [n, c, h, w], ni, tile_rows, &mut input_scratch, &mut v, 16 * pb, pb);
                 let image = &channels_last[ni * h * w * k..(ni + 1) * h * w * k];
                 for r in 0..rows {
                     let out = &mut dm[r * tiles_x * 16 * k..];
