@@ -11,37 +11,103 @@ use burn::tensor::ops::FloatTensor;
 
 use super::{Activation, EngineBackend};
 
-/// Which convolution a [`ConvBackward`] differentiates.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Conv3x3,
-    UpConv2x2,
+/// Registers each parent's gradient, for the parents that take part in the graph. (`P` is
+/// burn-autodiff's node reference, which the crate does not export by name.)
+fn register<B: EngineBackend, P, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<P>; N],
+    gradients: [FloatTensor<B>; N],
+    id: impl Fn(&P) -> NodeId,
+) {
+    for (parent, gradient) in parents.into_iter().zip(gradients) {
+        if let Some(parent) = parent {
+            grads.register::<B>(id(&parent), gradient);
+        }
+    }
 }
 
+/// The 3x3 convolution as one tracked operation.
 #[derive(Debug)]
-struct ConvBackward {
-    kind: Kind,
-}
+struct ConvBackward;
 
 impl<B: EngineBackend> Backward<B, 2> for ConvBackward {
     type State = (NodeId, NodeId);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x_state, weight_state) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
-        let (grad_x, grad_weight) = match self.kind {
-            Kind::Conv3x3 => B::conv3x3_backward(x, weight, grad),
-            Kind::UpConv2x2 => B::conv_transpose2x2_backward(x, weight, grad),
-        };
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, grad_x);
+        let (grad_x, grad_weight) = B::conv3x3_backward(x, weight, grad);
+        register::<B, _, 2>(grads, ops.parents, [grad_x, grad_weight], |node| node.id);
+    }
+}
+
+/// The 2x2 transposed convolution with its bias as one tracked operation.
+#[derive(Debug)]
+struct UpConvBackward;
+
+impl<B: EngineBackend> Backward<B, 3> for UpConvBackward {
+    type State = (NodeId, NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, bias_state) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias_state);
+        let (grad_x, grad_weight, grad_bias) = B::conv_transpose2x2_backward(x, weight, bias, grad);
+        register::<B, _, 3>(grads, ops.parents, [grad_x, grad_weight, grad_bias], |node| node.id);
+    }
+}
+
+fn tracked_up_conv<B: EngineBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prepared = UpConvBackward
+        .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+        .compute_bound()
+        .stateful();
+    match prepared {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let weight_state = prep.checkpoint(&weight);
+            let bias_state = prep.checkpoint(&bias);
+            let output = B::conv_transpose2x2(x.primitive, weight.primitive, bias.primitive);
+            prep.finish((x_state, weight_state, bias_state), output)
         }
-        if let Some(node) = node_weight {
-            grads.register::<B>(node.id, grad_weight);
+        OpsKind::UnTracked(prep) => {
+            prep.finish(B::conv_transpose2x2(x.primitive, weight.primitive, bias.primitive))
         }
+    }
+}
+
+/// 2x2 max pooling as one tracked operation whose backward step finds each window's maximum
+/// again from the input (instead of keeping an index tensor).
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl<B: EngineBackend> Backward<B, 1> for MaxPoolBackward {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        register::<B, _, 1>(grads, ops.parents, [B::max_pool2x2_backward(x, grad)], |node| node.id);
+    }
+}
+
+fn tracked_max_pool<B: EngineBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match MaxPoolBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            prep.finish(x_state, B::max_pool2x2(x.primitive))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::max_pool2x2(x.primitive)),
     }
 }
 
@@ -55,18 +121,13 @@ impl<B: EngineBackend> Backward<B, 3> for GroupNormEluBackward {
     type State = (NodeId, NodeId, NodeId);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x_state, weight_state, bias_state) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
         let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias_state);
         let (grad_x, grad_weight, grad_bias) = B::group_norm_elu_backward(x, weight, bias, self.groups, grad);
-        for (node, gradient) in [(node_x, grad_x), (node_weight, grad_weight), (node_bias, grad_bias)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, gradient);
-            }
-        }
+        register::<B, _, 3>(grads, ops.parents, [grad_x, grad_weight, grad_bias], |node| node.id);
     }
 }
 
@@ -105,18 +166,13 @@ impl<B: EngineBackend> Backward<B, 3> for PointwiseBackward {
     type State = (NodeId, NodeId, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x_state, weight_state, output) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
         let (grad_x, grad_weight, grad_bias) =
             B::pointwise_backward(x, weight, output, self.activation, grad);
-        for (node, gradient) in [(node_x, grad_x), (node_weight, grad_weight), (node_bias, grad_bias)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, gradient);
-            }
-        }
+        register::<B, _, 3>(grads, ops.parents, [grad_x, grad_weight, grad_bias], |node| node.id);
     }
 }
 
@@ -144,34 +200,37 @@ fn tracked_pointwise<B: EngineBackend, C: CheckpointStrategy>(
 }
 
 fn tracked_conv<B: EngineBackend, C: CheckpointStrategy>(
-    kind: Kind,
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let forward = |x: FloatTensor<B>, weight: FloatTensor<B>| match kind {
-        Kind::Conv3x3 => B::conv3x3(x, weight),
-        Kind::UpConv2x2 => B::conv_transpose2x2(x, weight),
-    };
     let prepared =
-        ConvBackward { kind }.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful();
+        ConvBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful();
     match prepared {
         OpsKind::Tracked(mut prep) => {
             let x_state = prep.checkpoint(&x);
             let weight_state = prep.checkpoint(&weight);
-            let output = forward(x.primitive, weight.primitive);
+            let output = B::conv3x3(x.primitive, weight.primitive);
             prep.finish((x_state, weight_state), output)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive, weight.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(x.primitive, weight.primitive)),
     }
 }
 
 impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked_conv::<B, C>(Kind::Conv3x3, x, weight)
+        tracked_conv::<B, C>(x, weight)
     }
 
-    fn conv_transpose2x2(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked_conv::<B, C>(Kind::UpConv2x2, x, weight)
+    fn conv_transpose2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        tracked_up_conv::<B, C>(x, weight, bias)
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked_max_pool::<B, C>(x)
     }
 
     fn group_norm_elu(

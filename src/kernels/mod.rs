@@ -32,12 +32,20 @@ pub fn conv3x3<B: EngineBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tenso
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
-/// Transposed convolution, kernel 2, stride 2, no bias, through the backend's hook.
+/// Transposed convolution, kernel 2, stride 2, with bias, through the backend's hook.
 ///
 /// # Shapes
-/// - `x`: \[N, C, H, W\], `weight`: \[C, K, 2, 2\] -> \[N, K, 2H, 2W\]
-pub fn conv_transpose2x2<B: EngineBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
-    let y = B::conv_transpose2x2(x.into_primitive().tensor(), weight.into_primitive().tensor());
+/// - `x`: \[N, C, H, W\], `weight`: \[C, K, 2, 2\], `bias`: \[K\] -> \[N, K, 2H, 2W\]
+pub fn conv_transpose2x2<B: EngineBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 4> {
+    let y = B::conv_transpose2x2(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        bias.into_primitive().tensor(),
+    );
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
@@ -57,6 +65,16 @@ pub fn group_norm_elu<B: EngineBackend>(
         bias.into_primitive().tensor(),
         groups,
     );
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// 2x2 max pooling with stride 2 (an odd last row or column left out), through the backend's
+/// hook.
+///
+/// # Shapes
+/// - `x`: \[N, C, H, W\] -> \[N, C, H/2, W/2\] (rounded down)
+pub fn max_pool2x2<B: EngineBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let y = B::max_pool2x2(x.into_primitive().tensor());
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
@@ -114,6 +132,16 @@ pub(crate) fn conv3x3_options() -> ConvOptions<2> {
 /// Options of a transposed convolution with kernel 2 and stride 2.
 pub(crate) fn up2x2_options() -> ConvTransposeOptions<2> {
     ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1)
+}
+
+/// The gradient of 2x2 max pooling for `x`, from burn's pooling with indices (any backend).
+pub(crate) fn max_pool2x2_backward_composed<B: Backend>(
+    x: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let pooled = B::max_pool2d_with_indices(x.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false);
+    B::max_pool2d_with_indices_backward(x, [2, 2], [2, 2], [0, 0], [1, 1], false, output_grad, pooled.indices)
+        .x_grad
 }
 
 /// GroupNorm + ELU from burn's tensor operations (what autodiff differentiates).
@@ -184,21 +212,37 @@ pub trait EngineBackend: Backend {
         (grad_x, grad_weight)
     }
 
-    /// Transposed convolution, kernel 2, stride 2, no bias (exact 2x upsampling).
-    /// `x` [N, C, H, W], `weight` [C, O, 2, 2] (PyTorch's layout) -> [N, O, 2H, 2W].
-    fn conv_transpose2x2(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::conv_transpose2d(x, weight, None, up2x2_options())
+    /// Transposed convolution, kernel 2, stride 2, with bias (exact 2x upsampling).
+    /// `x` [N, C, H, W], `weight` [C, O, 2, 2] (PyTorch's layout), `bias` [O] -> [N, O, 2H, 2W].
+    fn conv_transpose2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d(x, weight, Some(bias), up2x2_options())
     }
 
-    /// Gradients of [`conv_transpose2x2`](Self::conv_transpose2x2) for `x` and `weight`.
+    /// Gradients of [`conv_transpose2x2`](Self::conv_transpose2x2) for `x`, `weight` and `bias`.
     fn conv_transpose2x2_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let grad_x = Self::conv_transpose2d_x_backward(weight.clone(), output_grad.clone(), up2x2_options());
+        let grad_bias = Self::conv_transpose2d_bias_backward(x.clone(), bias, output_grad.clone());
         let grad_weight = Self::conv_transpose2d_weight_backward(x, weight, output_grad, up2x2_options());
-        (grad_x, grad_weight)
+        (grad_x, grad_weight, grad_bias)
+    }
+
+    /// 2x2 max pooling, stride 2: `x` \[N, C, H, W\] -> \[N, C, H/2, W/2\] (rounded down).
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+    }
+
+    /// Gradient of [`max_pool2x2`](Self::max_pool2x2) for `x`, given the output's gradient.
+    fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        max_pool2x2_backward_composed::<Self>(x, output_grad)
     }
 
     /// GroupNorm (eps 1e-5, affine) followed by ELU: `x` \[N, C, H, W\], `weight` and `bias` \[C\].
@@ -280,16 +324,29 @@ impl EngineBackend for NdArray {
         cpu::conv3x3_backward(x, weight, output_grad)
     }
 
-    fn conv_transpose2x2(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        cpu::conv_transpose2x2(x, weight)
+    fn conv_transpose2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cpu::conv_transpose2x2(x, weight, bias)
     }
 
     fn conv_transpose2x2_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        cpu::conv_transpose2x2_backward(x, weight, output_grad)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        cpu::conv_transpose2x2_backward(x, weight, bias, output_grad)
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cpu::max_pool(x)
+    }
+
+    fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        cpu::max_pool_backward(x, output_grad)
     }
 
     fn group_norm_elu(

@@ -105,12 +105,14 @@ fn input_tile_row_generic(
         let (t0, rest) = terms.split_at_mut(tiles_x);
         let (t1, rest) = rest.split_at_mut(tiles_x);
         let (t2, t3) = rest.split_at_mut(tiles_x);
-        let (e0, e1, o0, o1) = (&even[..tiles_x], &even[1..=tiles_x], &odd[..tiles_x], &odd[1..=tiles_x]);
-        for i in 0..tiles_x {
-            t0[i] = e0[i] - e1[i];
-            t1[i] = o0[i] + e1[i];
-            t2[i] = e1[i] - o0[i];
-            t3[i] = o0[i] - o1[i];
+        // Zipped, not indexed: with indices the loop stayed scalar (a fifth of the transform).
+        let columns = even.iter().zip(&even[1..]).zip(odd.iter().zip(&odd[1..]));
+        let targets = t0.iter_mut().zip(t1.iter_mut()).zip(t2.iter_mut().zip(t3.iter_mut()));
+        for (((t0, t1), (t2, t3)), ((e0, e1), (o0, o1))) in targets.zip(columns) {
+            *t0 = e0 - e1;
+            *t1 = o0 + e1;
+            *t2 = e1 - o0;
+            *t3 = o0 - o1;
         }
     }
     // Columns: B^T applied across the 4 rows, term by term.

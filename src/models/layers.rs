@@ -187,8 +187,7 @@ impl<B: EngineBackend> UpConv2x2<B> {
     /// # Shapes
     /// - `x`: \[N, c_in, H, W\] -> \[N, c_out, 2H, 2W\]
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = kernels::conv_transpose2x2(x, self.weight.val());
-        add_channel_bias(y, self.bias.val())
+        kernels::conv_transpose2x2(x, self.weight.val(), self.bias.val())
     }
 }
 
@@ -351,9 +350,12 @@ impl<B: EngineBackend> ConvBlock<B> {
     }
 }
 
-/// 2x2 max pooling with stride 2.
-pub fn max_pool2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    burn::tensor::module::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+/// 2x2 max pooling with stride 2, through the backend's hook.
+///
+/// # Shapes
+/// - `x`: \[N, C, H, W\] -> \[N, C, H/2, W/2\] (rounded down)
+pub fn max_pool2<B: EngineBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    kernels::max_pool2x2(x)
 }
 
 /// Adds a per-channel bias [C] to [N, C, H, W].

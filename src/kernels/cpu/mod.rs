@@ -9,7 +9,8 @@
 //!   weight gradient is taken in the Winograd domain (16 GEMMs over the tiles of the
 //!   transformed input and the transformed output gradient);
 //! - the 2x2 stride-2 transposed convolution has no overlap between output pixels, so it is one
-//!   GEMM followed by a scatter (and its gradients a gather followed by GEMMs).
+//!   GEMM followed by a scatter (and its gradients a gather followed by GEMMs);
+//! - GroupNorm + ELU, the 1x1 layers and the 2x2 max pooling are fused passes of their own.
 //!
 //! Tensors are read as contiguous row-major NCHW f32 (copied first only when a view is
 //! strided); anything else (another float dtype) takes burn's generic path.
@@ -18,6 +19,7 @@ mod conv_transpose;
 mod gemm;
 mod group_norm;
 pub mod host;
+mod max_pool;
 mod pointwise;
 mod winograd;
 mod winograd_grad;
@@ -32,13 +34,14 @@ use rayon::prelude::*;
 
 pub use conv_transpose::up_conv2x2;
 pub use group_norm::{fused_group_norm_elu, fused_group_norm_elu_backward};
+pub use max_pool::{max_pool2x2, max_pool2x2_backward};
 pub use pointwise::{pointwise_gemm, pointwise_gemm_backward};
-pub use winograd::winograd_conv3x3;
+pub use winograd::{winograd_conv3x3, winograd_conv3x3_input_grad};
 
-use super::{conv3x3_options, up2x2_options, Activation};
+use super::{conv3x3_options, max_pool2x2_backward_composed, simd, up2x2_options, Activation};
 use conv_transpose::up2x2_gather;
 use gemm::{matmul, transpose, Mat};
-use winograd_grad::{conv3x3_weight_grad, flip_transpose};
+use winograd_grad::conv3x3_weight_grad;
 
 type Cpu = NdArray;
 
@@ -116,8 +119,7 @@ pub fn conv3x3_backward(
         (Some(([n, c, h, w], xd)), Some(([k, wc, 3, 3], wd)), Some((gs, gd)))
             if wc == c && gs == [n, k, h, w] =>
         {
-            let flipped = flip_transpose(&wd, k, c);
-            let grad_x = winograd_conv3x3(&gd, [n, k, h, w], &flipped, c);
+            let grad_x = winograd_conv3x3_input_grad(&gd, [n, k, h, w], &wd, c);
             let grad_w = conv3x3_weight_grad(&xd, [n, c, h, w], &gd, k);
             Some((tensor(&[n, c, h, w], grad_x), tensor(&[k, c, 3, 3], grad_w)))
         }
@@ -136,26 +138,32 @@ pub fn conv3x3_backward(
 }
 
 /// [`super::EngineBackend::conv_transpose2x2`] for the CPU backend.
-pub fn conv_transpose2x2(x: FloatTensor<Cpu>, weight: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+pub fn conv_transpose2x2(
+    x: FloatTensor<Cpu>,
+    weight: FloatTensor<Cpu>,
+    bias: FloatTensor<Cpu>,
+) -> FloatTensor<Cpu> {
     let output = match (nchw(&x), nchw(&weight)) {
-        (Some((dims, xd)), Some(([c, o, 2, 2], wd))) if c == dims[1] => {
-            let data = up_conv2x2(&xd, dims, &wd, o);
-            Some(tensor(&[dims[0], o, 2 * dims[2], 2 * dims[3]], data))
-        }
+        (Some((dims, xd)), Some(([c, o, 2, 2], wd))) if c == dims[1] => vector(&bias, o).map(|bd| {
+            let data = up_conv2x2(&xd, dims, &wd, &bd);
+            tensor(&[dims[0], o, 2 * dims[2], 2 * dims[3]], data)
+        }),
         _ => None,
     };
-    output.unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::conv_transpose2d(x, weight, None, up2x2_options()))
+    output
+        .unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::conv_transpose2d(x, weight, Some(bias), up2x2_options()))
 }
 
 /// [`super::EngineBackend::conv_transpose2x2_backward`] for the CPU backend.
 pub fn conv_transpose2x2_backward(
     x: FloatTensor<Cpu>,
     weight: FloatTensor<Cpu>,
+    bias: FloatTensor<Cpu>,
     grad: FloatTensor<Cpu>,
-) -> (FloatTensor<Cpu>, FloatTensor<Cpu>) {
+) -> (FloatTensor<Cpu>, FloatTensor<Cpu>, FloatTensor<Cpu>) {
     let fast = match (nchw(&x), nchw(&weight), nchw(&grad)) {
         (Some(([n, c, h, w], xd)), Some(([wc, o, 2, 2], wd)), Some((gs, gd)))
-            if wc == c && gs == [n, o, 2 * h, 2 * w] =>
+            if wc == c && gs == [n, o, 2 * h, 2 * w] && vector(&bias, o).is_some() =>
         {
             let hw = h * w;
             let gathered = up2x2_gather(&gd, [n, o, h, w]);
@@ -197,7 +205,8 @@ pub fn conv_transpose2x2_backward(
                 }
             }
             transpose(&grad_w_t, 4 * o, c, &mut grad_w);
-            Some((tensor(&[n, c, h, w], grad_x), tensor(&[c, o, 2, 2], grad_w)))
+            let grad_b = channel_sums(&gd, o, 4 * h * w);
+            Some((tensor(&[n, c, h, w], grad_x), tensor(&[c, o, 2, 2], grad_w), tensor(&[o], grad_b)))
         }
         _ => None,
     };
@@ -207,10 +216,41 @@ pub fn conv_transpose2x2_backward(
             grad.clone(),
             up2x2_options(),
         );
+        let grad_b = <Cpu as ModuleOps<Cpu>>::conv_transpose2d_bias_backward(x.clone(), bias, grad.clone());
         let grad_w =
             <Cpu as ModuleOps<Cpu>>::conv_transpose2d_weight_backward(x, weight, grad, up2x2_options());
-        (grad_x, grad_w)
+        (grad_x, grad_w, grad_b)
     })
+}
+
+/// The sum over N, H and W of each channel of `x` [N, channels, H, W] with planes of `plane`
+/// values (the gradient of a per-channel bias).
+fn channel_sums(x: &[f32], channels: usize, plane: usize) -> Vec<f32> {
+    let plane_sums: Vec<f64> =
+        x.par_chunks(plane.max(1)).map(|values| simd::sum_and_squares(values).0).collect();
+    let mut sums = vec![0.0f64; channels];
+    for (index, sum) in plane_sums.iter().enumerate() {
+        sums[index % channels] += sum;
+    }
+    sums.into_iter().map(|sum| sum as f32).collect()
+}
+
+/// [`super::EngineBackend::max_pool2x2`] for the CPU backend.
+pub fn max_pool(x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+    let output =
+        nchw(&x).map(|([n, c, h, w], xd)| tensor(&[n, c, h / 2, w / 2], max_pool2x2(&xd, [n, c, h, w])));
+    output.unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false))
+}
+
+/// [`super::EngineBackend::max_pool2x2_backward`] for the CPU backend.
+pub fn max_pool_backward(x: FloatTensor<Cpu>, grad: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+    let fast = match (nchw(&x), nchw(&grad)) {
+        (Some((dims @ [n, c, h, w], xd)), Some((gs, gd))) if gs == [n, c, h / 2, w / 2] => {
+            Some(tensor(&dims, max_pool2x2_backward(&xd, dims, &gd)))
+        }
+        _ => None,
+    };
+    fast.unwrap_or_else(|| max_pool2x2_backward_composed::<Cpu>(x, grad))
 }
 
 /// [`super::EngineBackend::group_norm_elu`] for the CPU backend.

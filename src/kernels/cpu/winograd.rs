@@ -14,20 +14,26 @@ use crate::kernels::simd;
 /// next one: a fresh buffer of that size costs a page fault per 4 KiB and a full memset.
 pub(super) struct Scratch;
 
+/// A thread's kept buffer for [`Scratch`].
+pub(super) type ScratchSlot = std::thread::LocalKey<RefCell<Vec<f32>>>;
+
 thread_local! {
     static INPUT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PRODUCT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BLOCK_INPUT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BLOCK_PRODUCT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Scratch {
     /// A buffer of `len` floats (their values are whatever the last use left).
-    fn take(slot: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, len: usize) -> Vec<f32> {
+    pub(super) fn take(slot: &'static ScratchSlot, len: usize) -> Vec<f32> {
         let mut buffer = slot.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
         buffer.resize(len, 0.0);
         buffer
     }
 
-    fn give_back(slot: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, buffer: Vec<f32>) {
+    /// Keeps `buffer` for the thread's next [`Scratch::take`] from `slot`.
+    pub(super) fn give_back(slot: &'static ScratchSlot, buffer: Vec<f32>) {
         slot.with(|cell| {
             let mut kept = cell.borrow_mut();
             if buffer.capacity() > kept.capacity() {
@@ -105,6 +111,55 @@ pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     u
 }
 
+/// The 16 transformed kernels of a convolution as the left operands of its 16 GEMMs, `A_e`
+/// [outputs][inputs]: the forward convolution's `U_e`, or the input gradient's kernel read from
+/// the same `U` (no flipped copy of the weights, no second transform, one cache entry).
+pub(super) struct WinogradKernels {
+    /// `U = G g G^T` of the forward kernels `g` [K][C], stored [16][K][C].
+    u: Arc<Vec<f32>>,
+    k: usize,
+    c: usize,
+    /// Whether these are the kernels of the input gradient: `g` flipped in space with its
+    /// channels swapped, [C][K].
+    flipped: bool,
+}
+
+impl WinogradKernels {
+    /// The kernels of the convolution with `weight` [K, C, 3, 3].
+    pub(super) fn forward(weight: &[f32], k: usize, c: usize) -> Self {
+        Self { u: transformed_weights(weight, k, c), k, c, flipped: false }
+    }
+
+    /// The kernels of the convolution with `weight` [K, C, 3, 3] flipped in space and its
+    /// channels swapped ([C, K, 3, 3]): the input gradient of the forward convolution.
+    pub(super) fn input_gradient(weight: &[f32], k: usize, c: usize) -> Self {
+        Self { flipped: true, ..Self::forward(weight, k, c) }
+    }
+
+    /// Output channels of the convolution.
+    fn outputs(&self) -> usize {
+        if self.flipped {
+            self.c
+        } else {
+            self.k
+        }
+    }
+
+    /// `A_e`, [outputs][inputs].
+    fn term(&self, e: usize) -> Mat {
+        let (k, c) = (self.k, self.c);
+        if !self.flipped {
+            return Mat { ptr: self.u.as_ptr().wrapping_add(e * k * c), row: c as isize, col: 1 };
+        }
+        // Flipping g reverses G's columns, which is G with rows 0 and 3 swapped (rows 1 and 2
+        // are symmetric), so G flip(g) G^T is U with terms 0 and 3 swapped along both axes; the
+        // swapped channels transpose each term.
+        const SWAP: [usize; 4] = [3, 1, 2, 0];
+        let source = SWAP[e / 4] * 4 + SWAP[e % 4];
+        Mat { ptr: self.u.as_ptr().wrapping_add(source * k * c), row: 1, col: c as isize }
+    }
+}
+
 /// Tiles per layer (all images together) from which [`winograd_conv3x3`] works a few tile rows
 /// at a time: the transformed inputs of a whole 128x128 layer, or of four 64x64 ones (tens of
 /// MB), would not stay in cache.
@@ -116,11 +171,21 @@ pub(super) const TILES_PER_BLOCK: usize = 64;
 
 /// 3x3 convolution, stride 1, zero padding 1, of `x` [N, C, H, W] with `weight` [K, C, 3, 3].
 pub fn winograd_conv3x3(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
+    winograd_with(x, dims, &WinogradKernels::forward(weight, k, dims[1]))
+}
+
+/// The input gradient of [`winograd_conv3x3`]: `grad` [N, K, H, W] convolved with `weight`
+/// [K, C, 3, 3] flipped in space and its channels swapped -> [N, C, H, W].
+pub fn winograd_conv3x3_input_grad(grad: &[f32], dims: [usize; 4], weight: &[f32], c: usize) -> Vec<f32> {
+    winograd_with(grad, dims, &WinogradKernels::input_gradient(weight, dims[1], c))
+}
+
+fn winograd_with(x: &[f32], dims: [usize; 4], kernels: &WinogradKernels) -> Vec<f32> {
     let [n, _, h, w] = dims;
     if n * h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES {
-        winograd_blocked(x, dims, weight, k, TILES_PER_BLOCK)
+        winograd_blocked(x, dims, kernels, TILES_PER_BLOCK)
     } else {
-        winograd_whole(x, dims, weight, k)
+        winograd_whole(x, dims, kernels)
     }
 }
 
@@ -129,26 +194,18 @@ pub fn winograd_conv3x3(x: &[f32], dims: [usize; 4], weight: &[f32], k: usize) -
 pub(super) fn winograd_blocked(
     x: &[f32],
     [n, c, h, w]: [usize; 4],
-    weight: &[f32],
-    k: usize,
+    kernels: &WinogradKernels,
     target_tiles: usize,
 ) -> Vec<f32> {
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let rows_per_block = (target_tiles / tiles_x).clamp(1, tiles_y);
     let blocks_per_image = tiles_y.div_ceil(rows_per_block);
-    let u = transformed_weights(weight, k, c);
+    let k = kernels.outputs();
     let mut out = vec![0.0f32; n * k * h * w];
     let out_ptr = SharedMut(out.as_mut_ptr());
     (0..n * blocks_per_image).into_par_iter().for_each_init(
-        || {
-            (
-                Vec::<f32>::new(),
-                Vec::<f32>::new(),
-                simd::InputScratch::new(tiles_x),
-                vec![0.0f32; 12 * tiles_x],
-            )
-        },
-        |(v, m, scratch, out_scratch), task| {
+        || (simd::InputScratch::new(tiles_x), vec![0.0f32; 12 * tiles_x]),
+        |(scratch, out_scratch), task| {
             // Captures the whole Send wrapper, not its raw-pointer field (edition 2021
             // closures capture fields separately).
             #[allow(clippy::redundant_locals)]
@@ -157,19 +214,22 @@ pub(super) fn winograd_blocked(
             let ty0 = block * rows_per_block;
             let rows = rows_per_block.min(tiles_y - ty0);
             let pb = rows * tiles_x;
-            // V [16][C][pb] and M [16][K][pb]: each term's matrix is contiguous.
-            v.resize(16 * c * pb, 0.0);
-            m.resize(16 * k * pb, 0.0);
-            transform_tile_rows(x, [n, c, h, w], ni, ty0..ty0 + rows, scratch, v, pb, c * pb);
+            // V [16][C][pb] and M [16][K][pb]: each term's matrix is contiguous. Kept by the
+            // thread from task to task: rayon calls `for_each_init`'s init once per job it
+            // splits off, and fresh buffers cost a memset each (3% of a 128x128 step).
+            let most_tiles = rows_per_block * tiles_x;
+            let mut v = Scratch::take(&BLOCK_INPUT_SCRATCH, 16 * c * most_tiles);
+            let mut m = Scratch::take(&BLOCK_PRODUCT_SCRATCH, 16 * k * most_tiles);
+            transform_tile_rows(x, [n, c, h, w], ni, ty0..ty0 + rows, scratch, &mut v, pb, c * pb);
             for e in 0..16 {
-                // SAFETY: U_e is k x c, V_e is c x pb and M_e is k x pb, all contiguous and
-                // inside their buffers; M does not alias U or V.
+                // SAFETY: A_e is k x c inside U, V_e is c x pb and M_e is k x pb, contiguous
+                // and inside their buffers; M does not alias U or V.
                 unsafe {
                     matmul(
                         k,
                         pb,
                         c,
-                        Mat { ptr: u.as_ptr().add(e * k * c), row: c as isize, col: 1 },
+                        kernels.term(e),
                         Mat { ptr: v.as_ptr().add(e * c * pb), row: pb as isize, col: 1 },
                         m.as_mut_ptr().add(e * k * pb),
                         pb as isize,
@@ -195,6 +255,8 @@ pub(super) fn winograd_blocked(
                     );
                 }
             }
+            Scratch::give_back(&BLOCK_INPUT_SCRATCH, v);
+            Scratch::give_back(&BLOCK_PRODUCT_SCRATCH, m);
         },
     );
     out
@@ -202,7 +264,8 @@ pub(super) fn winograd_blocked(
 
 /// Winograd over the whole layer at once: one transform pass, 16 large GEMMs (one per task),
 /// one inverse pass. Better than blocking while the layer is small.
-pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], k: usize) -> Vec<f32> {
+pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &WinogradKernels) -> Vec<f32> {
+    let k = kernels.outputs();
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let tiles = tiles_y * tiles_x;
     let p = n * tiles;
@@ -210,22 +273,21 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32]
     let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * p);
     transform_inputs(x, [n, c, h, w], &mut v);
 
-    // M_e = U_e V_e for the 16 tile positions e; M stored [K][16][P].
-    let u = transformed_weights(weight, k, c);
+    // M_e = A_e V_e for the 16 tile positions e; M stored [K][16][P].
     let mut m = Scratch::take(&PRODUCT_SCRATCH, k * 16 * p);
     let m_ptr = SharedMut(m.as_mut_ptr());
     (0..16).into_par_iter().for_each(|e| {
         // Captures the whole Send wrapper, not its raw-pointer field.
         #[allow(clippy::redundant_locals)]
         let m_ptr = m_ptr;
-        // SAFETY: U_e is k x c contiguous, V_e is c x p with row stride 16p, and each e writes
+        // SAFETY: A_e is k x c inside U, V_e is c x p with row stride 16p, and each e writes
         // its own rows of M (offset e * p within every k block).
         unsafe {
             matmul(
                 k,
                 p,
                 c,
-                Mat { ptr: u.as_ptr().add(e * k * c), row: c as isize, col: 1 },
+                kernels.term(e),
                 Mat { ptr: v.as_ptr().add(e * p), row: (16 * p) as isize, col: 1 },
                 m_ptr.0.add(e * p),
                 (16 * p) as isize,

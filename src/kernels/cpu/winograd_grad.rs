@@ -1,28 +1,15 @@
-//! The 3x3 convolution's gradients. The input gradient is the same Winograd convolution with
-//! the kernel flipped and transposed. The weight gradient is taken in the Winograd domain: the
-//! forward is `Y = A^T [sum_c (G g G^T) . (B^T d B)] A` per tile, so
+//! The 3x3 convolution's weight gradient, taken in the Winograd domain (its input gradient is
+//! the same Winograd convolution with the kernel flipped and transposed:
+//! [`super::winograd::winograd_conv3x3_input_grad`]). The forward is
+//! `Y = A^T [sum_c (G g G^T) . (B^T d B)] A` per tile, so
 //! `dg = G^T [sum_tiles (A dY A^T) . (B^T d B)] G`, 16 GEMMs of C x K over the tiles, which do
 //! 2.25 times fewer multiplications than the GEMM over the im2col matrix, and never build it.
 
 use rayon::prelude::*;
 
 use super::gemm::{matmul, transpose, Mat};
-use super::winograd::transform_tile_rows;
+use super::winograd::{transform_tile_rows, Scratch};
 use crate::kernels::simd::{self, multiversion};
-
-/// The kernel of the input gradient: flipped in space, input and output channels swapped.
-/// [K, C, 3, 3] -> [C, K, 3, 3].
-pub(super) fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
-    let mut flipped = vec![0.0f32; c * k * 9];
-    for ki in 0..k {
-        for ci in 0..c {
-            for tap in 0..9 {
-                flipped[(ci * k + ki) * 9 + (8 - tap)] = weight[(ki * c + ci) * 9 + tap];
-            }
-        }
-    }
-    flipped
-}
 
 /// Floats of transformed inputs and output gradients one block of tiles of the weight gradient
 /// may hold (512 KiB): the block's transforms are written and read by its GEMMs while in L2.
@@ -33,6 +20,11 @@ const BLOCK_FLOATS: usize = 128 * 1024;
 /// Tiles a block of the weight gradient holds at least, whatever [`BLOCK_FLOATS`] allows: they
 /// are the depth of its GEMMs, which spend more on packing than on arithmetic when short.
 const MIN_TILES_PER_BLOCK: usize = 256;
+
+thread_local! {
+    static INPUT_TRANSFORMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static GRADIENT_TRANSFORMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Gradient of the 3x3 convolution's weight (stride 1, zero padding 1) of `x` [N, C, H, W]
 /// given the output's gradient `grad` [N, K, H, W]. Returns [K, C, 3, 3].
@@ -71,8 +63,10 @@ pub(super) fn weight_grad_in_blocks(
         .into_par_iter()
         .map(|run| {
             let mut sum = vec![0.0f32; 16 * c * k];
-            let mut v = Vec::new();
-            let mut dm = Vec::new();
+            // Kept by the thread from layer to layer (fresh, each cost a memset).
+            let most_tiles = rows_per_block * tiles_x;
+            let mut v = Scratch::take(&INPUT_TRANSFORMS, 16 * c * most_tiles);
+            let mut dm = Scratch::take(&GRADIENT_TRANSFORMS, most_tiles * 16 * k);
             let mut input_scratch = simd::InputScratch::new(tiles_x);
             let mut grad_scratch = vec![0.0f32; 8 * k];
             let zeros = vec![0.0f32; k];
@@ -80,8 +74,6 @@ pub(super) fn weight_grad_in_blocks(
                 let (ni, ty0) = (block / blocks_per_image, block % blocks_per_image * rows_per_block);
                 let rows = rows_per_block.min(tiles_y - ty0);
                 let pb = rows * tiles_x;
-                v.resize(16 * c * pb, 0.0);
-                dm.resize(pb * 16 * k, 0.0);
                 let tile_rows = ty0..ty0 + rows;
                 transform_tile_rows(x, [n, c, h, w], ni, tile_rows, &mut input_scratch, &mut v, 16 * pb, pb);
                 let image = &channels_last[ni * h * w * k..(ni + 1) * h * w * k];
@@ -107,6 +99,8 @@ pub(super) fn weight_grad_in_blocks(
                     }
                 }
             }
+            Scratch::give_back(&INPUT_TRANSFORMS, v);
+            Scratch::give_back(&GRADIENT_TRANSFORMS, dm);
             sum
         })
         .collect();

@@ -46,8 +46,19 @@ fn atheria_binary() -> PathBuf {
     binary
 }
 
+/// A fresh, empty directory: `$TMPDIR/atheria-tests/<pid>/browser-<name>`, the engine tests'
+/// layout; the first call removes what runs that are no longer alive left there.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("atheria-browser-{}-{name}", std::process::id()));
+    let root = std::env::temp_dir().join("atheria-tests");
+    // Where there is no /proc to tell live runs from dead ones, nothing is removed.
+    let entries = std::fs::read_dir(&root).into_iter().flatten().flatten();
+    for entry in entries.filter(|_| std::path::Path::new("/proc/self").exists()) {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !std::path::Path::new("/proc").join(&pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(std::process::id().to_string()).join(format!("browser-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

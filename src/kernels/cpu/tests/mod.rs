@@ -8,7 +8,7 @@
 //! tuned to one machine's rounding. Each test also shows that a kernel with a real mistake
 //! (the mistake's exact result, rounded to f32) fails its bound.
 
-use super::winograd::winograd_blocked;
+use super::winograd::{winograd_blocked, WinogradKernels};
 use super::winograd_grad::weight_grad_in_blocks;
 use super::*;
 use crate::kernels::isa::{self, SimdPath};
@@ -66,6 +66,7 @@ fn rounded(values: &[f64]) -> Vec<f32> {
 
 mod conv_transpose;
 mod group_norm;
+mod max_pool;
 mod pointwise;
 mod winograd;
 

@@ -197,7 +197,8 @@ fn winograd_matches_the_definition_including_odd_sizes() {
                 .unwrap_or_else(|e| panic!("{path}, {dims:?} k {k}: {e}"));
             // The blocked path, with blocks of one tile row, of several, and of everything.
             for tiles in [1, 8, 4096] {
-                within(&winograd_blocked(x, dims, weight, k, tiles), exact, bound)
+                let kernels = WinogradKernels::forward(weight, k, dims[1]);
+                within(&winograd_blocked(x, dims, &kernels, tiles), exact, bound)
                     .unwrap_or_else(|e| panic!("{path}, {dims:?} k {k} blocks of {tiles}: {e}"));
             }
         }
@@ -271,9 +272,13 @@ fn convolution_gradients_match_the_exact_derivatives() {
             .map(|m| (tiles + DEPTH) * EPS * m)
             .collect();
         on_every_path(|path| {
-            let grad_x = winograd_conv3x3(&grad, [n, k, h, w], &flipped, c);
+            let grad_x = winograd_conv3x3_input_grad(&grad, [n, k, h, w], &weight, c);
             within(&grad_x, &exact_x, &bound_x)
                 .unwrap_or_else(|e| panic!("{path} {dims:?}, input gradient: {e}"));
+            let kernels = WinogradKernels::input_gradient(&weight, k, c);
+            let blocked = winograd_blocked(&grad, [n, k, h, w], &kernels, 1);
+            within(&blocked, &exact_x, &bound_x)
+                .unwrap_or_else(|e| panic!("{path} {dims:?}, input gradient in blocks: {e}"));
             let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
             within(&grad_w, &exact_w, &bound_w)
                 .unwrap_or_else(|e| panic!("{path} {dims:?}, weight gradient: {e}"));
@@ -301,4 +306,18 @@ fn transpose_swaps_rows_and_columns() {
             assert_eq!(out[j * rows + i], a[i * cols + j]);
         }
     }
+}
+
+/// The kernel of the input gradient, by its definition: flipped in space, input and output
+/// channels swapped. [K, C, 3, 3] -> [C, K, 3, 3].
+fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
+    let mut flipped = vec![0.0f32; c * k * 9];
+    for ki in 0..k {
+        for ci in 0..c {
+            for tap in 0..9 {
+                flipped[(ci * k + ki) * 9 + (8 - tap)] = weight[(ki * c + ci) * 9 + tap];
+            }
+        }
+    }
+    flipped
 }
