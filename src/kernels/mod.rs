@@ -213,7 +213,7 @@ pub trait EngineBackend: Backend {
     }
 
     /// Transposed convolution, kernel 2, stride 2, with bias (exact 2x upsampling).
-    /// `x` [N, C, H, W], `weight` [C, O, 2, 2] (PyTorch's layout), `bias` [O] -> [N, O, 2H, 2W].
+    /// `x` [N, C, H, W], `weight` [C, O, 2, 2] (PyTorch's layout), `bias` \[O\] -> [N, O, 2H, 2W].
     fn conv_transpose2x2(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -45,7 +45,7 @@ pub(super) fn up2x2_gather(grad: &[f32], [n, o, h, w]: [usize; 4]) -> Vec<f32> {
 }
 
 /// Transposed convolution, kernel 2, stride 2, with bias: `x` [N, C, H, W], `weight`
-/// [C, O, 2, 2], `bias` [O] -> [N, O, 2H, 2W]. The bias is added in the scatter, which writes
+/// [C, O, 2, 2], `bias` \[O\] -> [N, O, 2H, 2W]. The bias is added in the scatter, which writes
 /// every output anyway (a separate broadcast add was 3% of a 128x128 step).
 pub fn up_conv2x2(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     let (hw, o) = (h * w, bias.len());
