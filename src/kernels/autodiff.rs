@@ -11,6 +11,39 @@ use burn::tensor::ops::FloatTensor;
 
 use super::{Activation, EngineBackend};
 
+/// Runs `forward` on the inner backend as one tracked operation of `N` inputs. When the graph
+/// tracks it, every input is checkpointed and `state` builds the operation's state from their
+/// ids and the output.
+fn tracked<B, C, Op, const N: usize>(
+    op: Op,
+    inputs: [FloatTensor<Autodiff<B, C>>; N],
+    state: impl FnOnce([NodeId; N], &FloatTensor<B>) -> Op::State,
+    forward: impl FnOnce([FloatTensor<B>; N]) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: EngineBackend,
+    C: CheckpointStrategy,
+    Op: Backward<B, N>,
+{
+    let nodes = inputs.each_ref().map(|input| input.node.clone());
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let ids = inputs.each_ref().map(|input| prep.checkpoint(input));
+            let output = forward(inputs.map(|input| input.primitive));
+            prep.finish(state(ids, &output), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(inputs.map(|input| input.primitive))),
+    }
+}
+
+/// The checkpointed inputs, in the order `tracked` took them.
+fn retrieve<B: EngineBackend, const N: usize>(
+    checkpointer: &mut Checkpointer,
+    ids: [NodeId; N],
+) -> [FloatTensor<B>; N] {
+    ids.map(|id| checkpointer.retrieve_node_output(id))
+}
+
 /// Registers each parent's gradient, for the parents that take part in the graph. (`P` is
 /// burn-autodiff's node reference, which the crate does not export by name.)
 fn register<B: EngineBackend, P, const N: usize>(
@@ -31,13 +64,11 @@ fn register<B: EngineBackend, P, const N: usize>(
 struct ConvBackward;
 
 impl<B: EngineBackend> Backward<B, 2> for ConvBackward {
-    type State = (NodeId, NodeId);
+    type State = [NodeId; 2];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        let [x, weight] = retrieve::<B, 2>(checkpointer, ops.state);
         let (grad_x, grad_weight) = B::conv3x3_backward(x, weight, grad);
         register::<B, _, 2>(grads, ops.parents, [grad_x, grad_weight], |node| node.id);
     }
@@ -48,39 +79,13 @@ impl<B: EngineBackend> Backward<B, 2> for ConvBackward {
 struct UpConvBackward;
 
 impl<B: EngineBackend> Backward<B, 3> for UpConvBackward {
-    type State = (NodeId, NodeId, NodeId);
+    type State = [NodeId; 3];
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, bias_state) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
-        let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias_state);
+        let [x, weight, bias] = retrieve::<B, 3>(checkpointer, ops.state);
         let (grad_x, grad_weight, grad_bias) = B::conv_transpose2x2_backward(x, weight, bias, grad);
         register::<B, _, 3>(grads, ops.parents, [grad_x, grad_weight, grad_bias], |node| node.id);
-    }
-}
-
-fn tracked_up_conv<B: EngineBackend, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    weight: FloatTensor<Autodiff<B, C>>,
-    bias: FloatTensor<Autodiff<B, C>>,
-) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = UpConvBackward
-        .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-        .compute_bound()
-        .stateful();
-    match prepared {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            let weight_state = prep.checkpoint(&weight);
-            let bias_state = prep.checkpoint(&bias);
-            let output = B::conv_transpose2x2(x.primitive, weight.primitive, bias.primitive);
-            prep.finish((x_state, weight_state, bias_state), output)
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(B::conv_transpose2x2(x.primitive, weight.primitive, bias.primitive))
-        }
     }
 }
 
@@ -90,24 +95,12 @@ fn tracked_up_conv<B: EngineBackend, C: CheckpointStrategy>(
 struct MaxPoolBackward;
 
 impl<B: EngineBackend> Backward<B, 1> for MaxPoolBackward {
-    type State = NodeId;
+    type State = [NodeId; 1];
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        let [x] = retrieve::<B, 1>(checkpointer, ops.state);
         register::<B, _, 1>(grads, ops.parents, [B::max_pool2x2_backward(x, grad)], |node| node.id);
-    }
-}
-
-fn tracked_max_pool<B: EngineBackend, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-) -> FloatTensor<Autodiff<B, C>> {
-    match MaxPoolBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            prep.finish(x_state, B::max_pool2x2(x.primitive))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(B::max_pool2x2(x.primitive)),
     }
 }
 
@@ -118,107 +111,40 @@ struct GroupNormEluBackward {
 }
 
 impl<B: EngineBackend> Backward<B, 3> for GroupNormEluBackward {
-    type State = (NodeId, NodeId, NodeId);
+    type State = [NodeId; 3];
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, bias_state) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
-        let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias_state);
+        let [x, weight, bias] = retrieve::<B, 3>(checkpointer, ops.state);
         let (grad_x, grad_weight, grad_bias) = B::group_norm_elu_backward(x, weight, bias, self.groups, grad);
         register::<B, _, 3>(grads, ops.parents, [grad_x, grad_weight, grad_bias], |node| node.id);
     }
 }
 
-fn tracked_group_norm_elu<B: EngineBackend, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    weight: FloatTensor<Autodiff<B, C>>,
-    bias: FloatTensor<Autodiff<B, C>>,
-    groups: usize,
-) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = GroupNormEluBackward { groups }
-        .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-        .compute_bound()
-        .stateful();
-    match prepared {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            let weight_state = prep.checkpoint(&weight);
-            let bias_state = prep.checkpoint(&bias);
-            let output = B::group_norm_elu(x.primitive, weight.primitive, bias.primitive, groups);
-            prep.finish((x_state, weight_state, bias_state), output)
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(B::group_norm_elu(x.primitive, weight.primitive, bias.primitive, groups))
-        }
-    }
-}
-
 /// A pointwise layer (1x1 convolution, bias, activation) as one tracked operation. Its
-/// backward step needs the layer's output (the ELU's slope), kept in the state.
+/// backward step needs the layer's output (the ELU's slope), kept in the state; the bias is
+/// not needed.
 #[derive(Debug)]
 struct PointwiseBackward {
     activation: Activation,
 }
 
 impl<B: EngineBackend> Backward<B, 3> for PointwiseBackward {
-    type State = (NodeId, NodeId, FloatTensor<B>);
+    type State = ([NodeId; 2], FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, output) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        let (ids, output) = ops.state;
+        let [x, weight] = retrieve::<B, 2>(checkpointer, ids);
         let (grad_x, grad_weight, grad_bias) =
             B::pointwise_backward(x, weight, output, self.activation, grad);
         register::<B, _, 3>(grads, ops.parents, [grad_x, grad_weight, grad_bias], |node| node.id);
     }
 }
 
-fn tracked_pointwise<B: EngineBackend, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    weight: FloatTensor<Autodiff<B, C>>,
-    bias: FloatTensor<Autodiff<B, C>>,
-    activation: Activation,
-) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = PointwiseBackward { activation }
-        .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-        .compute_bound()
-        .stateful();
-    match prepared {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            let weight_state = prep.checkpoint(&weight);
-            let output = B::pointwise(x.primitive, weight.primitive, bias.primitive, activation);
-            prep.finish((x_state, weight_state, output.clone()), output)
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(B::pointwise(x.primitive, weight.primitive, bias.primitive, activation))
-        }
-    }
-}
-
-fn tracked_conv<B: EngineBackend, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    weight: FloatTensor<Autodiff<B, C>>,
-) -> FloatTensor<Autodiff<B, C>> {
-    let prepared =
-        ConvBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful();
-    match prepared {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            let weight_state = prep.checkpoint(&weight);
-            let output = B::conv3x3(x.primitive, weight.primitive);
-            prep.finish((x_state, weight_state), output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(x.primitive, weight.primitive)),
-    }
-}
-
 impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked_conv::<B, C>(x, weight)
+        tracked::<B, C, _, _>(ConvBackward, [x, weight], |ids, _| ids, |[x, weight]| B::conv3x3(x, weight))
     }
 
     fn conv_transpose2x2(
@@ -226,11 +152,16 @@ impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        tracked_up_conv::<B, C>(x, weight, bias)
+        tracked::<B, C, _, _>(
+            UpConvBackward,
+            [x, weight, bias],
+            |ids, _| ids,
+            |[x, weight, bias]| B::conv_transpose2x2(x, weight, bias),
+        )
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked_max_pool::<B, C>(x)
+        tracked::<B, C, _, _>(MaxPoolBackward, [x], |ids, _| ids, |[x]| B::max_pool2x2(x))
     }
 
     fn group_norm_elu(
@@ -239,7 +170,12 @@ impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        tracked_group_norm_elu::<B, C>(x, weight, bias, groups)
+        tracked::<B, C, _, _>(
+            GroupNormEluBackward { groups },
+            [x, weight, bias],
+            |ids, _| ids,
+            |[x, weight, bias]| B::group_norm_elu(x, weight, bias, groups),
+        )
     }
 
     fn pointwise(
@@ -248,7 +184,12 @@ impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         activation: Activation,
     ) -> FloatTensor<Self> {
-        tracked_pointwise::<B, C>(x, weight, bias, activation)
+        tracked::<B, C, _, _>(
+            PointwiseBackward { activation },
+            [x, weight, bias],
+            |[x, weight, _bias], output| ([x, weight], output.clone()),
+            |[x, weight, bias]| B::pointwise(x, weight, bias, activation),
+        )
     }
 
     fn engine_name() -> &'static str {
