@@ -134,7 +134,12 @@ pub(crate) fn up2x2_options() -> ConvTransposeOptions<2> {
     ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1)
 }
 
-/// The gradient of 2x2 max pooling for `x`, from burn's pooling with indices (any backend).
+/// 2x2 max pooling, stride 2, no padding, from burn's pooling (any backend).
+pub(crate) fn max_pool2x2_composed<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+}
+
+/// The gradient of [`max_pool2x2_composed`] for `x`, from burn's pooling with indices.
 pub(crate) fn max_pool2x2_backward_composed<B: Backend>(
     x: FloatTensor<B>,
     output_grad: FloatTensor<B>,
@@ -237,7 +242,7 @@ pub trait EngineBackend: Backend {
 
     /// 2x2 max pooling, stride 2: `x` \[N, C, H, W\] -> \[N, C, H/2, W/2\] (rounded down).
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+        max_pool2x2_composed::<Self>(x)
     }
 
     /// Gradient of [`max_pool2x2`](Self::max_pool2x2) for `x`, given the output's gradient.

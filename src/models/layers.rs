@@ -350,14 +350,6 @@ impl<B: EngineBackend> ConvBlock<B> {
     }
 }
 
-/// 2x2 max pooling with stride 2, through the backend's hook.
-///
-/// # Shapes
-/// - `x`: \[N, C, H, W\] -> \[N, C, H/2, W/2\] (rounded down)
-pub fn max_pool2<B: EngineBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    kernels::max_pool2x2(x)
-}
-
 /// Adds a per-channel bias [C] to [N, C, H, W].
 fn add_channel_bias<B: Backend>(x: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
     let channels = bias.dims()[0];

@@ -16,11 +16,11 @@ use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::layers::{max_pool2, Conv1x1, Conv3x3, ConvBlock, NormKind, UpConv2x2};
+use super::layers::{Conv1x1, Conv3x3, ConvBlock, NormKind, UpConv2x2};
 use super::params::{Init, ParamSource};
 use super::{Architecture, Memory};
 use crate::error::Result;
-use crate::kernels::EngineBackend;
+use crate::kernels::{max_pool2x2, EngineBackend};
 
 /// Standard deviation of `outc`'s initial weights: the untrained law starts near zero.
 const OUTC_INIT_STD: f64 = 1e-5;
@@ -89,8 +89,8 @@ impl<B: EngineBackend> UNet<B> {
     /// - `x`: \[N, 2d, H, W\] -> \[N, 2d, H, W\]; memory \[N, 4h, H/4, W/4\] each
     pub fn forward(&self, x: Tensor<B, 4>, memory: Option<Memory<B>>) -> (Tensor<B, 4>, Option<Memory<B>>) {
         let x1 = self.inc.forward(x);
-        let x2 = self.down1.forward(max_pool2(x1.clone()));
-        let x3 = self.down2.forward(max_pool2(x2.clone()));
+        let x2 = self.down1.forward(max_pool2x2(x1.clone()));
+        let x3 = self.down2.forward(max_pool2x2(x2.clone()));
         let (bottom, memory) = match &self.conv_gates {
             Some(gates) => {
                 let memory =

@@ -13,6 +13,7 @@ mod observables;
 mod parallel;
 mod pictures;
 mod pytorch_reference;
+mod scratch_dir;
 mod serve;
 mod sparse;
 mod support;

@@ -38,7 +38,9 @@ pub use max_pool::{max_pool2x2, max_pool2x2_backward};
 pub use pointwise::{pointwise_gemm, pointwise_gemm_backward};
 pub use winograd::{winograd_conv3x3, winograd_conv3x3_input_grad};
 
-use super::{conv3x3_options, max_pool2x2_backward_composed, simd, up2x2_options, Activation};
+use super::{
+    conv3x3_options, max_pool2x2_backward_composed, max_pool2x2_composed, simd, up2x2_options, Activation,
+};
 use conv_transpose::up2x2_gather;
 use gemm::{matmul, transpose, Mat};
 use winograd_grad::conv3x3_weight_grad;
@@ -225,7 +227,7 @@ pub fn conv_transpose2x2_backward(
 
 /// The sum over N, H and W of each channel of `x` [N, channels, H, W] with planes of `plane`
 /// values (the gradient of a per-channel bias).
-fn channel_sums(x: &[f32], channels: usize, plane: usize) -> Vec<f32> {
+pub(super) fn channel_sums(x: &[f32], channels: usize, plane: usize) -> Vec<f32> {
     let plane_sums: Vec<f64> =
         x.par_chunks(plane.max(1)).map(|values| simd::sum_and_squares(values).0).collect();
     let mut sums = vec![0.0f64; channels];
@@ -239,7 +241,7 @@ fn channel_sums(x: &[f32], channels: usize, plane: usize) -> Vec<f32> {
 pub fn max_pool(x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
     let output =
         nchw(&x).map(|([n, c, h, w], xd)| tensor(&[n, c, h / 2, w / 2], max_pool2x2(&xd, [n, c, h, w])));
-    output.unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false))
+    output.unwrap_or_else(|| max_pool2x2_composed::<Cpu>(x))
 }
 
 /// [`super::EngineBackend::max_pool2x2_backward`] for the CPU backend.

@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::channel_sums;
 use super::gemm::{matmul, transpose, Mat, SharedMut};
 use crate::kernels::{simd, Activation};
 
@@ -84,9 +85,7 @@ pub fn pointwise_gemm_backward(
             dz.into()
         }
     };
-    let row_sums: Vec<f64> = dz.par_chunks(hw).map(|row| simd::sum_and_squares(row).0).collect();
-    let grad_bias: Vec<f32> =
-        (0..k).map(|row| (0..n).map(|image| row_sums[image * k + row]).sum::<f64>() as f32).collect();
+    let grad_bias = channel_sums(&dz, k, hw);
     let mut grad_x = vec![0.0f32; n * c * hw];
     let mut grad_weight = vec![0.0f32; k * c];
     let mut x_transposed = vec![0.0f32; hw * c];

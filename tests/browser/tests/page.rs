@@ -20,6 +20,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "../../engine/scratch_dir.rs"]
+mod scratch_dir;
+use scratch_dir::scratch;
+
 /// A child process killed when dropped.
 struct Process(Child);
 
@@ -44,24 +48,6 @@ fn atheria_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// A fresh, empty directory: `$TMPDIR/atheria-tests/<pid>/browser-<name>`, the engine tests'
-/// layout; the first call removes what runs that are no longer alive left there.
-fn scratch(name: &str) -> PathBuf {
-    let root = std::env::temp_dir().join("atheria-tests");
-    // Where there is no /proc to tell live runs from dead ones, nothing is removed.
-    let entries = std::fs::read_dir(&root).into_iter().flatten().flatten();
-    for entry in entries.filter(|_| std::path::Path::new("/proc/self").exists()) {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !std::path::Path::new("/proc").join(&pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let dir = root.join(std::process::id().to_string()).join(format!("browser-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// `atheria serve` on a free loopback port: the process and the port.
@@ -197,7 +183,7 @@ impl Probe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_lab_in_a_real_browser() {
-    let dir = scratch("page");
+    let dir = scratch("browser-page");
     let (_server, port) = serve(&dir);
     let (_driver, driver_url) = chromedriver();
     let client = browser(&driver_url, &dir.join("profile")).await;
