@@ -9,6 +9,7 @@
 mod autodiff;
 pub mod cpu;
 pub mod isa;
+mod math_f64;
 mod pointwise;
 pub mod reference;
 mod simd;
@@ -18,10 +19,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
 
+pub(crate) use math_f64::{ln_f64, sin_cos_f64};
 pub use pointwise::{pointwise, Activation};
 pub(crate) use pointwise::{pointwise_backward_composed, pointwise_composed};
 use reference::{elu, group_norm, group_standardize};
-pub(crate) use simd::sin_cos_f64;
+pub(crate) use simd::multiversion;
 
 /// 3x3 convolution, padding 1, no bias, through the backend's hook.
 ///

@@ -341,74 +341,6 @@ fn combine_in_place_generic(values: &mut [f32], x: &[f32], a: f32, b: f32, c: f3
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Sine and cosine in f64
-
-/// Where [`sin_cos_f64`]'s own reduction holds: `|x| <= 2^19 pi/2`, so that `q pi/2` with the
-/// 33-bit leading part of pi/2 is exact.
-const SIN_COS_REACH: f64 = 823_549.6;
-
-/// `(sin x[i], cos x[i])` into `sin` and `cos`, within an ulp of f64 (FreeBSD's kernels after a
-/// four-part Cody-Waite reduction by pi/2), in plain arithmetic without fused multiply-adds, so
-/// the bits are the same on every path and every platform; beyond [`SIN_COS_REACH`] (and for
-/// non-finite x) the platform's `sin_cos`. About four times libm's rate on AVX-512.
-pub fn sin_cos_f64(x: &[f64], sin: &mut [f64], cos: &mut [f64]) {
-    sin_cos_reduced(x, sin, cos);
-    for ((&x, sin), cos) in x.iter().zip(sin.iter_mut()).zip(cos.iter_mut()) {
-        if x.is_nan() || x.abs() > SIN_COS_REACH {
-            (*sin, *cos) = x.sin_cos();
-        }
-    }
-}
-
-multiversion! {
-    /// [`sin_cos_f64`] for `|x| <= SIN_COS_REACH`.
-    pub fn sin_cos_reduced(x: &[f64], sin: &mut [f64], cos: &mut [f64]) => sin_cos_reduced_generic
-}
-
-// The constants as fdlibm publishes them (their decimals round to the intended doubles).
-#[allow(clippy::excessive_precision)]
-#[inline(always)]
-fn sin_cos_reduced_generic(x: &[f64], sin: &mut [f64], cos: &mut [f64]) {
-    // pi/2 in three 33-bit parts and the rest (fdlibm's pio2_1, pio2_2, pio2_3, pio2_3t).
-    const PIO2_1: f64 = 1.570_796_326_734_125_614_17;
-    const PIO2_2: f64 = 6.077_100_506_303_965_976_60e-11;
-    const PIO2_3: f64 = 2.022_266_248_711_166_455_80e-21;
-    const PIO2_3T: f64 = 8.478_427_660_368_899_569_97e-32;
-    const S: [f64; 6] = [
-        -1.666_666_666_666_663_243_48e-01,
-        8.333_333_333_322_489_461_24e-03,
-        -1.984_126_982_985_794_931_34e-04,
-        2.755_731_370_707_006_767_89e-06,
-        -2.505_076_025_340_686_341_95e-08,
-        1.589_690_995_211_550_102_21e-10,
-    ];
-    const C: [f64; 6] = [
-        4.166_666_666_666_660_190_37e-02,
-        -1.388_888_888_887_410_957_49e-03,
-        2.480_158_728_947_672_941_78e-05,
-        -2.755_731_435_139_066_330_35e-07,
-        2.087_572_321_298_174_827_90e-09,
-        -1.135_964_755_778_819_482_65e-11,
-    ];
-    for ((&x, sin), cos) in x.iter().zip(sin.iter_mut()).zip(cos.iter_mut()) {
-        let q = (x * std::f64::consts::FRAC_2_PI + 0.5).floor();
-        let r = (((x - q * PIO2_1) - q * PIO2_2) - q * PIO2_3) - q * PIO2_3T;
-        let (z, w) = (r * r, r * r * (r * r));
-        let tail = S[1] + z * (S[2] + z * S[3]) + z * w * (S[4] + z * S[5]);
-        let s = r + z * r * (S[0] + z * tail);
-        let poly = z * (C[0] + z * (C[1] + z * C[2])) + w * w * (C[3] + z * (C[4] + z * C[5]));
-        let (half, one_minus) = (0.5 * z, 1.0 - 0.5 * z);
-        let c = one_minus + (((1.0 - one_minus) - half) + z * poly);
-        // The quadrant q mod 4 picks and signs the pair.
-        let quadrant = q - 4.0 * (q * 0.25).floor();
-        let odd = quadrant == 1.0 || quadrant == 3.0;
-        let (a, b) = if odd { (c, s) } else { (s, c) };
-        *sin = if quadrant >= 2.0 { -a } else { a };
-        *cos = if quadrant == 1.0 || quadrant == 2.0 { -b } else { b };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,46 +395,6 @@ mod tests {
             let (s, q) = isa::with_path(path, || sum_and_squares(&values)).unwrap();
             assert!((s - exact_s).abs() <= bound(abs_s), "{path}: {s} vs {exact_s}");
             assert!((q - exact_q).abs() <= bound(exact_q), "{path}: {q} vs {exact_q}");
-        }
-    }
-
-    #[test]
-    fn sin_cos_is_within_two_ulps_of_libm_with_the_same_bits_on_every_path() {
-        // Angles over four turns either side, phases up to the reduction's reach, tiny ones.
-        let x: Vec<f64> = (0..100_003u64)
-            .map(|i| {
-                let u = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64;
-                match i % 3 {
-                    0 => (u - 0.5) * 50.0,
-                    1 => (u - 0.5) * 2.0 * SIN_COS_REACH,
-                    _ => (u - 0.5) * 1e-6,
-                }
-            })
-            .chain([0.0, -0.0, std::f64::consts::FRAC_PI_2, std::f64::consts::PI, 1e7, f64::NAN])
-            .collect();
-        let run = |path| {
-            let (mut sin, mut cos) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-            isa::with_path(path, || sin_cos_f64(&x, &mut sin, &mut cos)).unwrap();
-            (sin, cos)
-        };
-        let (sin, cos) = run(SimdPath::Portable);
-        // libm and these kernels are each within an ulp of the exact value.
-        let ulps = |a: f64, b: f64| (a - b).abs() / (f64::EPSILON * b.abs().max(f64::MIN_POSITIVE));
-        for ((&x, &s), &c) in x.iter().zip(&sin).zip(&cos) {
-            if x.is_nan() {
-                assert!(s.is_nan() && c.is_nan());
-                continue;
-            }
-            assert!(
-                ulps(s, x.sin()) <= 2.0 && ulps(c, x.cos()) <= 2.0,
-                "{x:e}: ({s}, {c}) vs {:?}",
-                x.sin_cos()
-            );
-        }
-        for path in SimdPath::supported() {
-            let (other_sin, other_cos) = run(path);
-            let bits = |v: &[f64]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!((bits(&other_sin), bits(&other_cos)), (bits(&sin), bits(&cos)), "{path}");
         }
     }
 }
