@@ -1,6 +1,7 @@
 //! Moving tiles between the tile store and dense grids: cutting, pasting, counting matter.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -98,10 +99,17 @@ impl<B: Backend> Pool<B> {
             by_group[group].push((coord, top, left));
         }
         let plane = height * width;
+        let total = groups * channels * plane;
+        // Written as zeros instead of zeroing every grid before the tiles are copied in.
+        let gaps: Vec<_> = by_group.iter().map(|pieces| uncovered(pieces, t, height, width)).collect();
         let data = kernels::cpu::host::with_host_data(&sources, |data| {
-            let mut grids = vec![0.0f32; groups * channels * plane];
-            grids.par_chunks_mut(plane).enumerate().for_each(|(index, target)| {
+            let mut grids: Vec<f32> = Vec::with_capacity(total);
+            let cells = &mut grids.spare_capacity_mut()[..total];
+            cells.par_chunks_mut(plane.max(1)).enumerate().for_each(|(index, target)| {
                 let (group, channel) = (index / channels, index % channels);
+                for &(y, x0, x1) in &gaps[group] {
+                    target[y * width + x0..y * width + x1].fill(MaybeUninit::new(0.0));
+                }
                 for &(coord, top, left) in &by_group[group] {
                     let Some((y0, y1, x0, x1)) = visible(top, left, t, height, width) else {
                         continue;
@@ -115,10 +123,17 @@ impl<B: Backend> Pool<B> {
                     for y in y0..y1 {
                         let from = ((y - top) as usize) * t + from_x;
                         let to = y as usize * width + x0 as usize;
-                        target[to..to + columns].copy_from_slice(&tile[from..from + columns]);
+                        for (cell, &value) in
+                            target[to..to + columns].iter_mut().zip(&tile[from..from + columns])
+                        {
+                            cell.write(value);
+                        }
                     }
                 }
             });
+            // SAFETY: every cell of every grid was written above: it lies in one of its
+            // group's gaps or in the visible part of one of its pieces (`uncovered`).
+            unsafe { grids.set_len(total) };
             grids
         })?;
         Some(kernels::cpu::host::from_host([groups, channels, height, width], data, &device))
@@ -247,6 +262,46 @@ fn visible(top: i64, left: i64, t: usize, height: usize, width: usize) -> Option
     (y0 < y1 && x0 < x1).then_some((y0, y1, x0, x1))
 }
 
+/// The cells of a height x width grid that none of the T x T tiles with their top-left cells
+/// at `pieces`' (top, left) covers, as runs `(row, x0, x1)`. Rows are taken in bands between
+/// the tiles' edges, within which the same tiles cover every row.
+fn uncovered(
+    pieces: &[(TileCoord, i64, i64)],
+    t: usize,
+    height: usize,
+    width: usize,
+) -> Vec<(usize, usize, usize)> {
+    let spans: Vec<_> =
+        pieces.iter().filter_map(|&(_, top, left)| visible(top, left, t, height, width)).collect();
+    let mut edges: Vec<i64> =
+        spans.iter().flat_map(|&(y0, y1, _, _)| [y0, y1]).chain([0, height as i64]).collect();
+    edges.sort_unstable();
+    edges.dedup();
+    let mut gaps = Vec::new();
+    let mut covered = Vec::new();
+    for band in edges.windows(2) {
+        let (y0, y1) = (band[0], band[1]);
+        covered.clear();
+        covered.extend(spans.iter().filter(|span| span.0 <= y0 && y1 <= span.1).map(|span| (span.2, span.3)));
+        covered.sort_unstable();
+        let mut runs = Vec::new();
+        let mut x = 0;
+        for &(x0, x1) in &covered {
+            if x0 > x {
+                runs.push((x as usize, x0 as usize));
+            }
+            x = x.max(x1);
+        }
+        if x < width as i64 {
+            runs.push((x as usize, width));
+        }
+        for y in y0 as usize..y1 as usize {
+            gaps.extend(runs.iter().map(|&(x0, x1)| (y, x0, x1)));
+        }
+    }
+    gaps
+}
+
 /// One grid [1, C, ny T, nx T] to its tiles [ny * nx, C, T, T], row-major.
 pub(super) fn cut<B: Backend>(grid: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
     let [_, _, height, width] = grid.dims();
@@ -306,17 +361,46 @@ mod tests {
         .into_iter()
         .collect();
         let pool = Pool { stored: Some(stored), vacuum: Some(vacuum), sources };
-        // Two 10x13 grids covered by tiles clipped on every side, the second shifted.
+        // Two 10x13 grids covered by tiles clipped on every side, the second shifted; a third
+        // with two tiles on a diagonal and one overlapping them, the rest of it left zero.
         let mut pieces = Vec::new();
         for (group, (dy, dx)) in [(0usize, (-3i64, -2i64)), (1, (-5, -3))] {
             for (j, i) in [(0i64, 0i64), (0, 1), (1, 0), (1, 1)] {
                 pieces.push((group, ((i + j) % 2, j), dy + j * t as i64, dx + i * t as i64));
             }
         }
-        let host = pool.paste_on_host(&pieces, 2, 10, 13).expect("the CPU backend takes the host path");
-        let sliced = pool.paste_with_slices(&pieces, 2, 10, 13);
-        assert_eq!(host.dims(), [2, channels, 10, 13]);
+        pieces.extend([(2, (0, 0), -3, -2), (2, (1, 1), 5, 6), (2, (1, 0), 2, 3)]);
+        let host = pool.paste_on_host(&pieces, 3, 10, 13).expect("the CPU backend takes the host path");
+        let sliced = pool.paste_with_slices(&pieces, 3, 10, 13);
+        assert_eq!(host.dims(), [3, channels, 10, 13]);
         assert_eq!(host.into_data().to_vec::<f32>().unwrap(), sliced.into_data().to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn the_gaps_are_exactly_the_cells_no_tile_covers() {
+        let t = 8;
+        let layouts: [&[(i64, i64)]; 4] =
+            [&[(-3, -2), (5, 6), (2, 3)], &[(0, 0), (0, 8), (8, 0), (8, 8)], &[], &[(20, 20), (-9, 0)]];
+        for (tops_and_lefts, (height, width)) in
+            layouts.into_iter().zip([(10, 13), (16, 16), (3, 4), (12, 9)])
+        {
+            let pieces: Vec<_> = tops_and_lefts.iter().map(|&(top, left)| ((0, 0), top, left)).collect();
+            let mut gap_cells = vec![false; height * width];
+            for (y, x0, x1) in uncovered(&pieces, t, height, width) {
+                for x in x0..x1 {
+                    assert!(!gap_cells[y * width + x], "({y}, {x}) listed twice");
+                    gap_cells[y * width + x] = true;
+                }
+            }
+            for y in 0..height as i64 {
+                for x in 0..width as i64 {
+                    let covered = pieces.iter().any(|&(_, top, left)| {
+                        (top..top + t as i64).contains(&y) && (left..left + t as i64).contains(&x)
+                    });
+                    assert_eq!(gap_cells[(y * width as i64 + x) as usize], !covered, "({y}, {x})");
+                }
+            }
+        }
     }
 
     fn floats(tensor: Tensor<NdArray, 4>) -> Vec<f32> {
