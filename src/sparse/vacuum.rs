@@ -151,24 +151,24 @@ impl Vacuum {
         // Pair-major rows: pair p of the row's cells at [p * width..(p + 1) * width], and
         // channel c (normal c of a cell) at [c * width..(c + 1) * width].
         let n = pairs * width;
-        let mut cells = vec![0u64; width];
+        let mut hashes = vec![0u64; width];
         let (mut u1, mut ln_u1, mut angle) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         let (mut sin, mut cos) = (vec![0.0; n], vec![0.0; n]);
         let (mut phase, mut phase_sin, mut phase_cos) =
             (vec![0.0; 2 * n], vec![0.0; 2 * n], vec![0.0; 2 * n]);
         for row in 0..region.height {
             let first = RowStart { x: region.x, y: region.y + row as i64, step };
-            row_uniforms(self.seed, first, &mut cells, &mut u1, &mut angle);
+            row_uniforms(self.seed, first, &mut hashes, &mut u1, &mut angle);
             ln_f64(&u1, &mut ln_u1);
             sin_cos_f64(&angle, &mut sin, &mut cos);
             row_phases(&ln_u1, &sin, &cos, self.strength, width, &mut phase);
             sin_cos_f64(&phase, &mut phase_sin, &mut phase_cos);
-            let cells = row * width..(row + 1) * width;
+            let row_cells = row * width..(row + 1) * width;
             let (real, imaginary) = planes.split_at_mut(d);
             for (c, (real, imaginary)) in real.iter_mut().zip(imaginary.iter_mut()).enumerate() {
                 let channel = c * width..(c + 1) * width;
-                scale_to_f32(&phase_cos[channel.clone()], scale, &mut real[cells.clone()]);
-                scale_to_f32(&phase_sin[channel], scale, &mut imaginary[cells.clone()]);
+                scale_to_f32(&phase_cos[channel.clone()], scale, &mut real[row_cells.clone()]);
+                scale_to_f32(&phase_sin[channel], scale, &mut imaginary[row_cells.clone()]);
             }
         }
     }
