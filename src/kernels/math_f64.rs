@@ -13,7 +13,13 @@ multiversion! {
 
 #[inline(always)]
 fn count_outside_generic(x: &[f64], low: f64, high: f64) -> usize {
-    x.iter().filter(|&&x| !(x >= low && x <= high)).count()
+    x.iter().filter(|&&x| outside(x, low, high)).count()
+}
+
+/// Whether `x` lies outside `[low, high]` or is NaN.
+#[inline(always)]
+fn outside(x: f64, low: f64, high: f64) -> bool {
+    !(x >= low && x <= high)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -24,9 +30,11 @@ fn count_outside_generic(x: &[f64], low: f64, high: f64) -> usize {
 /// `ln`.
 pub fn ln_f64(x: &[f64], out: &mut [f64]) {
     ln_normal(x, out);
-    if count_outside(x, f64::MIN_POSITIVE, f64::MAX) > 0 {
+    // The positive normal numbers.
+    let (low, high) = (f64::MIN_POSITIVE, f64::MAX);
+    if count_outside(x, low, high) > 0 {
         for (&x, out) in x.iter().zip(out.iter_mut()) {
-            if !(x.is_normal() && x > 0.0) {
+            if outside(x, low, high) {
                 *out = x.ln();
             }
         }
@@ -96,7 +104,7 @@ pub fn sin_cos_f64(x: &[f64], sin: &mut [f64], cos: &mut [f64]) {
     sin_cos_reduced(x, sin, cos);
     if count_outside(x, -SIN_COS_REACH, SIN_COS_REACH) > 0 {
         for ((&x, sin), cos) in x.iter().zip(sin.iter_mut()).zip(cos.iter_mut()) {
-            if x.is_nan() || x.abs() > SIN_COS_REACH {
+            if outside(x, -SIN_COS_REACH, SIN_COS_REACH) {
                 (*sin, *cos) = x.sin_cos();
             }
         }

@@ -40,21 +40,21 @@ pub(super) struct RowStart {
 }
 
 multiversion! {
-    /// For the row of cells from `first`, one per entry of `cells` (their hashes, written):
+    /// For the row of cells from `first`, one per entry of `hashes` (the cells' hashes, written):
     /// Box-Muller's `u1` and angle `2 pi u2` of pair `p` of every cell, pair-major
     /// ([pairs][width] in `u1` and `angle`).
-    pub fn row_uniforms(seed: u64, first: RowStart, cells: &mut [u64], u1: &mut [f64], angle: &mut [f64]) => row_uniforms_generic
+    pub fn row_uniforms(seed: u64, first: RowStart, hashes: &mut [u64], u1: &mut [f64], angle: &mut [f64]) => row_uniforms_generic
 }
 
 #[inline(always)]
-fn row_uniforms_generic(seed: u64, first: RowStart, cells: &mut [u64], u1: &mut [f64], angle: &mut [f64]) {
+fn row_uniforms_generic(seed: u64, first: RowStart, hashes: &mut [u64], u1: &mut [f64], angle: &mut [f64]) {
     let seeded = seeded(seed);
-    for (col, cell) in cells.iter_mut().enumerate() {
-        *cell = cell_hash(seeded, first.x.wrapping_add(col as i64), first.y, first.step);
+    for (col, hash) in hashes.iter_mut().enumerate() {
+        *hash = cell_hash(seeded, first.x.wrapping_add(col as i64), first.y, first.step);
     }
-    let width = cells.len();
+    let width = hashes.len();
     for (pair, (u1, angle)) in u1.chunks_exact_mut(width).zip(angle.chunks_exact_mut(width)).enumerate() {
-        for ((u1, angle), &cell) in u1.iter_mut().zip(angle.iter_mut()).zip(cells.iter()) {
+        for ((u1, angle), &cell) in u1.iter_mut().zip(angle.iter_mut()).zip(hashes.iter()) {
             let u2;
             (*u1, u2) = uniforms(Vacuum::bits(cell, pair));
             *angle = std::f64::consts::TAU * u2;
