@@ -67,6 +67,9 @@ fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {
 /// lanes in parallel: ndarray's element iterator over a view of dynamic rank (a permuted
 /// NHWC state read as NCHW) costs tens of cycles per element.
 fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
+    if let Some((memory, dims)) = batched_transpose(&view) {
+        return transpose_batches(memory, dims);
+    }
     let Some(&last) = view.shape().last() else {
         return view.iter().copied().collect();
     };
@@ -78,6 +81,53 @@ fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
     out.par_chunks_mut(last).zip(lanes.into_par_iter()).for_each(|(out, lane)| match lane.as_slice() {
         Some(slice) => out.copy_from_slice(slice),
         None => out.iter_mut().zip(lane.iter()).for_each(|(out, &value)| *out = value),
+    });
+    out
+}
+
+/// The memory of `view` and its dims `[a, c, b]` when the view reads a contiguous [a, b, c]
+/// array as [a, c, b]: one axis, the innermost in memory, moved forward (a permuted NHWC array
+/// read as NCHW is `[N, C, H * W]`).
+fn batched_transpose<'a>(view: &ArrayViewD<'a, f32>) -> Option<(&'a [f32], [usize; 3])> {
+    let (shape, strides) = (view.shape(), view.strides());
+    let moved = (0..shape.len()).find(|&axis| shape[axis] > 1 && strides[axis] == 1)?;
+    let mut order: Vec<usize> = (0..shape.len()).filter(|&axis| axis != moved).collect();
+    order.push(moved);
+    let memory = view.clone().permuted_axes(IxDyn(&order)).to_slice()?;
+    let outer = shape[..moved].iter().product();
+    let inner = shape[moved + 1..].iter().product();
+    Some((memory, [outer, shape[moved], inner]))
+}
+
+/// `out[a][c][b] = memory[a][b][c]`, in bands of `b` taken in parallel: each band reads one
+/// contiguous block that stays in L1 and writes a run of every plane `c`, where a copy lane by
+/// lane read with a stride of `c` floats across the whole array.
+fn transpose_batches(memory: &[f32], [a, c, b]: [usize; 3]) -> Vec<f32> {
+    const BAND: usize = 256;
+    let mut out = vec![0.0f32; memory.len()];
+    if out.is_empty() {
+        return out;
+    }
+    // Band (batch, index)'s run of every plane of that batch element, gathered per band.
+    let mut bands: Vec<(usize, Vec<&mut [f32]>)> = Vec::with_capacity(a * b.div_ceil(BAND));
+    for (batch, planes) in out.chunks_mut(c * b).enumerate() {
+        let first = bands.len();
+        bands.extend(
+            (0..b.div_ceil(BAND)).map(|index| ((batch * b + index * BAND) * c, Vec::with_capacity(c))),
+        );
+        for plane in planes.chunks_mut(b) {
+            for ((_, band), run) in bands[first..].iter_mut().zip(plane.chunks_mut(BAND)) {
+                band.push(run);
+            }
+        }
+    }
+    bands.into_par_iter().for_each(|(start, mut runs)| {
+        let rows = &memory[start..][..runs[0].len() * c];
+        for (channel, run) in runs.iter_mut().enumerate() {
+            for (out, row) in run.iter_mut().zip(rows.chunks_exact(c)) {
+                *out = row[channel];
+            }
+        }
     });
     out
 }

@@ -80,7 +80,14 @@ fn strided_views_are_copied_in_row_major_order() {
     let sliced = nhwc.slice(ndarray::s![.., 1..4, ..;2, ..]).into_dyn();
     let sliced_last = nhwc.slice(ndarray::s![.., .., .., 1..]).into_dyn();
     let rank3 = nhwc.index_axis(ndarray::Axis(0), 1).permuted_axes(IxDyn(&[2, 0, 1]));
-    for view in [permuted, sliced, sliced_last, rank3] {
+    // Several bands per plane, the last one partial.
+    let wide = ndarray::ArrayD::from_shape_vec(IxDyn(&[3, 20, 30, 5]), random(3 * 20 * 30 * 5, 12)).unwrap();
+    let wide_permuted = wide.view().permuted_axes(IxDyn(&[0, 3, 1, 2]));
+    let transposes =
+        [&permuted, &rank3, &wide_permuted].map(|view| batched_transpose(view).map(|(_, dims)| dims));
+    assert_eq!(transposes, [Some([2, 3, 35]), Some([1, 3, 35]), Some([3, 5, 600])]);
+    assert!(batched_transpose(&sliced).is_none() && batched_transpose(&sliced_last).is_none());
+    for view in [permuted, sliced, sliced_last, rank3, wide_permuted] {
         assert!(view.as_slice().is_none(), "the case is strided");
         assert_eq!(standard_layout(view.view()), view.iter().copied().collect::<Vec<_>>());
     }
