@@ -11,6 +11,8 @@
 //! Each kernel is compiled for every path of [`super::isa`] (portable, AVX2+FMA, AVX-512) and runs the
 //! one in force.
 
+use std::mem::MaybeUninit;
+
 /// Defines `pub fn $name(args)` that calls `$generic` through the copy compiled for the path in
 /// force ([`super::isa::active`]): AVX-512, AVX2+FMA or portable.
 macro_rules! multiversion {
@@ -133,8 +135,10 @@ fn input_tile_row_generic(
 
 multiversion! {
     /// `Y = A^T M A` for tile row `ty` of one output plane [h, w]: term `e` of tile `tx` is
-    /// `m[e * stride + tx]`; `scratch` holds 12 * tiles_x floats.
-    pub fn output_tile_row(m: &[f32], stride: usize, h: usize, w: usize, ty: usize, scratch: &mut [f32], plane: &mut [f32])
+    /// `m[e * stride + tx]`; `scratch` holds 12 * tiles_x floats. Writes every cell of the
+    /// plane's rows `2 ty` and `2 ty + 1` (those below `h`), so the tile rows `0..ceil(h / 2)`
+    /// initialise the whole plane.
+    pub fn output_tile_row(m: &[f32], stride: usize, h: usize, w: usize, ty: usize, scratch: &mut [f32], plane: &mut [MaybeUninit<f32>])
         => output_tile_row_generic
 }
 
@@ -160,7 +164,7 @@ fn output_tile_row_generic(
     w: usize,
     ty: usize,
     scratch: &mut [f32],
-    plane: &mut [f32],
+    plane: &mut [MaybeUninit<f32>],
 ) {
     let tiles_x = w.div_ceil(2);
     let term = |e: usize| &m[e * stride..e * stride + tiles_x];
@@ -185,11 +189,11 @@ fn output_tile_row_generic(
         let line = &mut plane[y * w..(y + 1) * w];
         let pairs = w / 2;
         for ((out, a), b) in line.chunks_exact_mut(2).zip(left.iter()).zip(right.iter()).take(pairs) {
-            out[0] = *a;
-            out[1] = *b;
+            out[0].write(*a);
+            out[1].write(*b);
         }
         if w % 2 == 1 {
-            line[w - 1] = left[pairs];
+            line[w - 1].write(left[pairs]);
         }
     }
 }

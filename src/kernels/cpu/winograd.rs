@@ -3,6 +3,7 @@
 //! multiplications than the direct convolution). Its gradients are in [`super::winograd_grad`].
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -201,7 +202,9 @@ pub(super) fn winograd_blocked(
     let rows_per_block = (target_tiles / tiles_x).clamp(1, tiles_y);
     let blocks_per_image = tiles_y.div_ceil(rows_per_block);
     let k = kernels.outputs();
-    let mut out = vec![0.0f32; n * k * h * w];
+    // Not zeroed first: the tasks' output rows cover every plane (`output_tile_row`).
+    let len = n * k * h * w;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let out_ptr = SharedMut(out.as_mut_ptr());
     (0..n * blocks_per_image).into_par_iter().for_each_init(
         || (simd::InputScratch::new(tiles_x), vec![0.0f32; 12 * tiles_x]),
@@ -241,8 +244,12 @@ pub(super) fn winograd_blocked(
             for ki in 0..k {
                 // SAFETY: the task writes only the output rows of its own tile rows, which no
                 // other task touches, and the plane lies inside `out`.
-                let plane =
-                    unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((ni * k + ki) * h * w), h * w) };
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_ptr.0.add((ni * k + ki) * h * w).cast::<MaybeUninit<f32>>(),
+                        h * w,
+                    )
+                };
                 for r in 0..rows {
                     simd::output_tile_row(
                         &m[ki * pb + r * tiles_x..],
@@ -259,6 +266,9 @@ pub(super) fn winograd_blocked(
             Scratch::give_back(&BLOCK_PRODUCT_SCRATCH, m);
         },
     );
+    // SAFETY: the tasks cover every image's tile rows `0..tiles_y`, and each wrote all the
+    // cells of those rows in every output plane.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -298,16 +308,21 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &Wino
     });
 
     // Y = A^T M A: 2x2 outputs per tile, written plane by plane.
-    let mut out = vec![0.0f32; n * k * h * w];
-    out.par_chunks_mut(h * w).enumerate().for_each(|(plane_index, plane)| {
-        let (ni, ki) = (plane_index / k, plane_index % k);
-        let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
-        let mut scratch = vec![0.0f32; 12 * tiles_x];
-        for ty in 0..tiles_y {
-            let offset = ni * tiles + ty * tiles_x;
-            simd::output_tile_row(&block[offset..], p, h, w, ty, &mut scratch, plane);
-        }
-    });
+    let len = n * k * h * w;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut((h * w).max(1)).enumerate().for_each(
+        |(plane_index, plane)| {
+            let (ni, ki) = (plane_index / k, plane_index % k);
+            let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
+            let mut scratch = vec![0.0f32; 12 * tiles_x];
+            for ty in 0..tiles_y {
+                let offset = ni * tiles + ty * tiles_x;
+                simd::output_tile_row(&block[offset..], p, h, w, ty, &mut scratch, plane);
+            }
+        },
+    );
+    // SAFETY: each plane's tile rows `0..tiles_y` wrote all of its cells.
+    unsafe { out.set_len(len) };
     Scratch::give_back(&INPUT_SCRATCH, v);
     Scratch::give_back(&PRODUCT_SCRATCH, m);
     out
