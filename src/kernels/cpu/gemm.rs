@@ -1,8 +1,7 @@
-//! The GEMM underneath every CPU convolution (the `gemm` crates' f32 kernel), a raw-pointer matrix view
-//! for it, and a cache-blocked transpose.
+//! The GEMM underneath every CPU convolution (the `gemm` crates' f32 kernel) and a raw-pointer
+//! matrix view for it.
 
 use gemm_common::Parallelism;
-use rayon::prelude::*;
 
 /// Writes through a raw pointer from several rayon tasks, each to disjoint elements.
 #[derive(Clone, Copy)]
@@ -66,19 +65,4 @@ pub(super) unsafe fn matmul(
         false,
         parallelism,
     );
-}
-
-/// `out[j][i] = a[i][j]` for `a` [rows][cols] row-major, in cache-sized blocks.
-pub(super) fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
-    const BLOCK: usize = 32;
-    out.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(block, target)| {
-        let (j0, width) = (block * BLOCK, (cols - block * BLOCK).min(BLOCK));
-        for i0 in (0..rows).step_by(BLOCK) {
-            for i in i0..(i0 + BLOCK).min(rows) {
-                for (dj, &value) in a[i * cols + j0..i * cols + j0 + width].iter().enumerate() {
-                    target[dj * rows + i] = value;
-                }
-            }
-        }
-    });
 }

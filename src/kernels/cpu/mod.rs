@@ -21,6 +21,7 @@ mod group_norm;
 pub mod host;
 mod max_pool;
 mod pointwise;
+mod transpose;
 mod winograd;
 mod winograd_grad;
 
@@ -42,7 +43,8 @@ use super::{
     conv3x3_options, max_pool2x2_backward_composed, max_pool2x2_composed, simd, up2x2_options, Activation,
 };
 use conv_transpose::up2x2_gather;
-use gemm::{matmul, transpose, Mat};
+use gemm::{matmul, Mat};
+use transpose::{transpose, transposed_batches};
 use winograd_grad::conv3x3_weight_grad;
 
 type Cpu = NdArray;
@@ -63,12 +65,13 @@ fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {
     }
 }
 
-/// The elements of a strided view in row-major order, copied lane by lane along the last axis,
-/// lanes in parallel: ndarray's element iterator over a view of dynamic rank (a permuted
-/// NHWC state read as NCHW) costs tens of cycles per element.
+/// The elements of a strided view in row-major order: as a batch of transposes when the view
+/// moves the innermost axis of its memory forward (a permuted NHWC state read as NCHW),
+/// otherwise copied lane by lane along the last axis, lanes in parallel. ndarray's element
+/// iterator over a view of dynamic rank costs tens of cycles per element.
 fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
     if let Some((memory, dims)) = batched_transpose(&view) {
-        return transpose_batches(memory, dims);
+        return transposed_batches(memory, dims);
     }
     let Some(&last) = view.shape().last() else {
         return view.iter().copied().collect();
@@ -85,9 +88,9 @@ fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
     out
 }
 
-/// The memory of `view` and its dims `[a, c, b]` when the view reads a contiguous [a, b, c]
-/// array as [a, c, b]: one axis, the innermost in memory, moved forward (a permuted NHWC array
-/// read as NCHW is `[N, C, H * W]`).
+/// The memory of `view` and its dims `[a, b, c]` when the view reads that contiguous
+/// [a, b, c] array as [a, c, b]: one axis, the innermost in memory, moved forward (a permuted
+/// NHWC array read as NCHW is the memory `[N, H * W, C]`).
 fn batched_transpose<'a>(view: &ArrayViewD<'a, f32>) -> Option<(&'a [f32], [usize; 3])> {
     let (shape, strides) = (view.shape(), view.strides());
     let moved = (0..shape.len()).find(|&axis| shape[axis] > 1 && strides[axis] == 1)?;
@@ -96,40 +99,7 @@ fn batched_transpose<'a>(view: &ArrayViewD<'a, f32>) -> Option<(&'a [f32], [usiz
     let memory = view.clone().permuted_axes(IxDyn(&order)).to_slice()?;
     let outer = shape[..moved].iter().product();
     let inner = shape[moved + 1..].iter().product();
-    Some((memory, [outer, shape[moved], inner]))
-}
-
-/// `out[a][c][b] = memory[a][b][c]`, in bands of `b` taken in parallel: each band reads one
-/// contiguous block that stays in L1 and writes a run of every plane `c`, where a copy lane by
-/// lane read with a stride of `c` floats across the whole array.
-fn transpose_batches(memory: &[f32], [a, c, b]: [usize; 3]) -> Vec<f32> {
-    const BAND: usize = 256;
-    let mut out = vec![0.0f32; memory.len()];
-    if out.is_empty() {
-        return out;
-    }
-    // Band (batch, index)'s run of every plane of that batch element, gathered per band.
-    let mut bands: Vec<(usize, Vec<&mut [f32]>)> = Vec::with_capacity(a * b.div_ceil(BAND));
-    for (batch, planes) in out.chunks_mut(c * b).enumerate() {
-        let first = bands.len();
-        bands.extend(
-            (0..b.div_ceil(BAND)).map(|index| ((batch * b + index * BAND) * c, Vec::with_capacity(c))),
-        );
-        for plane in planes.chunks_mut(b) {
-            for ((_, band), run) in bands[first..].iter_mut().zip(plane.chunks_mut(BAND)) {
-                band.push(run);
-            }
-        }
-    }
-    bands.into_par_iter().for_each(|(start, mut runs)| {
-        let rows = &memory[start..][..runs[0].len() * c];
-        for (channel, run) in runs.iter_mut().enumerate() {
-            for (out, row) in run.iter_mut().zip(rows.chunks_exact(c)) {
-                *out = row[channel];
-            }
-        }
-    });
-    out
+    Some((memory, [outer, inner, shape[moved]]))
 }
 
 /// Data of an f32 tensor of rank 4, contiguous NCHW; `None` for other dtypes and ranks. The

@@ -6,7 +6,8 @@
 use rayon::prelude::*;
 
 use super::channel_sums;
-use super::gemm::{matmul, transpose, Mat, SharedMut};
+use super::gemm::{matmul, Mat, SharedMut};
+use super::transpose::transpose;
 use crate::kernels::{simd, Activation};
 
 /// Cells per task: a K x 2048 block of outputs stays in L2 cache for the epilogue.

@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, transpose, Mat};
+use super::gemm::{matmul, Mat};
+use super::transpose::transposed_batches;
 use super::winograd::{transform_tile_rows, Scratch};
 use crate::kernels::simd::{self, multiversion};
 
@@ -114,11 +115,7 @@ pub(super) fn weight_grad_in_blocks(
 /// `grad` [N, K, H, W] as [N][H*W][K], so that a tile's four pixels are four contiguous
 /// K-vectors.
 fn channels_last(grad: &[f32], [n, k, h, w]: [usize; 4]) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * h * w * k];
-    for (image, target) in grad.chunks_exact(k * h * w).zip(out.chunks_exact_mut(h * w * k)) {
-        transpose(image, k, h * w, target);
-    }
-    out
+    transposed_batches(grad, [n, k, h * w])
 }
 
 multiversion! {

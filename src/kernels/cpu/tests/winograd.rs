@@ -295,19 +295,6 @@ fn convolution_gradients_match_the_exact_derivatives() {
     }
 }
 
-#[test]
-fn transpose_swaps_rows_and_columns() {
-    let (rows, cols) = (70, 45);
-    let a = random(rows * cols, 12);
-    let mut out = vec![0.0; rows * cols];
-    transpose(&a, rows, cols, &mut out);
-    for i in 0..rows {
-        for j in 0..cols {
-            assert_eq!(out[j * rows + i], a[i * cols + j]);
-        }
-    }
-}
-
 /// The kernel of the input gradient, by its definition: flipped in space, input and output
 /// channels swapped. [K, C, 3, 3] -> [C, K, 3, 3].
 fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
