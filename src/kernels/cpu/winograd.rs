@@ -199,6 +199,9 @@ pub(super) fn winograd_blocked(
     target_tiles: usize,
 ) -> Vec<f32> {
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    if n * tiles_y * tiles_x == 0 {
+        return Vec::new();
+    }
     let rows_per_block = (target_tiles / tiles_x).clamp(1, tiles_y);
     let blocks_per_image = tiles_y.div_ceil(rows_per_block);
     let k = kernels.outputs();
@@ -279,6 +282,9 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &Wino
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let tiles = tiles_y * tiles_x;
     let p = n * tiles;
+    if p == 0 {
+        return Vec::new();
+    }
 
     let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * p);
     transform_inputs(x, [n, c, h, w], &mut v);

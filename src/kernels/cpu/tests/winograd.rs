@@ -178,8 +178,19 @@ fn transposed_taps(weight: &[f32]) -> Vec<f32> {
 
 #[test]
 fn winograd_matches_the_definition_including_odd_sizes() {
-    let cases =
-        [([2, 3, 8, 12], 5), ([1, 4, 7, 5], 3), ([1, 1, 1, 1], 2), ([3, 2, 4, 4], 1), ([2, 5, 40, 44], 7)];
+    // Odd sides, one cell, many tile rows; then empty batches, sides and channel counts.
+    let cases = [
+        ([2, 3, 8, 12], 5),
+        ([1, 4, 7, 5], 3),
+        ([1, 1, 1, 1], 2),
+        ([3, 2, 4, 4], 1),
+        ([2, 5, 40, 44], 7),
+        ([0, 3, 8, 12], 2),
+        ([1, 3, 0, 5], 2),
+        ([1, 3, 5, 0], 2),
+        ([1, 0, 4, 6], 2),
+        ([1, 3, 4, 6], 0),
+    ];
     let prepared: Vec<_> = cases
         .iter()
         .map(|&(dims, k)| {
