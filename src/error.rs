@@ -29,6 +29,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidSimdPath(String),
 
+    /// A probe time limit (`ATHERIA_PROBE_TIMEOUT`) that is not a whole number of seconds above 0.
+    #[error("{0}")]
+    InvalidProbeTimeout(String),
+
     /// A model configuration that cannot be built: an unknown architecture, sizes out of
     /// range, a decay rate outside [0, 1].
     #[error("{0}")]
@@ -252,6 +256,7 @@ impl Error {
             Error::UnknownDevice(_)
             | Error::DeviceUnavailable(_)
             | Error::InvalidSimdPath(_)
+            | Error::InvalidProbeTimeout(_)
             | Error::Backend(_)
             | Error::ReadBack(_) => ErrorFamily::Device,
             Error::InvalidModel(_)

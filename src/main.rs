@@ -13,9 +13,11 @@ fn main() -> ExitCode {
     atheria::kernels::keep_freed_memory();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
-    // A bad ATHERIA_SIMD is refused here, once, rather than ignored by the kernels.
-    let simd = atheria::kernels::isa::from_environment();
-    if let Err(error) = simd.and_then(atheria::kernels::isa::force) {
+    // A bad ATHERIA_SIMD or ATHERIA_PROBE_TIMEOUT is refused here, once, rather than ignored.
+    let environment = atheria::kernels::isa::from_environment()
+        .and_then(atheria::kernels::isa::force)
+        .and_then(|()| atheria::backend::probe_timeout_from_environment().map(drop));
+    if let Err(error) = environment {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }

@@ -205,13 +205,38 @@ pub struct SelectOptions {
     pub probe_timeout: Duration,
 }
 
+/// How long one probe may take when `ATHERIA_PROBE_TIMEOUT` does not say.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The variable that sets the probe time limit, in whole seconds.
+pub const PROBE_TIMEOUT_ENV: &str = "ATHERIA_PROBE_TIMEOUT";
+
+/// The probe time limit `ATHERIA_PROBE_TIMEOUT` asks for, [`DEFAULT_PROBE_TIMEOUT`] when it is
+/// unset or empty. Anything but a whole number of seconds above 0 is an error.
+pub fn probe_timeout_from_environment() -> Result<Duration> {
+    let Ok(text) = std::env::var(PROBE_TIMEOUT_ENV) else {
+        return Ok(DEFAULT_PROBE_TIMEOUT);
+    };
+    match text.trim() {
+        "" => Ok(DEFAULT_PROBE_TIMEOUT),
+        seconds => match seconds.parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+            _ => Err(Error::InvalidProbeTimeout(format!(
+                "{PROBE_TIMEOUT_ENV}=`{text}` is not a probe time limit: give a whole number of seconds above 0"
+            ))),
+        },
+    }
+}
+
 impl Default for SelectOptions {
+    /// Falls back, with the probe time limit of `ATHERIA_PROBE_TIMEOUT`. A limit that cannot be
+    /// read is logged and the default one used (the command line refuses it at start instead).
     fn default() -> Self {
-        let seconds = std::env::var("ATHERIA_PROBE_TIMEOUT")
-            .ok()
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(20);
-        Self { strict: false, probe_timeout: Duration::from_secs(seconds) }
+        let probe_timeout = probe_timeout_from_environment().unwrap_or_else(|error| {
+            tracing::warn!("{error}; probing with {} s", DEFAULT_PROBE_TIMEOUT.as_secs());
+            DEFAULT_PROBE_TIMEOUT
+        });
+        Self { strict: false, probe_timeout }
     }
 }
 

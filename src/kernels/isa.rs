@@ -123,7 +123,12 @@ pub fn active() -> SimdPath {
 pub fn from_environment() -> Result<SimdPath> {
     match std::env::var(SimdPath::ENV) {
         Ok(text) if !text.trim().is_empty() && text.trim() != "auto" => {
-            let path: SimdPath = text.parse()?;
+            let path: SimdPath = text.parse().map_err(|error| match error {
+                Error::InvalidSimdPath(message) => {
+                    Error::InvalidSimdPath(format!("{}: {message}", SimdPath::ENV))
+                }
+                other => other,
+            })?;
             check_supported(path)?;
             Ok(path)
         }

@@ -4,7 +4,9 @@
 use atheria::io::state_file::{load_state, save_state};
 use atheria::state::{generate, InitialState};
 
-use crate::support::{assert_fails_with, atheria, atheria_command, fixtures, scratch, stderr};
+use crate::support::{
+    assert_fails_with, assert_one_line_error, atheria, atheria_command, fixtures, scratch, stderr,
+};
 
 #[test]
 fn run_on_the_embedded_default_writes_frames_and_state() {
@@ -85,6 +87,29 @@ fn device_comes_from_the_environment_too() {
     let text = stderr(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("requested cpu, running on cpu"), "{text}");
+}
+
+#[test]
+fn bad_environment_values_are_refused_at_start() {
+    for (variable, value, needle) in [
+        ("ATHERIA_PROBE_TIMEOUT", "5s", "ATHERIA_PROBE_TIMEOUT=`5s`"),
+        ("ATHERIA_PROBE_TIMEOUT", "0", "above 0"),
+        ("ATHERIA_SIMD", "avx9", "ATHERIA_SIMD: `avx9`"),
+    ] {
+        let output = atheria_command()
+            .args(["run", "--device", "cpu", "--steps", "1", "--grid", "8"])
+            .env(variable, value)
+            .output()
+            .unwrap();
+        assert_one_line_error(&output, needle);
+    }
+    // A whole number of seconds is taken.
+    let output = atheria_command()
+        .args(["run", "--device", "cpu", "--steps", "1", "--grid", "8"])
+        .env("ATHERIA_PROBE_TIMEOUT", " 7 ")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
 }
 
 #[test]
