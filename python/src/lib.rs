@@ -106,7 +106,8 @@ pub(crate) fn float_bytes<'py>(py: Python<'py>, values: &[f32]) -> Bound<'py, Py
 /// The probe report of every compiled backend, as the JSON of `atheria devices --json`.
 #[pyfunction]
 fn devices_json(py: Python<'_>) -> PyResult<String> {
-    let attempts = py.detach(|| probe_all(&SelectOptions::default()));
+    let options = SelectOptions::from_environment().map_err(to_py)?;
+    let attempts = py.detach(|| probe_all(&options));
     let cpu = atheria::kernels::isa::CpuKernels::current();
     let report = serde_json::json!({ "attempts": attempts, "cpu_kernels": cpu });
     Ok(report.to_string())

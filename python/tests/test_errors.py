@@ -32,6 +32,15 @@ def test_an_unknown_device(sim):
         atheria.Simulation(atheria.Model.default(), grid=8, device="tpu")
 
 
+@pytest.mark.parametrize("value", ["5s", "0", "-3"])
+def test_a_bad_probe_time_limit_is_a_device_error(monkeypatch, value):
+    monkeypatch.setenv("ATHERIA_PROBE_TIMEOUT", value)
+    with pytest.raises(atheria.DeviceError, match="ATHERIA_PROBE_TIMEOUT"):
+        atheria.Simulation(atheria.Model.default(), grid=8, device="cpu")
+    with pytest.raises(atheria.DeviceError, match="whole number of seconds"):
+        atheria.devices()
+
+
 def test_a_grid_the_unet_cannot_pool():
     model = atheria.Model.untrained("unet", d_state=2, hidden=4)
     with pytest.raises(atheria.StateError, match="grid 10x10"):

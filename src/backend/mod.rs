@@ -228,9 +228,18 @@ pub fn probe_timeout_from_environment() -> Result<Duration> {
     }
 }
 
+impl SelectOptions {
+    /// Falls back, with the probe time limit of `ATHERIA_PROBE_TIMEOUT`; a limit that cannot be
+    /// read is an error.
+    pub fn from_environment() -> Result<Self> {
+        Ok(Self { strict: false, probe_timeout: probe_timeout_from_environment()? })
+    }
+}
+
 impl Default for SelectOptions {
     /// Falls back, with the probe time limit of `ATHERIA_PROBE_TIMEOUT`. A limit that cannot be
-    /// read is logged and the default one used (the command line refuses it at start instead).
+    /// read is logged and the default one used: callers that can report it use
+    /// [`SelectOptions::from_environment`] (the command line refuses it at start).
     fn default() -> Self {
         let probe_timeout = probe_timeout_from_environment().unwrap_or_else(|error| {
             tracing::warn!("{error}; probing with {} s", DEFAULT_PROBE_TIMEOUT.as_secs());

@@ -71,7 +71,7 @@ pub(crate) fn open<T: Generic>(
     strict: bool,
     build: impl Builder<T>,
 ) -> Result<(AnyBackend<T>, DeviceReport)> {
-    let select = SelectOptions { strict, ..SelectOptions::default() };
+    let select = SelectOptions { strict, ..SelectOptions::from_environment()? };
     let selection = select_device(request, &select)?;
     let built = match &selection.device {
         SelectedDevice::Cuda(device) => OnBackend::Cuda(guarded(true, || build.build::<Cuda>(device))?),
