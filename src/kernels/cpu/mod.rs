@@ -70,7 +70,7 @@ fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {
 /// otherwise copied lane by lane along the last axis, lanes in parallel. ndarray's element
 /// iterator over a view of dynamic rank costs tens of cycles per element.
 fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
-    if let Some((memory, dims)) = batched_transpose(&view) {
+    if let Some((memory, dims)) = transposed_memory(&view) {
         return transposed_batches(memory, dims);
     }
     let Some(&last) = view.shape().last() else {
@@ -91,7 +91,7 @@ fn standard_layout(view: ArrayViewD<'_, f32>) -> Vec<f32> {
 /// The memory of `view` and its dims `[a, b, c]` when the view reads that contiguous
 /// [a, b, c] array as [a, c, b]: one axis, the innermost in memory, moved forward (a permuted
 /// NHWC array read as NCHW is the memory `[N, H * W, C]`).
-fn batched_transpose<'a>(view: &ArrayViewD<'a, f32>) -> Option<(&'a [f32], [usize; 3])> {
+fn transposed_memory<'a>(view: &ArrayViewD<'a, f32>) -> Option<(&'a [f32], [usize; 3])> {
     let (shape, strides) = (view.shape(), view.strides());
     let moved = (0..shape.len()).find(|&axis| shape[axis] > 1 && strides[axis] == 1)?;
     let mut order: Vec<usize> = (0..shape.len()).filter(|&axis| axis != moved).collect();

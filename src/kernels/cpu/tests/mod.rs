@@ -85,9 +85,9 @@ fn strided_views_are_copied_in_row_major_order() {
     let wide = ndarray::ArrayD::from_shape_vec(IxDyn(&[2, 40, 30, 5]), random(2 * 40 * 30 * 5, 12)).unwrap();
     let wide_permuted = wide.view().permuted_axes(IxDyn(&[0, 3, 1, 2]));
     let transposes =
-        [&permuted, &rank3, &wide_permuted].map(|view| batched_transpose(view).map(|(_, dims)| dims));
+        [&permuted, &rank3, &wide_permuted].map(|view| transposed_memory(view).map(|(_, dims)| dims));
     assert_eq!(transposes, [Some([2, 35, 3]), Some([1, 35, 3]), Some([2, 1200, 5])]);
-    assert!(batched_transpose(&sliced).is_none() && batched_transpose(&sliced_last).is_none());
+    assert!(transposed_memory(&sliced).is_none() && transposed_memory(&sliced_last).is_none());
     for view in [permuted, sliced, sliced_last, rank3, wide_permuted] {
         assert!(view.as_slice().is_none(), "the case is strided");
         assert_eq!(standard_layout(view.view()), view.iter().copied().collect::<Vec<_>>());
