@@ -241,11 +241,10 @@ impl Default for SelectOptions {
     /// read is logged and the default one used: callers that can report it use
     /// [`SelectOptions::from_environment`] (the command line refuses it at start).
     fn default() -> Self {
-        let probe_timeout = probe_timeout_from_environment().unwrap_or_else(|error| {
+        Self::from_environment().unwrap_or_else(|error| {
             tracing::warn!("{error}; probing with {} s", DEFAULT_PROBE_TIMEOUT.as_secs());
-            DEFAULT_PROBE_TIMEOUT
-        });
-        Self { strict: false, probe_timeout }
+            Self { strict: false, probe_timeout: DEFAULT_PROBE_TIMEOUT }
+        })
     }
 }
 
