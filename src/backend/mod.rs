@@ -162,29 +162,50 @@ pub fn run_on_devices<J: DevicesJob>(devices: &[SelectedDevice], job: J) -> Resu
         )));
     }
     Ok(match first.kind() {
-        BackendKind::Cuda => job.run::<Cuda>(
-            devices
-                .iter()
-                .filter_map(
-                    |device| if let SelectedDevice::Cuda(d) = device { Some(d.clone()) } else { None },
-                )
-                .collect(),
-        ),
-        BackendKind::Wgpu => job.run::<Wgpu>(
-            devices
-                .iter()
-                .filter_map(
-                    |device| if let SelectedDevice::Wgpu(d) = device { Some(d.clone()) } else { None },
-                )
-                .collect(),
-        ),
-        BackendKind::Cpu => job.run::<NdArray>(
-            devices
-                .iter()
-                .filter_map(|device| if let SelectedDevice::Cpu(d) = device { Some(*d) } else { None })
-                .collect(),
-        ),
+        BackendKind::Cuda => job.run::<Cuda>(devices_of_one_backend(devices)),
+        BackendKind::Wgpu => job.run::<Wgpu>(devices_of_one_backend(devices)),
+        BackendKind::Cpu => job.run::<NdArray>(devices_of_one_backend(devices)),
     })
+}
+
+/// The devices of one backend's type, in order; the caller has checked that all are of it.
+fn devices_of_one_backend<D: FromSelected>(devices: &[SelectedDevice]) -> Vec<D> {
+    devices.iter().filter_map(D::from_selected).collect()
+}
+
+/// A backend's device type, taken out of a [`SelectedDevice`] of that backend.
+trait FromSelected: Sized {
+    fn from_selected(device: &SelectedDevice) -> Option<Self>;
+}
+
+impl FromSelected for CudaDevice {
+    fn from_selected(device: &SelectedDevice) -> Option<Self> {
+        if let SelectedDevice::Cuda(device) = device {
+            Some(device.clone())
+        } else {
+            None
+        }
+    }
+}
+
+impl FromSelected for WgpuDevice {
+    fn from_selected(device: &SelectedDevice) -> Option<Self> {
+        if let SelectedDevice::Wgpu(device) = device {
+            Some(device.clone())
+        } else {
+            None
+        }
+    }
+}
+
+impl FromSelected for NdArrayDevice {
+    fn from_selected(device: &SelectedDevice) -> Option<Self> {
+        if let SelectedDevice::Cpu(device) = device {
+            Some(*device)
+        } else {
+            None
+        }
+    }
 }
 
 /// A started backend and the report of how it was chosen.
