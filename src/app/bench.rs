@@ -86,7 +86,7 @@ pub fn bench(
     }
     let mut records = Vec::new();
     'devices: for &request in &options.devices {
-        let selection = select_device(request, &SelectOptions::default())?;
+        let selection = select_device(request, &SelectOptions::from_environment()?)?;
         on_device(&selection.report);
         let device_name = selection.report.selected_device.clone().unwrap_or_default();
         for &grid in &options.grids {

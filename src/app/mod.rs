@@ -33,7 +33,7 @@ pub(crate) fn run_on_device<T, J: BackendJob<Output = Result<T>>>(
     on_device: &dyn Fn(&DeviceReport),
     job: J,
 ) -> Result<(T, DeviceReport)> {
-    let select = SelectOptions { strict, ..SelectOptions::default() };
+    let select = SelectOptions { strict, ..SelectOptions::from_environment()? };
     let selection = select_device(request, &select)?;
     on_device(&selection.report);
     let output = run_guarded(&selection.device, job)?;

@@ -178,7 +178,7 @@ pub fn serve(options: ServeOptions, on_listening: &dyn Fn(&Listening)) -> Result
     check(&options)?;
     let selection = select_device(
         options.device,
-        &SelectOptions { strict: options.strict_device, ..SelectOptions::default() },
+        &SelectOptions { strict: options.strict_device, ..SelectOptions::from_environment()? },
     )?;
     let (requests, requests_rx) = std::sync::mpsc::channel();
     let (frames_tx, frames_rx) = watch::channel(None);

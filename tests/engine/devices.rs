@@ -95,3 +95,46 @@ fn cpu_request_probes_nothing_else() {
     assert_eq!(selection.report.attempts.len(), 1);
     assert!(!selection.report.fell_back());
 }
+
+/// A program that calls the library (not the command line, which refuses the value at start)
+/// learns of an unreadable `ATHERIA_PROBE_TIMEOUT` as an error from the jobs that select a
+/// device, instead of a probe with a limit it did not ask for. In a child of this test binary,
+/// so that the variable reaches no other test.
+#[test]
+fn a_bad_probe_timeout_is_an_error_for_library_callers() {
+    if std::env::var("ATHERIA_PROBE_TIMEOUT_CHILD").is_ok() {
+        let run = atheria::app::run(&atheria::app::RunOptions { steps: 1, ..Default::default() }, &|_| {});
+        let bench = atheria::app::bench(
+            &atheria::app::BenchOptions {
+                model: atheria::io::model_dir::ModelSource::Default,
+                devices: vec![DeviceRequest::Cpu],
+                grids: vec![8],
+                batch: 1,
+                steps: 1,
+                warmup: 0,
+                seed: 0,
+                train: false,
+            },
+            &|_| {},
+            &|_| {},
+        );
+        for (job, result) in [("run", run.map(|_| ())), ("bench", bench.map(|_| ()))] {
+            match result {
+                Err(Error::InvalidProbeTimeout(message)) => println!("REFUSED {job}: {message}"),
+                other => println!("ACCEPTED {job}: {other:?}"),
+            }
+        }
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "devices::a_bad_probe_timeout_is_an_error_for_library_callers", "--nocapture"])
+        .env("ATHERIA_PROBE_TIMEOUT_CHILD", "1")
+        .env("ATHERIA_PROBE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{all}{}", String::from_utf8_lossy(&output.stderr));
+    for job in ["run", "bench"] {
+        assert!(all.contains(&format!("REFUSED {job}: ATHERIA_PROBE_TIMEOUT=`soon`")), "{job}: {all}");
+    }
+}

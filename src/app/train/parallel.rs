@@ -120,7 +120,7 @@ pub fn train(
             )));
         }
     }
-    let select = SelectOptions { strict: options.strict_device, ..SelectOptions::default() };
+    let select = SelectOptions { strict: options.strict_device, ..SelectOptions::from_environment()? };
     let mut devices = Vec::with_capacity(parallel.devices.len());
     let mut report = None;
     for request in &parallel.devices {
