@@ -26,21 +26,46 @@ thread_local! {
 }
 
 impl Scratch {
-    /// A buffer of `len` floats (their values are whatever the last use left).
-    pub(super) fn take(slot: &'static ScratchSlot, len: usize) -> Vec<f32> {
+    /// A buffer of `len` floats (their values are whatever the last use left). Only the part
+    /// of it that no earlier use reached is zeroed: a kept buffer is never shortened, so that
+    /// layers of different sizes in turn do not zero the difference again and again.
+    pub(super) fn take(slot: &'static ScratchSlot, len: usize) -> ScratchBuffer {
         let mut buffer = slot.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-        buffer.resize(len, 0.0);
-        buffer
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        ScratchBuffer { buffer, len }
     }
 
     /// Keeps `buffer` for the thread's next [`Scratch::take`] from `slot`.
-    pub(super) fn give_back(slot: &'static ScratchSlot, buffer: Vec<f32>) {
+    pub(super) fn give_back(slot: &'static ScratchSlot, buffer: ScratchBuffer) {
         slot.with(|cell| {
             let mut kept = cell.borrow_mut();
-            if buffer.capacity() > kept.capacity() {
-                *kept = buffer;
+            if buffer.buffer.len() > kept.len() {
+                *kept = buffer.buffer;
             }
         });
+    }
+}
+
+/// A buffer lent by [`Scratch::take`]: the first `len` floats of a kept buffer that may be
+/// longer.
+pub(super) struct ScratchBuffer {
+    buffer: Vec<f32>,
+    len: usize,
+}
+
+impl std::ops::Deref for ScratchBuffer {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.buffer[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for ScratchBuffer {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[..self.len]
     }
 }
 
@@ -82,7 +107,10 @@ pub(super) fn transformed_weights(weight: &[f32], k: usize, c: usize) -> Arc<Vec
 pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     const CHUNK: usize = 256;
     let kernels = k * c;
-    let mut u = vec![0.0f32; 16 * kernels];
+    // Not zeroed first: the chunks cover every plane (zeroing was 1% of a training step, whose
+    // weights change every step).
+    let mut u: Vec<f32> = Vec::with_capacity(16 * kernels);
+    let planes = &mut u.spare_capacity_mut()[..16 * kernels];
     let mut buffer = [[0.0f32; CHUNK]; 16];
     for start in (0..kernels).step_by(CHUNK) {
         let len = CHUNK.min(kernels - start);
@@ -106,9 +134,15 @@ pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
             }
         }
         for (e, values) in buffer.iter().enumerate() {
-            u[e * kernels + start..e * kernels + start + len].copy_from_slice(&values[..len]);
+            let target = &mut planes[e * kernels + start..e * kernels + start + len];
+            target.iter_mut().zip(&values[..len]).for_each(|(slot, &value)| {
+                slot.write(value);
+            });
         }
     }
+    // SAFETY: the chunks `start..start + len` cover `0..kernels`, and each wrote its range in
+    // all 16 planes.
+    unsafe { u.set_len(16 * kernels) };
     u
 }
 
@@ -316,14 +350,14 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &Wino
     // Y = A^T M A: 2x2 outputs per tile, written plane by plane.
     let len = n * k * h * w;
     let mut out: Vec<f32> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut((h * w).max(1)).enumerate().for_each(
-        |(plane_index, plane)| {
+    out.spare_capacity_mut()[..len].par_chunks_mut((h * w).max(1)).enumerate().for_each_init(
+        || vec![0.0f32; 12 * tiles_x],
+        |scratch, (plane_index, plane)| {
             let (ni, ki) = (plane_index / k, plane_index % k);
             let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
-            let mut scratch = vec![0.0f32; 12 * tiles_x];
             for ty in 0..tiles_y {
                 let offset = ni * tiles + ty * tiles_x;
-                simd::output_tile_row(&block[offset..], p, h, w, ty, &mut scratch, plane);
+                simd::output_tile_row(&block[offset..], p, h, w, ty, scratch, plane);
             }
         },
     );

@@ -25,6 +25,7 @@ const MIN_TILES_PER_BLOCK: usize = 256;
 thread_local! {
     static INPUT_TRANSFORMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static GRADIENT_TRANSFORMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static RUN_SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Gradient of the 3x3 convolution's weight (stride 1, zero padding 1) of `x` [N, C, H, W]
@@ -54,62 +55,69 @@ pub(super) fn weight_grad_in_blocks(
     let rows_per_block = rows_in_budget.max(min_tiles.div_ceil(tiles_x)).clamp(1, tiles_y);
     let blocks_per_image = tiles_y.div_ceil(rows_per_block);
     let blocks = n * blocks_per_image;
+    if blocks == 0 {
+        // No tiles: nothing to sum (and no run whose first block would write its sum).
+        return vec![0.0; k * c * 9];
+    }
     let threads = rayon::current_num_threads();
     let runs = threads.clamp(1, blocks);
     // Fewer blocks than threads (the deep layers' few tiles and many channels): each GEMM is
     // shared out instead.
     let parallel_gemm = runs < threads;
     let channels_last = channels_last(grad, [n, k, h, w]);
-    let sums: Vec<Vec<f32>> = (0..runs)
-        .into_par_iter()
-        .map(|run| {
-            let mut sum = vec![0.0f32; 16 * c * k];
-            // Kept by the thread from layer to layer (fresh, each cost a memset).
-            let most_tiles = rows_per_block * tiles_x;
-            let mut v = Scratch::take(&INPUT_TRANSFORMS, 16 * c * most_tiles);
-            let mut dm = Scratch::take(&GRADIENT_TRANSFORMS, most_tiles * 16 * k);
-            let mut input_scratch = simd::InputScratch::new(tiles_x);
-            let mut grad_scratch = vec![0.0f32; 8 * k];
-            let zeros = vec![0.0f32; k];
-            for block in blocks * run / runs..blocks * (run + 1) / runs {
-                let (ni, ty0) = (block / blocks_per_image, block % blocks_per_image * rows_per_block);
-                let rows = rows_per_block.min(tiles_y - ty0);
-                let pb = rows * tiles_x;
-                let tile_rows = ty0..ty0 + rows;
-                transform_tile_rows(x, [n, c, h, w], ni, tile_rows, &mut input_scratch, &mut v, 16 * pb, pb);
-                let image = &channels_last[ni * h * w * k..(ni + 1) * h * w * k];
-                for r in 0..rows {
-                    let out = &mut dm[r * tiles_x * 16 * k..];
-                    output_grad_tile_row(image, k, h, w, ty0 + r, &zeros, &mut grad_scratch, out);
-                }
-                for e in 0..16 {
-                    // SAFETY: V_e is c x pb with row stride 16pb, dM_e^T is pb x k with row
-                    // stride 16k, both inside their buffers; R_e is c x k inside `sum`.
-                    unsafe {
-                        matmul(
-                            c,
-                            k,
-                            pb,
-                            Mat { ptr: v.as_ptr().add(e * pb), row: (16 * pb) as isize, col: 1 },
-                            Mat { ptr: dm.as_ptr().add(e * k), row: (16 * k) as isize, col: 1 },
-                            sum.as_mut_ptr().add(e * c * k),
-                            k as isize,
-                            true,
-                            parallel_gemm,
-                        );
-                    }
+    // Every run's sum R [16][C][K], kept from layer to layer (fresh, each was a memset or
+    // page faults, 4 MB for the bottleneck): each run's first block overwrites its sum.
+    let sum_len = 16 * c * k;
+    let mut sums = Scratch::take(&RUN_SUMS, runs * sum_len);
+    sums.par_chunks_mut(sum_len).enumerate().for_each(|(run, sum)| {
+        // Kept by the thread from layer to layer (fresh, each cost a memset).
+        let most_tiles = rows_per_block * tiles_x;
+        let mut v = Scratch::take(&INPUT_TRANSFORMS, 16 * c * most_tiles);
+        let mut dm = Scratch::take(&GRADIENT_TRANSFORMS, most_tiles * 16 * k);
+        let mut input_scratch = simd::InputScratch::new(tiles_x);
+        let mut grad_scratch = vec![0.0f32; 8 * k];
+        let zeros = vec![0.0f32; k];
+        let run_blocks = blocks * run / runs..blocks * (run + 1) / runs;
+        let first_block = run_blocks.start;
+        for block in run_blocks {
+            let (ni, ty0) = (block / blocks_per_image, block % blocks_per_image * rows_per_block);
+            let rows = rows_per_block.min(tiles_y - ty0);
+            let pb = rows * tiles_x;
+            let tile_rows = ty0..ty0 + rows;
+            transform_tile_rows(x, [n, c, h, w], ni, tile_rows, &mut input_scratch, &mut v, 16 * pb, pb);
+            let image = &channels_last[ni * h * w * k..(ni + 1) * h * w * k];
+            for r in 0..rows {
+                let out = &mut dm[r * tiles_x * 16 * k..];
+                output_grad_tile_row(image, k, h, w, ty0 + r, &zeros, &mut grad_scratch, out);
+            }
+            for e in 0..16 {
+                // SAFETY: V_e is c x pb with row stride 16pb, dM_e^T is pb x k with row
+                // stride 16k, both inside their buffers; R_e is c x k inside `sum`.
+                unsafe {
+                    matmul(
+                        c,
+                        k,
+                        pb,
+                        Mat { ptr: v.as_ptr().add(e * pb), row: (16 * pb) as isize, col: 1 },
+                        Mat { ptr: dm.as_ptr().add(e * k), row: (16 * k) as isize, col: 1 },
+                        sum.as_mut_ptr().add(e * c * k),
+                        k as isize,
+                        block != first_block,
+                        parallel_gemm,
+                    );
                 }
             }
-            Scratch::give_back(&INPUT_TRANSFORMS, v);
-            Scratch::give_back(&GRADIENT_TRANSFORMS, dm);
-            sum
-        })
-        .collect();
-    let mut total = sums[0].clone();
-    for sum in &sums[1..] {
+        }
+        Scratch::give_back(&INPUT_TRANSFORMS, v);
+        Scratch::give_back(&GRADIENT_TRANSFORMS, dm);
+    });
+    let (total, others) = sums.split_at_mut(sum_len);
+    for sum in others.chunks_exact(sum_len) {
         total.iter_mut().zip(sum).for_each(|(t, s)| *t += s);
     }
-    kernel_grads(&total, k, c)
+    let grads = kernel_grads(total, k, c);
+    Scratch::give_back(&RUN_SUMS, sums);
+    grads
 }
 
 /// `grad` [N, K, H, W] as [N][H*W][K], so that a tile's four pixels are four contiguous

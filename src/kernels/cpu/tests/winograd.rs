@@ -319,3 +319,26 @@ fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     }
     flipped
 }
+
+/// A kept scratch buffer is lent at the length asked for, and a shorter use in between does not
+/// shorten it: the next longer use finds what was written, not a freshly zeroed tail.
+#[test]
+fn scratch_is_lent_at_its_length_and_never_shortened() {
+    use crate::kernels::cpu::winograd::Scratch;
+    thread_local! {
+        static SLOT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut long = Scratch::take(&SLOT, 100);
+    assert_eq!(long.len(), 100);
+    long.fill(1.0);
+    Scratch::give_back(&SLOT, long);
+    let short = Scratch::take(&SLOT, 10);
+    assert_eq!(short.len(), 10);
+    Scratch::give_back(&SLOT, short);
+    let again = Scratch::take(&SLOT, 100);
+    assert!(again.iter().all(|&value| value == 1.0));
+    Scratch::give_back(&SLOT, again);
+    let longer = Scratch::take(&SLOT, 150);
+    assert_eq!(longer.len(), 150);
+    assert!(longer[100..].iter().all(|&value| value == 0.0));
+}
