@@ -92,28 +92,36 @@ pub(super) fn transformed_weights(weight: &[f32], k: usize, c: usize) -> Arc<Vec
         return u;
     }
     let u = Arc::new(winograd_weights(weight, k, c));
+    // Copied by both threads (a training step caches every layer's new weights), before the
+    // lock is taken: a thread waiting for its parallel work may run another convolution's.
+    let mut raw = Vec::with_capacity(weight.len());
+    raw.par_extend(weight.par_iter().copied());
     if let Ok(mut cache) = TRANSFORMED.lock() {
         if cache.len() >= TRANSFORMED_KEPT {
             cache.remove(0);
         }
-        cache.push((k, c, weight.to_vec(), u.clone()));
+        cache.push((k, c, raw, u.clone()));
     }
     u
 }
 
 /// U = G g G^T for every (k, c) kernel, stored [16][K][C]. Kernels are transformed a chunk at
-/// a time into a [16][chunk] buffer that is then copied row by row: written straight into the
-/// 16 planes, every value went to another cache line.
+/// a time into a [16][chunk] buffer that is then copied row by row (written straight into the
+/// 16 planes, every value went to another cache line); the chunks are shared out among the
+/// threads, since training transforms every layer's new weights at every step.
 pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
     const CHUNK: usize = 256;
     let kernels = k * c;
-    // Not zeroed first: the chunks cover every plane (zeroing was 1% of a training step, whose
-    // weights change every step).
+    // Not zeroed first: the chunks cover every plane (zeroing was 1% of a training step).
     let mut u: Vec<f32> = Vec::with_capacity(16 * kernels);
-    let planes = &mut u.spare_capacity_mut()[..16 * kernels];
-    let mut buffer = [[0.0f32; CHUNK]; 16];
-    for start in (0..kernels).step_by(CHUNK) {
+    let planes = SharedMut(u.as_mut_ptr());
+    (0..kernels.div_ceil(CHUNK)).into_par_iter().for_each(|chunk| {
+        // Captures the whole Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
+        let planes = planes;
+        let start = chunk * CHUNK;
         let len = CHUNK.min(kernels - start);
+        let mut buffer = [[0.0f32; CHUNK]; 16];
         for (offset, g) in weight[start * 9..(start + len) * 9].chunks_exact(9).enumerate() {
             // G g: 4x3.
             let mut t = [[0.0f32; 3]; 4];
@@ -134,12 +142,11 @@ pub(super) fn winograd_weights(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
             }
         }
         for (e, values) in buffer.iter().enumerate() {
-            let target = &mut planes[e * kernels + start..e * kernels + start + len];
-            target.iter_mut().zip(&values[..len]).for_each(|(slot, &value)| {
-                slot.write(value);
-            });
+            // SAFETY: `e * kernels + start + len <= 16 * kernels`, inside the capacity; the
+            // chunks' ranges are disjoint.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), planes.0.add(e * kernels + start), len) };
         }
-    }
+    });
     // SAFETY: the chunks `start..start + len` cover `0..kernels`, and each wrote its range in
     // all 16 planes.
     unsafe { u.set_len(16 * kernels) };

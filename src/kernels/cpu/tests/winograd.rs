@@ -178,9 +178,11 @@ fn transposed_taps(weight: &[f32]) -> Vec<f32> {
 
 #[test]
 fn winograd_matches_the_definition_including_odd_sizes() {
-    // Odd sides, one cell, many tile rows; then empty batches, sides and channel counts.
+    // Odd sides, one cell, many tile rows, more kernels (299) than one chunk of the kernel
+    // transform; then empty batches, sides and channel counts.
     let cases = [
         ([2, 3, 8, 12], 5),
+        ([1, 23, 6, 6], 13),
         ([1, 4, 7, 5], 3),
         ([1, 1, 1, 1], 2),
         ([3, 2, 4, 4], 1),
