@@ -252,18 +252,11 @@ fn the_in_process_probe_survives_what_can_be_survived() {
         .map(|(case, install)| (*case, install, "cuda"))
         .chain([("broken Vulkan ICD", &vulkan, "wgpu")]);
     for (case, install, request) in runs {
-        let output = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "broken_drivers::the_in_process_probe_survives_what_can_be_survived",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .envs(install.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("ATHERIA_IN_PROCESS_PROBE", request)
-            .output()
-            .unwrap();
+        let env = install.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let output = crate::support::test_in_a_child(
+            "broken_drivers::the_in_process_probe_survives_what_can_be_survived",
+            env.chain([("ATHERIA_IN_PROCESS_PROBE", request)]),
+        );
         let all = text(&output);
         assert!(output.status.success(), "{case}: {all}");
         let report = all

@@ -126,12 +126,10 @@ fn a_bad_probe_timeout_is_an_error_for_library_callers() {
         }
         return;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "devices::a_bad_probe_timeout_is_an_error_for_library_callers", "--nocapture"])
-        .env("ATHERIA_PROBE_TIMEOUT_CHILD", "1")
-        .env("ATHERIA_PROBE_TIMEOUT", "soon")
-        .output()
-        .unwrap();
+    let output = crate::support::test_in_a_child(
+        "devices::a_bad_probe_timeout_is_an_error_for_library_callers",
+        [("ATHERIA_PROBE_TIMEOUT_CHILD", "1"), ("ATHERIA_PROBE_TIMEOUT", "soon")],
+    );
     let all = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{all}{}", String::from_utf8_lossy(&output.stderr));
     for job in ["run", "bench"] {

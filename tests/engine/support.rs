@@ -39,6 +39,17 @@ pub fn atheria(args: &[&str]) -> Output {
     spawn(args).wait_with_output().expect("the binary runs")
 }
 
+/// Runs the test `test` (its path in this crate, `module::name`) alone in a child of this test
+/// binary, with `env` added: where a test needs process-wide state (environment variables, the
+/// dynamic linker's search path) that must not reach the other tests.
+pub fn test_in_a_child<'a>(test: &str, env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Output {
+    Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .envs(env)
+        .output()
+        .expect("the test binary runs")
+}
+
 /// What a run printed on stderr.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
