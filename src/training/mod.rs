@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod gradients;
 pub mod loss;
+pub mod optimizer;
 pub mod peer;
 pub mod schedule;
 
@@ -13,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use burn::collective::ReduceOperation;
 use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
@@ -27,12 +27,13 @@ use crate::error::{Error, Result};
 use crate::io::model_dir::{load_model, save_model};
 use crate::io::{read_file, write_atomic};
 use crate::kernels::{on_kernel_pool, EngineBackend};
-use crate::models::{check_gamma, check_grid, Architecture, Law, Model, ModelConfig, DEFAULT_GAMMA};
+use crate::models::{check_gamma, check_grid, Architecture, Model, ModelConfig, DEFAULT_GAMMA};
 use crate::noise::{bit_flip, phase_flip};
 use crate::state::{generate, InitialState, Universe};
 use checkpoint::{TrainerState, OPTIMIZER_FILE};
 pub use gradients::{clip_global_norm, named_gradients};
 use loss::{LossKind, LossWeights};
+use optimizer::{FusedAdamW, LawOptimizer};
 use peer::Peer;
 use schedule::{noise_level, ReduceOnPlateau};
 
@@ -192,7 +193,6 @@ pub struct EpisodeReport {
     pub grad_norm: f64,
 }
 
-type Adam<B> = OptimizerAdaptor<AdamW, Law<B>, B>;
 type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// A model being trained, its optimizer and schedule. Generic over an autodiff backend whose
@@ -202,7 +202,7 @@ pub struct Trainer<B: AutodiffBackend + EngineBackend> {
     pub config: TrainConfig,
     /// The model being trained.
     pub model: Model<B>,
-    optimizer: Adam<B>,
+    optimizer: LawOptimizer<B>,
     /// The episode, schedule and metrics a checkpoint keeps.
     pub state: TrainerState,
     device: B::Device,
@@ -423,8 +423,8 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
     }
 }
 
-fn optimizer_for<B: AutodiffBackend + EngineBackend>(config: &TrainConfig) -> Adam<B> {
-    AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init::<B, Law<B>>()
+fn optimizer_for<B: AutodiffBackend + EngineBackend>(config: &TrainConfig) -> LawOptimizer<B> {
+    FusedAdamW::new(config.weight_decay as f32, 1e-8).for_law()
 }
 
 /// The random stream of one universe of one episode: ChaCha8 seeded with the run's seed, on

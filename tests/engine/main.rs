@@ -10,6 +10,7 @@ mod import;
 mod lab_models;
 mod lost_work;
 mod observables;
+mod optimizer;
 mod parallel;
 mod pictures;
 mod pytorch_reference;

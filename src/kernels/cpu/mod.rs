@@ -10,11 +10,13 @@
 //!   transformed input and the transformed output gradient);
 //! - the 2x2 stride-2 transposed convolution has no overlap between output pixels, so it is one
 //!   GEMM followed by a scatter (and its gradients a gather followed by GEMMs);
-//! - GroupNorm + ELU, the 1x1 layers and the 2x2 max pooling are fused passes of their own.
+//! - GroupNorm + ELU, the 1x1 layers and the 2x2 max pooling are fused passes of their own;
+//! - AdamW's update is one pass over each parameter and its moments.
 //!
 //! Tensors are read as contiguous row-major NCHW f32 (copied first only when a view is
 //! strided); anything else (another float dtype) takes burn's generic path.
 
+pub mod adamw;
 mod conv_transpose;
 mod gemm;
 mod group_norm;
