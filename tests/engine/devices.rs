@@ -98,8 +98,9 @@ fn cpu_request_probes_nothing_else() {
 
 /// A program that calls the library (not the command line, which refuses the value at start)
 /// learns of an unreadable `ATHERIA_PROBE_TIMEOUT` as an error from the jobs that select a
-/// device, instead of a probe with a limit it did not ask for. In a child of this test binary,
-/// so that the variable reaches no other test.
+/// device (`run`, `bench`, `serve` and data-parallel training), instead of a probe with a limit
+/// it did not ask for. In a child of this test binary, so that the variable reaches no other
+/// test.
 #[test]
 fn a_bad_probe_timeout_is_an_error_for_library_callers() {
     if std::env::var("ATHERIA_PROBE_TIMEOUT_CHILD").is_ok() {
@@ -118,7 +119,51 @@ fn a_bad_probe_timeout_is_an_error_for_library_callers() {
             &|_| {},
             &|_| {},
         );
-        for (job, result) in [("run", run.map(|_| ())), ("bench", bench.map(|_| ()))] {
+        let scratch = crate::support::scratch("probe-timeout-library");
+        let serve = atheria::serve::serve(
+            atheria::serve::ServeOptions {
+                device: DeviceRequest::Cpu,
+                snapshots: scratch.join("snapshots"),
+                runs: scratch.join("runs"),
+                bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..Default::default()
+            },
+            // A server that accepted the value would serve until a signal: end the child.
+            &|_| {
+                println!("ACCEPTED serve: it listens");
+                std::process::exit(0)
+            },
+        );
+        let parallel_training = atheria::app::train::train(
+            &atheria::app::train::TrainOptions {
+                // One tiny episode, should the value be accepted.
+                start: atheria::app::train::TrainStart::New(atheria::training::TrainConfig {
+                    arch: atheria::models::Architecture::Mlp,
+                    d_state: 2,
+                    hidden: 4,
+                    grid: 8,
+                    qca_steps: 1,
+                    batch: 2,
+                    episodes: 1,
+                    ..Default::default()
+                }),
+                out: scratch.join("run"),
+                device: DeviceRequest::Cpu,
+                strict_device: false,
+                progress: false,
+                command: "test".into(),
+                observer: None,
+                parallel: Some(atheria::app::train::ParallelOptions::local(vec![DeviceRequest::Cpu; 2])),
+            },
+            &|_| {},
+        );
+        let results = [
+            ("run", run.map(|_| ())),
+            ("bench", bench.map(|_| ())),
+            ("serve", serve.map(|_| ())),
+            ("parallel training", parallel_training.map(|_| ())),
+        ];
+        for (job, result) in results {
             match result {
                 Err(Error::InvalidProbeTimeout(message)) => println!("REFUSED {job}: {message}"),
                 other => println!("ACCEPTED {job}: {other:?}"),
@@ -132,7 +177,7 @@ fn a_bad_probe_timeout_is_an_error_for_library_callers() {
     );
     let all = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{all}{}", String::from_utf8_lossy(&output.stderr));
-    for job in ["run", "bench"] {
+    for job in ["run", "bench", "serve", "parallel training"] {
         assert!(all.contains(&format!("REFUSED {job}: ATHERIA_PROBE_TIMEOUT=`soon`")), "{job}: {all}");
     }
 }
