@@ -6,15 +6,14 @@
 //! place when nothing else holds them. Each element goes through the same f32 operations in the
 //! same order as burn's (no fused multiply-adds), so the result is burn's to the last bit.
 
-use std::any::{Any, TypeId};
-
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor};
 use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
 use super::contiguous;
+use super::host::{from_host_tensor, into_host, is_host_backend};
 
 /// Elements per task: a few pages of each of the four arrays, enough to pay for a task.
 const CHUNK: usize = 1 << 14;
@@ -102,8 +101,7 @@ fn update_serially(
 
 /// Whether `tensors` are the CPU backend's f32 tensors, the ones [`adamw_on_host`] takes.
 pub fn are_host_f32<B: Backend, const D: usize>(tensors: &[&Tensor<B, D>]) -> bool {
-    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<NdArrayTensor>()
-        && tensors.iter().all(|tensor| tensor.dtype() == DType::F32)
+    is_host_backend::<B>() && tensors.iter().all(|tensor| tensor.dtype() == DType::F32)
 }
 
 /// One fused AdamW step of `param` (any shape) with its gradient and its moments (`None` before
@@ -117,10 +115,10 @@ pub fn adamw_on_host<B: Backend, const D: usize>(
     moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
     step: &AdamWStep,
 ) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
-    let mut param = writable(into_host(param));
-    let grad = into_host(grad);
+    let mut param = writable(host_tensor(param));
+    let grad = host_tensor(grad);
     let (mut moment_1, mut moment_2) = match moments {
-        Some((moment_1, moment_2)) => (writable(into_host(moment_1)), writable(into_host(moment_2))),
+        Some((moment_1, moment_2)) => (writable(host_tensor(moment_1)), writable(host_tensor(moment_2))),
         None => (ArcArray::zeros(param.raw_dim()), ArcArray::zeros(param.raw_dim())),
     };
     let (_, grad) = contiguous(&grad).expect("are_host_f32 checked the dtype");
@@ -135,15 +133,11 @@ pub fn adamw_on_host<B: Backend, const D: usize>(
         moment_2.as_slice_mut().expect("writable gives the standard layout"),
         step,
     );
-    (from_host(param), from_host(moment_1), from_host(moment_2))
+    (backend_tensor(param), backend_tensor(moment_1), backend_tensor(moment_2))
 }
 
-fn into_host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> NdArrayTensor {
-    let TensorPrimitive::Float(primitive) = tensor.into_primitive() else {
-        panic!("are_host_f32 checked the dtype");
-    };
-    let boxed: Box<dyn Any> = Box::new(primitive);
-    *boxed.downcast::<NdArrayTensor>().expect("are_host_f32 checked the backend")
+fn host_tensor<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> NdArrayTensor {
+    into_host(tensor).expect("are_host_f32 checked the backend and the dtype")
 }
 
 /// The array in the standard layout, held by nothing else (copied only when it is shared or
@@ -160,8 +154,6 @@ fn writable(tensor: NdArrayTensor) -> ArcArray<f32, IxDyn> {
     }
 }
 
-fn from_host<B: Backend, const D: usize>(array: ArcArray<f32, IxDyn>) -> Tensor<B, D> {
-    let boxed: Box<dyn Any> = Box::new(NdArrayTensor::from(array));
-    let primitive = boxed.downcast::<B::FloatTensorPrimitive>().expect("are_host_f32 checked the backend");
-    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+fn backend_tensor<B: Backend, const D: usize>(array: ArcArray<f32, IxDyn>) -> Tensor<B, D> {
+    from_host_tensor(NdArrayTensor::from(array)).expect("are_host_f32 checked the backend")
 }

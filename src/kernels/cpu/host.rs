@@ -17,15 +17,8 @@ pub fn with_host_data<B: Backend, R>(
     tensors: &[&Tensor<B, 4>],
     read: impl FnOnce(&[&[f32]]) -> R,
 ) -> Option<R> {
-    let cpu: Vec<NdArrayTensor> = tensors
-        .iter()
-        .map(|&tensor| match tensor.clone().into_primitive() {
-            TensorPrimitive::Float(primitive) => {
-                (&primitive as &dyn Any).downcast_ref::<NdArrayTensor>().cloned()
-            }
-            TensorPrimitive::QFloat(_) => None,
-        })
-        .collect::<Option<_>>()?;
+    let cpu: Vec<NdArrayTensor> =
+        tensors.iter().map(|&tensor| into_host(tensor.clone())).collect::<Option<_>>()?;
     let data: Vec<Cow<'_, [f32]>> =
         cpu.iter().map(|tensor| nchw(tensor).map(|(_, data)| data)).collect::<Option<_>>()?;
     let slices: Vec<&[f32]> = data.iter().map(|data| data.as_ref()).collect();
@@ -39,10 +32,31 @@ pub fn from_host<B: Backend, const D: usize>(
     data: Vec<f32>,
     device: &B::Device,
 ) -> Tensor<B, D> {
-    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<NdArrayTensor>() {
+    if !is_host_backend::<B>() {
         return Tensor::from_data(TensorData::new(data, shape), device);
     }
-    let boxed: Box<dyn Any> = Box::new(tensor(&shape, data));
-    let primitive = boxed.downcast::<B::FloatTensorPrimitive>().expect("the type ids are equal");
-    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+    from_host_tensor(tensor(&shape, data)).expect("the backend is the CPU backend")
+}
+
+/// Whether `B`'s float tensors are the CPU backend's, the ones [`into_host`] opens.
+pub fn is_host_backend<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<NdArrayTensor>()
+}
+
+/// The CPU backend's own tensor behind `tensor` (any shape; no copy), or `None` on other backends
+/// and for quantized tensors.
+pub fn into_host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Option<NdArrayTensor> {
+    let TensorPrimitive::Float(primitive) = tensor.into_primitive() else {
+        return None;
+    };
+    let boxed: Box<dyn Any> = Box::new(primitive);
+    boxed.downcast::<NdArrayTensor>().ok().map(|tensor| *tensor)
+}
+
+/// `tensor` as a tensor of backend `B` (no copy), the inverse of [`into_host`]; `None` unless `B`
+/// is the CPU backend.
+pub fn from_host_tensor<B: Backend, const D: usize>(tensor: NdArrayTensor) -> Option<Tensor<B, D>> {
+    let boxed: Box<dyn Any> = Box::new(tensor);
+    let primitive = boxed.downcast::<B::FloatTensorPrimitive>().ok()?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
 }
