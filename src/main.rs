@@ -32,8 +32,7 @@ fn main() -> ExitCode {
             ExitCode::from(interruption.signal.exit_code())
         }
         Err(error) => {
-            // One readable line: the error and its causes.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", cli::one_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -65,6 +65,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Option<Interruption>> {
     }
 }
 
+/// `error` and its causes as one readable line, each said once: the library's errors already
+/// name their cause (a file's path and the operating system's message), which `{:#}` would
+/// repeat.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
 /// Logs go to stderr through tracing; `RUST_LOG` overrides the level.
 pub fn init_logging(verbose: bool) {
     use tracing_subscriber::EnvFilter;

@@ -118,7 +118,15 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     assert_fails_with(&["run", "--device", "tpu"], "unknown device 'tpu'");
     assert_fails_with(&["run", "--device", "cpu", "--grid", "18"], "multiples of 4");
     assert_fails_with(&["run", "--device", "cpu", "--grid", "0"], "invalid grid size");
-    assert_fails_with(&["run", "--device", "cpu", "--model", "/nonexistent/dir"], "/nonexistent/dir");
+    // Each cause is said once (the library's messages already name it).
+    let missing =
+        assert_fails_with(&["run", "--device", "cpu", "--model", "/nonexistent/dir"], "/nonexistent/dir");
+    assert_eq!(missing.matches("not found").count(), 1, "{missing}");
+    let missing = assert_fails_with(
+        &["run", "--device", "cpu", "--init", "/nonexistent/psi.safetensors"],
+        "psi.safetensors",
+    );
+    assert_eq!(missing.matches("(os error 2)").count(), 1, "{missing}");
     assert_fails_with(&["run", "--device", "cpu", "--arch", "unet"], "go together");
     assert_fails_with(
         &["run", "--device", "cpu", "--arch", "resnet", "--d-state", "2", "--hidden", "4"],

@@ -122,42 +122,14 @@ fn one_view_per_frame_draws_the_map_alone() {
     let dir = scratch("pictures-one-view");
     let frames = dir.join("frames");
     for view in ["phase", "physics", "energy", "coherence", "activity"] {
-        let output = atheria(&[
-            "run",
-            "--device",
-            "cpu",
-            "--grid",
-            "16",
-            "--steps",
-            "1",
-            "--view",
-            view,
-            "--frames",
-            frames.to_str().unwrap(),
-        ]);
-        assert!(output.status.success(), "{view}: {}", stderr(&output));
-        let picture = image::open(frames.join("frame_000001.png")).unwrap();
+        let picture = first_frame_of_view(view, &frames);
         assert_eq!((picture.width(), picture.height()), (256, 256), "{view}");
     }
     // A constant map is never a silent flat square: it is drawn with its label, so the picture
     // is taller than the map. The density of a normalised state is 1 everywhere, so its
     // gradient is 0 and its spectrum (DC removed) flat.
     for view in ["density", "gradient", "spectral"] {
-        let output = atheria(&[
-            "run",
-            "--device",
-            "cpu",
-            "--grid",
-            "16",
-            "--steps",
-            "1",
-            "--view",
-            view,
-            "--frames",
-            frames.to_str().unwrap(),
-        ]);
-        assert!(output.status.success(), "{}", stderr(&output));
-        let picture = image::open(frames.join("frame_000001.png")).unwrap();
+        let picture = first_frame_of_view(view, &frames);
         assert!(
             picture.height() > 256 && picture.width() >= 256,
             "{view}: {}x{}",
@@ -165,6 +137,25 @@ fn one_view_per_frame_draws_the_map_alone() {
             picture.height()
         );
     }
+}
+
+/// The first frame of a one-step 16x16 run drawing `view` into `frames`.
+fn first_frame_of_view(view: &str, frames: &std::path::Path) -> image::DynamicImage {
+    let output = atheria(&[
+        "run",
+        "--device",
+        "cpu",
+        "--grid",
+        "16",
+        "--steps",
+        "1",
+        "--view",
+        view,
+        "--frames",
+        frames.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{view}: {}", stderr(&output));
+    image::open(frames.join("frame_000001.png")).unwrap()
 }
 
 #[test]

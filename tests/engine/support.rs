@@ -65,11 +65,12 @@ pub fn assert_one_line_error(output: &Output, needle: &str) {
     assert!(error_lines[0].contains(needle), "expected '{needle}' in: {text}");
 }
 
-/// Runs the binary with `args` and asserts [`assert_one_line_error`].
-pub fn assert_fails_with(args: &[&str], needle: &str) {
+/// Runs the binary with `args`, asserts [`assert_one_line_error`] and returns that line.
+pub fn assert_fails_with(args: &[&str], needle: &str) -> String {
     let output = atheria(args);
     assert!(!output.status.success(), "{args:?} succeeded: {}", stderr(&output));
     assert_one_line_error(&output, needle);
+    stderr(&output).lines().find(|line| line.starts_with("error:")).unwrap_or_default().to_owned()
 }
 
 pub use crate::scratch_dir::scratch;
