@@ -55,22 +55,23 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Asserts a failed run with one `error:` line containing `needle`, and no panic.
-pub fn assert_one_line_error(output: &Output, needle: &str) {
+/// Asserts a failed run with one `error:` line containing `needle`, and no panic; returns that
+/// line.
+pub fn assert_one_line_error(output: &Output, needle: &str) -> String {
     let text = stderr(output);
     assert!(!output.status.success(), "succeeded: {text}");
     assert!(!text.contains("panicked"), "panicked: {text}");
     let error_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(error_lines.len(), 1, "{text}");
     assert!(error_lines[0].contains(needle), "expected '{needle}' in: {text}");
+    error_lines[0].to_owned()
 }
 
 /// Runs the binary with `args`, asserts [`assert_one_line_error`] and returns that line.
 pub fn assert_fails_with(args: &[&str], needle: &str) -> String {
     let output = atheria(args);
     assert!(!output.status.success(), "{args:?} succeeded: {}", stderr(&output));
-    assert_one_line_error(&output, needle);
-    stderr(&output).lines().find(|line| line.starts_with("error:")).unwrap_or_default().to_owned()
+    assert_one_line_error(&output, needle)
 }
 
 pub use crate::scratch_dir::scratch;
