@@ -64,12 +64,13 @@ fn register<B: EngineBackend, P, const N: usize>(
 struct ConvBackward;
 
 impl<B: EngineBackend> Backward<B, 2> for ConvBackward {
-    type State = [NodeId; 2];
+    type State = ([NodeId; 2], B::Conv3x3Kept);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let [x, weight] = retrieve::<B, 2>(checkpointer, ops.state);
-        let (grad_x, grad_weight) = B::conv3x3_backward(x, weight, grad);
+        let (ids, kept) = ops.state;
+        let [x, weight] = retrieve::<B, 2>(checkpointer, ids);
+        let (grad_x, grad_weight) = B::conv3x3_backward(x, weight, grad, kept);
         register::<B, _, 2>(grads, ops.parents, [grad_x, grad_weight], |node| node.id);
     }
 }
@@ -143,8 +144,18 @@ impl<B: EngineBackend> Backward<B, 3> for PointwiseBackward {
 }
 
 impl<B: EngineBackend, C: CheckpointStrategy> EngineBackend for Autodiff<B, C> {
+    type Conv3x3Kept = ();
+
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked::<B, C, _, _>(ConvBackward, [x, weight], |ids, _| ids, |[x, weight]| B::conv3x3(x, weight))
+        let nodes = [x.node.clone(), weight.node.clone()];
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [prep.checkpoint(&x), prep.checkpoint(&weight)];
+                let (output, kept) = B::conv3x3_keeping(x.primitive, weight.primitive);
+                prep.finish((ids, kept), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(x.primitive, weight.primitive)),
+        }
     }
 
     fn conv_transpose2x2(

@@ -201,17 +201,33 @@ pub(crate) fn group_norm_elu_backward_composed<B: Backend>(
 
 /// A burn backend the engine can run on: burn's `Backend` plus the hooks above.
 pub trait EngineBackend: Backend {
+    /// What a 3x3 convolution whose gradient will be taken keeps for its backward step besides
+    /// its inputs ([`conv3x3_keeping`](Self::conv3x3_keeping)): `()` where nothing.
+    type Conv3x3Kept: Clone + Default + Send + Sync + std::fmt::Debug + 'static;
+
     /// 3x3 convolution, stride 1, zero padding 1, no bias.
     /// `x` [N, C, H, W], `weight` [K, C, 3, 3] -> [N, K, H, W].
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::conv2d(x, weight, None, conv3x3_options())
     }
 
-    /// Gradients of [`conv3x3`](Self::conv3x3) for `x` and `weight`, given the output's gradient.
+    /// [`conv3x3`](Self::conv3x3) when its gradient will be taken: also returns what its
+    /// backward step can reuse (the CPU backend: the Winograd-transformed input of a small
+    /// layer, which the weight gradient would otherwise compute again).
+    fn conv3x3_keeping(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, Self::Conv3x3Kept) {
+        (Self::conv3x3(x, weight), Self::Conv3x3Kept::default())
+    }
+
+    /// Gradients of [`conv3x3`](Self::conv3x3) for `x` and `weight`, given the output's gradient
+    /// and what [`conv3x3_keeping`](Self::conv3x3_keeping) kept (or the default).
     fn conv3x3_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
+        _kept: Self::Conv3x3Kept,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let grad_x =
             Self::conv2d_x_backward(x.clone(), weight.clone(), output_grad.clone(), conv3x3_options());
@@ -307,28 +323,43 @@ pub trait EngineBackend: Backend {
 
 // The GPU backends' own convolution kernels (cubecl, with autotuning) are used as they are.
 impl EngineBackend for Wgpu {
+    type Conv3x3Kept = ();
+
     fn engine_name() -> &'static str {
         "wgpu"
     }
 }
 
 impl EngineBackend for Cuda {
+    type Conv3x3Kept = ();
+
     fn engine_name() -> &'static str {
         "cuda"
     }
 }
 
 impl EngineBackend for NdArray {
+    type Conv3x3Kept = Option<std::sync::Arc<cpu::KeptInput>>;
+
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         cpu::conv3x3(x, weight)
+    }
+
+    fn conv3x3_keeping(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, Self::Conv3x3Kept) {
+        let (output, kept) = cpu::conv3x3_keeping_input(x, weight);
+        (output, kept.map(std::sync::Arc::new))
     }
 
     fn conv3x3_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
+        kept: Self::Conv3x3Kept,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        cpu::conv3x3_backward(x, weight, output_grad)
+        cpu::conv3x3_backward(x, weight, output_grad, kept.as_deref())
     }
 
     fn conv_transpose2x2(

@@ -39,7 +39,9 @@ pub use conv_transpose::up_conv2x2;
 pub use group_norm::{fused_group_norm_elu, fused_group_norm_elu_backward};
 pub use max_pool::{max_pool2x2, max_pool2x2_backward};
 pub use pointwise::{pointwise_gemm, pointwise_gemm_backward};
-pub use winograd::{winograd_conv3x3, winograd_conv3x3_input_grad};
+pub use winograd::{
+    winograd_conv3x3, winograd_conv3x3_input_grad, winograd_conv3x3_keeping_input, KeptInput,
+};
 
 use super::{
     conv3x3_options, max_pool2x2_backward_composed, max_pool2x2_composed, simd, up2x2_options, Activation,
@@ -133,18 +135,36 @@ pub fn conv3x3(x: FloatTensor<Cpu>, weight: FloatTensor<Cpu>) -> FloatTensor<Cpu
     output.unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::conv2d(x, weight, None, conv3x3_options()))
 }
 
-/// [`super::EngineBackend::conv3x3_backward`] for the CPU backend.
+/// [`super::EngineBackend::conv3x3_keeping`] for the CPU backend: the convolution and, for a
+/// layer small enough to be transformed whole, its transformed input.
+pub fn conv3x3_keeping_input(
+    x: FloatTensor<Cpu>,
+    weight: FloatTensor<Cpu>,
+) -> (FloatTensor<Cpu>, Option<KeptInput>) {
+    let output = match (nchw(&x), nchw(&weight)) {
+        (Some((dims, xd)), Some(([k, c, 3, 3], wd))) if c == dims[1] => {
+            let (output, kept) = winograd_conv3x3_keeping_input(&xd, dims, &wd, k);
+            Some((tensor(&[dims[0], k, dims[2], dims[3]], output), kept))
+        }
+        _ => None,
+    };
+    output.unwrap_or_else(|| (<Cpu as ModuleOps<Cpu>>::conv2d(x, weight, None, conv3x3_options()), None))
+}
+
+/// [`super::EngineBackend::conv3x3_backward`] for the CPU backend; `kept` is the forward's
+/// transformed input, if it kept it.
 pub fn conv3x3_backward(
     x: FloatTensor<Cpu>,
     weight: FloatTensor<Cpu>,
     grad: FloatTensor<Cpu>,
+    kept: Option<&KeptInput>,
 ) -> (FloatTensor<Cpu>, FloatTensor<Cpu>) {
     let fast = match (nchw(&x), nchw(&weight), nchw(&grad)) {
         (Some(([n, c, h, w], xd)), Some(([k, wc, 3, 3], wd)), Some((gs, gd)))
             if wc == c && gs == [n, k, h, w] =>
         {
             let grad_x = winograd_conv3x3_input_grad(&gd, [n, k, h, w], &wd, c);
-            let grad_w = conv3x3_weight_grad(&xd, [n, c, h, w], &gd, k);
+            let grad_w = conv3x3_weight_grad(&xd, [n, c, h, w], &gd, k, kept);
             Some((tensor(&[n, c, h, w], grad_x), tensor(&[k, c, 3, 3], grad_w)))
         }
         _ => None,

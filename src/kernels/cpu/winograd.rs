@@ -222,12 +222,92 @@ pub fn winograd_conv3x3_input_grad(grad: &[f32], dims: [usize; 4], weight: &[f32
     winograd_with(grad, dims, &WinogradKernels::input_gradient(weight, dims[1], c))
 }
 
+/// [`winograd_conv3x3`], also returning its transformed input `V` when the layer is small enough
+/// to be transformed whole (fewer than 2048 tiles, all images together; the blocked path never
+/// holds all of it), for the 3x3 weight gradient to read instead of transforming `x` again.
+pub fn winograd_conv3x3_keeping_input(
+    x: &[f32],
+    dims: [usize; 4],
+    weight: &[f32],
+    k: usize,
+) -> (Vec<f32>, Option<KeptInput>) {
+    let kernels = WinogradKernels::forward(weight, k, dims[1]);
+    if is_blocked(dims) {
+        return (winograd_blocked(x, dims, &kernels, TILES_PER_BLOCK), None);
+    }
+    let mut kept = KeptInput::take(dims);
+    transform_inputs(x, dims, &mut kept.buffer[..kept.len]);
+    (winograd_from_inputs(kept.transformed(), dims, &kernels), Some(kept))
+}
+
 fn winograd_with(x: &[f32], dims: [usize; 4], kernels: &WinogradKernels) -> Vec<f32> {
-    let [n, _, h, w] = dims;
-    if n * h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES {
+    if is_blocked(dims) {
         winograd_blocked(x, dims, kernels, TILES_PER_BLOCK)
     } else {
         winograd_whole(x, dims, kernels)
+    }
+}
+
+/// Whether a layer of `dims` [N, C, H, W] is worked in blocks of tile rows.
+fn is_blocked([n, _, h, w]: [usize; 4]) -> bool {
+    n * h.div_ceil(2) * w.div_ceil(2) >= BLOCKED_FROM_TILES
+}
+
+/// The transformed input `V` \[C\]\[16\]\[tiles\] of a forward convolution, kept for the layer's
+/// weight gradient. Its buffer comes from a pool shared by the threads
+/// (the backward step may run on another thread than the forward) and goes back to it when
+/// dropped: a fresh buffer costs a page fault per 4 KiB and a memset.
+pub struct KeptInput {
+    buffer: Vec<f32>,
+    len: usize,
+    dims: [usize; 4],
+}
+
+/// Buffers of dropped [`KeptInput`]s, for the next ones.
+static KEPT_INPUTS: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// Buffers [`KEPT_INPUTS`] holds at most: every 3x3 layer of a U-Net's training step, with room
+/// to spare.
+const KEPT_INPUTS_POOLED: usize = 32;
+
+impl KeptInput {
+    /// A buffer for the transformed input of a layer of `dims` [N, C, H, W]: the shortest pooled
+    /// one that is long enough, else a fresh one (lengthening another would leave the layer it
+    /// fitted a fresh one to make next time).
+    fn take(dims @ [n, c, h, w]: [usize; 4]) -> Self {
+        let len = c * 16 * n * h.div_ceil(2) * w.div_ceil(2);
+        let pooled = KEPT_INPUTS.lock().ok().and_then(|mut pool| {
+            let fits = pool.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len());
+            fits.map(|(index, _)| index).map(|index| pool.swap_remove(index))
+        });
+        let buffer = pooled.unwrap_or_else(|| vec![0.0; len]);
+        Self { buffer, len, dims }
+    }
+
+    /// `V` [C][16][P], P = N * tiles_y * tiles_x.
+    pub(super) fn transformed(&self) -> &[f32] {
+        &self.buffer[..self.len]
+    }
+
+    /// The [N, C, H, W] of the input it was transformed from.
+    pub(super) fn dims(&self) -> [usize; 4] {
+        self.dims
+    }
+}
+
+impl Drop for KeptInput {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = KEPT_INPUTS.lock() {
+            if pool.len() < KEPT_INPUTS_POOLED {
+                pool.push(std::mem::take(&mut self.buffer));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for KeptInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptInput").field("dims", &self.dims).field("len", &self.len).finish()
     }
 }
 
@@ -318,7 +398,21 @@ pub(super) fn winograd_blocked(
 
 /// Winograd over the whole layer at once: one transform pass, 16 large GEMMs (one per task),
 /// one inverse pass. Better than blocking while the layer is small.
-pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &WinogradKernels) -> Vec<f32> {
+pub(super) fn winograd_whole(
+    x: &[f32],
+    dims @ [n, c, h, w]: [usize; 4],
+    kernels: &WinogradKernels,
+) -> Vec<f32> {
+    let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * n * h.div_ceil(2) * w.div_ceil(2));
+    transform_inputs(x, dims, &mut v);
+    let out = winograd_from_inputs(&v, dims, kernels);
+    Scratch::give_back(&INPUT_SCRATCH, v);
+    out
+}
+
+/// The 16 GEMMs and the inverse pass of [`winograd_whole`], from the transformed input `v`
+/// [C][16][P] of an input of `dims` [N, C, H, W].
+fn winograd_from_inputs(v: &[f32], [n, c, h, w]: [usize; 4], kernels: &WinogradKernels) -> Vec<f32> {
     let k = kernels.outputs();
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let tiles = tiles_y * tiles_x;
@@ -326,9 +420,7 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &Wino
     if p == 0 {
         return Vec::new();
     }
-
-    let mut v = Scratch::take(&INPUT_SCRATCH, c * 16 * p);
-    transform_inputs(x, [n, c, h, w], &mut v);
+    assert_eq!(v.len(), c * 16 * p, "transformed input of another shape");
 
     // M_e = A_e V_e for the 16 tile positions e; M stored [K][16][P].
     let mut m = Scratch::take(&PRODUCT_SCRATCH, k * 16 * p);
@@ -370,7 +462,6 @@ pub(super) fn winograd_whole(x: &[f32], [n, c, h, w]: [usize; 4], kernels: &Wino
     );
     // SAFETY: each plane's tile rows `0..tiles_y` wrote all of its cells.
     unsafe { out.set_len(len) };
-    Scratch::give_back(&INPUT_SCRATCH, v);
     Scratch::give_back(&PRODUCT_SCRATCH, m);
     out
 }
@@ -405,6 +496,9 @@ pub(super) fn transform_tile_rows(
 fn transform_inputs(x: &[f32], [n, c, h, w]: [usize; 4], v: &mut [f32]) {
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
     let p = n * tiles_y * tiles_x;
+    if p == 0 {
+        return;
+    }
     v[..c * 16 * p].par_chunks_mut(16 * p).enumerate().for_each(|(ci, block)| {
         let mut scratch = simd::InputScratch::new(tiles_x);
         for ni in 0..n {

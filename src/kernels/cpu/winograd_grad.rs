@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat};
 use super::transpose::transposed_batches;
-use super::winograd::{transform_tile_rows, Scratch};
+use super::winograd::{transform_tile_rows, KeptInput, Scratch};
 use crate::kernels::simd::{self, multiversion};
 
 /// Floats of transformed inputs and output gradients one block of tiles of the weight gradient
@@ -29,28 +29,43 @@ thread_local! {
 }
 
 /// Gradient of the 3x3 convolution's weight (stride 1, zero padding 1) of `x` [N, C, H, W]
-/// given the output's gradient `grad` [N, K, H, W]. Returns [K, C, 3, 3].
+/// given the output's gradient `grad` [N, K, H, W]. Returns [K, C, 3, 3]. `kept`, the forward's
+/// transformed input when it kept it ([`super::winograd::winograd_conv3x3_keeping_input`]),
+/// is read instead of transforming `x` again.
 ///
 /// Blocks of tile rows are shared out among the threads in contiguous runs; each run sums
 /// `R_e = V_e dM_e^T` (C x K, for the 16 terms e) over its blocks, the runs' sums are added and
 /// transformed back. Within a block the transformed inputs `V` are stored [C][16][tiles] and
 /// the transformed output gradients `dM = A dY A^T` [tiles][16][K] (channels last), so that
 /// both GEMM operands, `V_e` and `dM_e^T`, are read along rows.
-pub(super) fn conv3x3_weight_grad(x: &[f32], dims: [usize; 4], grad: &[f32], k: usize) -> Vec<f32> {
-    weight_grad_in_blocks(x, dims, grad, k, BLOCK_FLOATS, MIN_TILES_PER_BLOCK)
+pub(super) fn conv3x3_weight_grad(
+    x: &[f32],
+    dims: [usize; 4],
+    grad: &[f32],
+    k: usize,
+    kept: Option<&KeptInput>,
+) -> Vec<f32> {
+    let kept = kept.filter(|kept| kept.dims() == dims).map(KeptInput::transformed);
+    weight_grad_in_blocks(x, dims, grad, k, kept, BLOCK_FLOATS, MIN_TILES_PER_BLOCK)
 }
 
 /// [`conv3x3_weight_grad`] with blocks of at most `block_floats` transformed values, unless that
-/// is fewer than `min_tiles` tiles (and at least one tile row).
+/// is fewer than `min_tiles` tiles (and at least one tile row). `kept`: the transformed input
+/// [C][16][P] of the whole layer, or `None` to transform each block's.
 pub(super) fn weight_grad_in_blocks(
     x: &[f32],
     [n, c, h, w]: [usize; 4],
     grad: &[f32],
     k: usize,
+    kept: Option<&[f32]>,
     block_floats: usize,
     min_tiles: usize,
 ) -> Vec<f32> {
     let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+    let p = n * tiles_y * tiles_x;
+    if let Some(kept) = kept {
+        assert_eq!(kept.len(), c * 16 * p, "transformed input of another shape");
+    }
     let rows_in_budget = block_floats / (16 * (c + k) * tiles_x);
     let rows_per_block = rows_in_budget.max(min_tiles.div_ceil(tiles_x)).clamp(1, tiles_y);
     let blocks_per_image = tiles_y.div_ceil(rows_per_block);
@@ -72,7 +87,7 @@ pub(super) fn weight_grad_in_blocks(
     sums.par_chunks_mut(sum_len).enumerate().for_each(|(run, sum)| {
         // Kept by the thread from layer to layer (fresh, each cost a memset).
         let most_tiles = rows_per_block * tiles_x;
-        let mut v = Scratch::take(&INPUT_TRANSFORMS, 16 * c * most_tiles);
+        let mut v = Scratch::take(&INPUT_TRANSFORMS, if kept.is_some() { 0 } else { 16 * c * most_tiles });
         let mut dm = Scratch::take(&GRADIENT_TRANSFORMS, most_tiles * 16 * k);
         let mut input_scratch = simd::InputScratch::new(tiles_x);
         let mut grad_scratch = vec![0.0f32; 8 * k];
@@ -84,21 +99,39 @@ pub(super) fn weight_grad_in_blocks(
             let rows = rows_per_block.min(tiles_y - ty0);
             let pb = rows * tiles_x;
             let tile_rows = ty0..ty0 + rows;
-            transform_tile_rows(x, [n, c, h, w], ni, tile_rows, &mut input_scratch, &mut v, 16 * pb, pb);
+            // Where the block's V_0 (c x pb) starts, and how far apart its terms lie (its rows
+            // lie 16 terms apart).
+            let (v_e, row) = match kept {
+                Some(kept) => (kept[(ni * tiles_y + ty0) * tiles_x..].as_ptr(), p),
+                None => {
+                    transform_tile_rows(
+                        x,
+                        [n, c, h, w],
+                        ni,
+                        tile_rows,
+                        &mut input_scratch,
+                        &mut v,
+                        16 * pb,
+                        pb,
+                    );
+                    (v.as_ptr(), pb)
+                }
+            };
             let image = &channels_last[ni * h * w * k..(ni + 1) * h * w * k];
             for r in 0..rows {
                 let out = &mut dm[r * tiles_x * 16 * k..];
                 output_grad_tile_row(image, k, h, w, ty0 + r, &zeros, &mut grad_scratch, out);
             }
             for e in 0..16 {
-                // SAFETY: V_e is c x pb with row stride 16pb, dM_e^T is pb x k with row
-                // stride 16k, both inside their buffers; R_e is c x k inside `sum`.
+                // SAFETY: V_e is c x pb with row stride 16 * row, inside `v` or `kept` (whose
+                // length was checked), dM_e^T is pb x k with row stride 16k inside `dm`; R_e is
+                // c x k inside `sum`.
                 unsafe {
                     matmul(
                         c,
                         k,
                         pb,
-                        Mat { ptr: v.as_ptr().add(e * pb), row: (16 * pb) as isize, col: 1 },
+                        Mat { ptr: v_e.add(e * row), row: (16 * row) as isize, col: 1 },
                         Mat { ptr: dm.as_ptr().add(e * k), row: (16 * k) as isize, col: 1 },
                         sum.as_mut_ptr().add(e * c * k),
                         k as isize,

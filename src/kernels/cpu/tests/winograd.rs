@@ -292,13 +292,28 @@ fn convolution_gradients_match_the_exact_derivatives() {
             let blocked = winograd_blocked(&grad, [n, k, h, w], &kernels, 1);
             within(&blocked, &exact_x, &bound_x)
                 .unwrap_or_else(|e| panic!("{path} {dims:?}, input gradient in blocks: {e}"));
-            let grad_w = conv3x3_weight_grad(&x, dims, &grad, k);
+            let grad_w = conv3x3_weight_grad(&x, dims, &grad, k, None);
             within(&grad_w, &exact_w, &bound_w)
                 .unwrap_or_else(|e| panic!("{path} {dims:?}, weight gradient: {e}"));
             // A tile row per block, the blocks shared among the threads, summed.
-            let in_blocks = weight_grad_in_blocks(&x, dims, &grad, k, 1, 1);
+            let in_blocks = weight_grad_in_blocks(&x, dims, &grad, k, None, 1, 1);
             within(&in_blocks, &exact_w, &bound_w)
                 .unwrap_or_else(|e| panic!("{path} {dims:?}, blocked: {e}"));
+            // The forward's transformed input read instead of each block's own transform: the
+            // forward is unchanged, and both block sizes find the right tiles in it.
+            let (forward, kept) = winograd_conv3x3_keeping_input(&x, dims, &weight, k);
+            assert_eq!(forward, winograd_conv3x3(&x, dims, &weight, k), "{path} {dims:?}");
+            let kept = kept.expect("a small layer keeps its transformed input");
+            let from_kept = conv3x3_weight_grad(&x, dims, &grad, k, Some(&kept));
+            within(&from_kept, &exact_w, &bound_w)
+                .unwrap_or_else(|e| panic!("{path} {dims:?}, from the kept input: {e}"));
+            let in_blocks = weight_grad_in_blocks(&x, dims, &grad, k, Some(kept.transformed()), 1, 1);
+            within(&in_blocks, &exact_w, &bound_w)
+                .unwrap_or_else(|e| panic!("{path} {dims:?}, blocked, from the kept input: {e}"));
+            // Another input's transform is really read (and would be wrong).
+            let (_, other) = winograd_conv3x3_keeping_input(&random(x.len(), 9), dims, &weight, k);
+            let from_other = conv3x3_weight_grad(&x, dims, &grad, k, other.as_ref());
+            assert!(within(&from_other, &exact_w, &bound_w).is_err());
             // Taps read in the wrong orientation would be wrong.
             assert!(within(&transposed_taps(&grad_w), &exact_w, &bound_w).is_err());
         });
@@ -343,4 +358,33 @@ fn scratch_is_lent_at_its_length_and_never_shortened() {
     let longer = Scratch::take(&SLOT, 150);
     assert_eq!(longer.len(), 150);
     assert!(longer[100..].iter().all(|&value| value == 0.0));
+}
+
+/// Only a layer small enough to be transformed whole keeps its transformed input, and a kept
+/// input of other dims is not read: the weight gradient transforms `x` itself.
+#[test]
+fn only_whole_layers_keep_their_transformed_input_and_only_their_own_is_read() {
+    use crate::kernels::cpu::winograd::BLOCKED_FROM_TILES;
+    let k = 2;
+    // 46 x 46 tiles: at least BLOCKED_FROM_TILES, worked in blocks.
+    let large = [1, 1, 92, 92];
+    const { assert!(46 * 46 >= BLOCKED_FROM_TILES) };
+    let x = random(large.iter().product(), 11);
+    let weight = random(k * 9, 12);
+    let (forward, kept) = winograd_conv3x3_keeping_input(&x, large, &weight, k);
+    assert!(kept.is_none());
+    assert_eq!(forward, winograd_conv3x3(&x, large, &weight, k));
+
+    let dims @ [n, c, h, w] = [1, 2, 6, 8];
+    let x = random(dims.iter().product(), 13);
+    let weight = random(k * c * 9, 14);
+    let grad = random(n * k * h * w, 15);
+    // Same length of transform, other dims (two images of 6 x 4).
+    let (_, foreign) = winograd_conv3x3_keeping_input(&random(x.len(), 16), [2, c, 6, 4], &weight, k);
+    let foreign = foreign.expect("a small layer keeps its transformed input");
+    assert_eq!(foreign.transformed().len(), c * 16 * 12);
+    assert_eq!(
+        conv3x3_weight_grad(&x, dims, &grad, k, Some(&foreign)),
+        conv3x3_weight_grad(&x, dims, &grad, k, None)
+    );
 }
