@@ -126,13 +126,7 @@ fn tensor(shape: &[usize], data: Vec<f32>) -> NdArrayTensor {
 
 /// [`super::EngineBackend::conv3x3`] for the CPU backend.
 pub fn conv3x3(x: FloatTensor<Cpu>, weight: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
-    let output = match (nchw(&x), nchw(&weight)) {
-        (Some((dims, xd)), Some(([k, c, 3, 3], wd))) if c == dims[1] => {
-            Some(tensor(&[dims[0], k, dims[2], dims[3]], winograd_conv3x3(&xd, dims, &wd, k)))
-        }
-        _ => None,
-    };
-    output.unwrap_or_else(|| <Cpu as ModuleOps<Cpu>>::conv2d(x, weight, None, conv3x3_options()))
+    conv3x3_on_host(x, weight, false).0
 }
 
 /// [`super::EngineBackend::conv3x3_keeping`] for the CPU backend: the convolution and, for a
@@ -141,9 +135,23 @@ pub fn conv3x3_keeping_input(
     x: FloatTensor<Cpu>,
     weight: FloatTensor<Cpu>,
 ) -> (FloatTensor<Cpu>, Option<KeptInput>) {
+    conv3x3_on_host(x, weight, true)
+}
+
+/// The 3x3 convolution by Winograd (burn's for tensors it cannot read), keeping its transformed
+/// input when asked and the layer allows.
+fn conv3x3_on_host(
+    x: FloatTensor<Cpu>,
+    weight: FloatTensor<Cpu>,
+    keep: bool,
+) -> (FloatTensor<Cpu>, Option<KeptInput>) {
     let output = match (nchw(&x), nchw(&weight)) {
         (Some((dims, xd)), Some(([k, c, 3, 3], wd))) if c == dims[1] => {
-            let (output, kept) = winograd_conv3x3_keeping_input(&xd, dims, &wd, k);
+            let (output, kept) = if keep {
+                winograd_conv3x3_keeping_input(&xd, dims, &wd, k)
+            } else {
+                (winograd_conv3x3(&xd, dims, &wd, k), None)
+            };
             Some((tensor(&[dims[0], k, dims[2], dims[3]], output), kept))
         }
         _ => None,

@@ -48,8 +48,8 @@ impl Scratch {
     }
 }
 
-/// A buffer lent by [`Scratch::take`]: the first `len` floats of a kept buffer that may be
-/// longer.
+/// A buffer lent by [`Scratch::take`] or held by a [`KeptInput`]: the first `len` floats of a
+/// kept buffer that may be longer.
 pub(super) struct ScratchBuffer {
     buffer: Vec<f32>,
     len: usize,
@@ -236,7 +236,7 @@ pub fn winograd_conv3x3_keeping_input(
         return (winograd_blocked(x, dims, &kernels, TILES_PER_BLOCK), None);
     }
     let mut kept = KeptInput::take(dims);
-    transform_inputs(x, dims, &mut kept.buffer[..kept.len]);
+    transform_inputs(x, dims, &mut kept.transformed);
     (winograd_from_inputs(kept.transformed(), dims, &kernels), Some(kept))
 }
 
@@ -258,8 +258,7 @@ fn is_blocked([n, _, h, w]: [usize; 4]) -> bool {
 /// (the backward step may run on another thread than the forward) and goes back to it when
 /// dropped: a fresh buffer costs a page fault per 4 KiB and a memset.
 pub struct KeptInput {
-    buffer: Vec<f32>,
-    len: usize,
+    transformed: ScratchBuffer,
     dims: [usize; 4],
 }
 
@@ -281,12 +280,12 @@ impl KeptInput {
             fits.map(|(index, _)| index).map(|index| pool.swap_remove(index))
         });
         let buffer = pooled.unwrap_or_else(|| vec![0.0; len]);
-        Self { buffer, len, dims }
+        Self { transformed: ScratchBuffer { buffer, len }, dims }
     }
 
     /// `V` [C][16][P], P = N * tiles_y * tiles_x.
     pub(super) fn transformed(&self) -> &[f32] {
-        &self.buffer[..self.len]
+        &self.transformed
     }
 
     /// The [N, C, H, W] of the input it was transformed from.
@@ -299,7 +298,7 @@ impl Drop for KeptInput {
     fn drop(&mut self) {
         if let Ok(mut pool) = KEPT_INPUTS.lock() {
             if pool.len() < KEPT_INPUTS_POOLED {
-                pool.push(std::mem::take(&mut self.buffer));
+                pool.push(std::mem::take(&mut self.transformed.buffer));
             }
         }
     }
@@ -307,7 +306,7 @@ impl Drop for KeptInput {
 
 impl std::fmt::Debug for KeptInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeptInput").field("dims", &self.dims).field("len", &self.len).finish()
+        f.debug_struct("KeptInput").field("dims", &self.dims).field("len", &self.transformed.len).finish()
     }
 }
 
