@@ -55,35 +55,35 @@ impl Drop for PanicCapture {
     }
 }
 
-/// While alive, panics on threads whose names start with one of the given prefixes are logged
-/// at debug level instead of printed (their owner turns them into errors); other threads'
-/// panics go to the previous hook, which is restored when this is dropped.
-pub(crate) struct QuietThreads {
-    previous: Arc<Hook>,
-}
+/// Thread-name prefixes whose panics [`quiet_threads`] logs instead of printing.
+static QUIET_PREFIXES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
-impl QuietThreads {
-    pub(crate) fn install(prefixes: &'static [&'static str]) -> Self {
-        let previous: Arc<Hook> = Arc::new(panic::take_hook());
-        let fallback = Arc::clone(&previous);
+/// From now until the process ends, panics on threads whose names start with one of `prefixes`
+/// are logged at debug level instead of printed; other threads' panics go to the hook that was
+/// there before. For threads that outlive the work that started them (burn-collective's runtime
+/// is process-wide) and whose owner turns their failures into errors of its own.
+pub(crate) fn quiet_threads(prefixes: &[&'static str]) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    let mut quiet = QUIET_PREFIXES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for prefix in prefixes {
+        if !quiet.contains(prefix) {
+            quiet.push(prefix);
+        }
+    }
+    drop(quiet);
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current();
             let name = thread.name().unwrap_or_default();
-            if prefixes.iter().any(|prefix| name.starts_with(prefix)) {
+            let quiet = QUIET_PREFIXES.lock().map(|prefixes| prefixes.iter().any(|p| name.starts_with(p)));
+            if quiet.unwrap_or(false) {
                 tracing::debug!("{name}: {info}");
             } else {
-                fallback(info);
+                previous(info);
             }
         }));
-        Self { previous }
-    }
-}
-
-impl Drop for QuietThreads {
-    fn drop(&mut self) {
-        let previous = Arc::clone(&self.previous);
-        panic::set_hook(Box::new(move |info| previous(info)));
-    }
+    });
 }
 
 /// The error for a panic a GPU runtime raised during work (out of device memory, a lost

@@ -160,9 +160,10 @@ where
     let local = devices.len();
     let (node_rank, nodes) = parallel.nodes.as_ref().map_or((0, 1), |node| (node.rank, node.nodes));
     let collective = collective_config(local, parallel.nodes.as_ref())?;
-    // A lost node makes burn's tasks panic (their `expect`s); the run reports that as one
-    // error line of its own, so those panics go to the log instead of stderr.
-    let _quiet = crate::guard::QuietThreads::install(&["peer-", "tokio-"]);
+    // A lost node can make burn's tasks panic; the run reports that as one error line of its
+    // own, so those panics go to the log instead of stderr. burn-collective's threads (see
+    // vendor/burn-collective/PATCH.md) live as long as the process, and so does this.
+    crate::guard::quiet_threads(&["peer-", "collective-"]);
     let (sender, receiver) = mpsc::channel();
     let mut watches = Vec::with_capacity(local);
     for (index, device) in devices.into_iter().enumerate() {

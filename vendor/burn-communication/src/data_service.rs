@@ -127,16 +127,17 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
         for (_, stream) in streams.drain() {
             let mut stream = stream.lock().await;
 
-            stream
-                .close()
-                .await
-                .expect("Failed to close WebSocket stream");
+            // A peer that is gone already is closed enough.
+            if let Err(err) = stream.close().await {
+                log::warn!("Failed to close a WebSocket stream: {err:?}");
+            }
         }
     }
 
     /// Downloads a tensor that is exposed on another server. Requires a Tokio 1.x runtime
     ///
-    /// Returns None if the peer closes the connection
+    /// Returns None if the peer cannot be reached, closes the connection or answers with
+    /// something that is not a tensor.
     pub async fn download_tensor(
         &self,
         remote: Address,
@@ -144,7 +145,7 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     ) -> Option<TensorData> {
         log::info!("Downloading tensor from {remote:?}");
 
-        let stream = self.get_data_stream(remote).await;
+        let stream = self.get_data_stream(remote.clone()).await?;
         let mut stream = stream.lock().await;
 
         // Send the download request with the download id
@@ -152,48 +153,50 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
             rmp_serde::to_vec(&DataServiceMessage::TensorRequest(transfer_id))
                 .unwrap()
                 .into();
-        stream
-            .send(Message::new(bytes))
-            .await
-            .expect("Failed to send download id");
-
-        if let Ok(msg) = stream.recv().await {
-            let Some(msg) = msg else {
-                log::warn!("Received None message from the websocket, closing connection.");
-                return None;
-            };
-
-            let DataServiceMessage::Tensor(data) = rmp_serde::from_slice(&msg.data)
-                .expect("Can deserialize messages from the websocket.")
-            else {
-                panic!("Message should have been TensorData")
-            };
-            return Some(data);
+        if stream.send(Message::new(bytes)).await.is_err() {
+            log::warn!("Failed to send a download request to {remote:?}");
+            return None;
         }
-        log::warn!("Closed connection");
-        None
+
+        match stream.recv().await {
+            Ok(Some(msg)) => match rmp_serde::from_slice(&msg.data) {
+                Ok(DataServiceMessage::Tensor(data)) => Some(data),
+                _ => {
+                    log::warn!("{remote:?} answered a download request with something else");
+                    None
+                }
+            },
+            Ok(None) => {
+                log::warn!("{remote:?} closed the connection");
+                None
+            }
+            Err(_) => {
+                log::warn!("The connection to {remote:?} failed");
+                None
+            }
+        }
     }
 
     /// Get the WebSocket stream for the given address, or create a new one if it doesn't exist.
+    /// None if no connection can be made.
     async fn get_data_stream(
         &self,
         address: Address,
-    ) -> Arc<Mutex<<P::Client as ProtocolClient>::Channel>> {
+    ) -> Option<Arc<Mutex<<P::Client as ProtocolClient>::Channel>>> {
         let mut streams = self.channels.lock().await;
         match streams.get(&address) {
-            Some(stream) => stream.clone(),
+            Some(stream) => Some(stream.clone()),
             None => {
                 // Open a new WebSocket connection to the address
-                let stream = P::Client::connect(address.clone(), "data").await;
-
-                let Some(stream) = stream else {
-                    panic!("Failed to connect to data server at {address:?}");
+                let Some(stream) = P::Client::connect(address.clone(), "data").await else {
+                    log::warn!("Failed to connect to data server at {address:?}");
+                    return None;
                 };
 
                 let stream = Arc::new(Mutex::new(stream));
                 streams.insert(address.clone(), stream.clone());
 
-                stream
+                Some(stream)
             }
         }
     }
@@ -237,27 +240,32 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     ) {
         log::info!("[Data Handler] New connection for download.");
 
+        // Whatever a client does wrong (goes away, sends garbage) ends its connection only:
+        // this service serves every other client on.
         while !self.cancel_token.is_cancelled() {
-            match channel.recv().await {
-                Ok(message) => {
-                    if let Some(msg) = message {
-                        let bytes = msg.data;
-                        let msg: DataServiceMessage = rmp_serde::from_slice(&bytes)
-                            .expect("Can deserialize messages from the websocket.");
-                        let DataServiceMessage::TensorRequest(transfer_id) = msg else {
-                            panic!("Received a message that wasn't a tensor request! {msg:?}");
-                        };
-
-                        let bytes = self.get_exposed_tensor_bytes(transfer_id).await.unwrap();
-
-                        channel.send(Message::new(bytes)).await.unwrap();
-                    } else {
-                        log::info!("Closed connection");
-                        return;
-                    }
+            let bytes = match channel.recv().await {
+                Ok(Some(msg)) => msg.data,
+                Ok(None) => {
+                    log::info!("Closed connection");
+                    return;
                 }
-                Err(err) => panic!("Failed to receive message from websocket: {err:?}"),
+                Err(err) => {
+                    log::warn!("Failed to receive message from websocket: {err:?}");
+                    return;
+                }
             };
+            let Ok(DataServiceMessage::TensorRequest(transfer_id)) = rmp_serde::from_slice(&bytes)
+            else {
+                log::warn!("Received a message that wasn't a tensor request; closing the connection");
+                return;
+            };
+            let Some(bytes) = self.get_exposed_tensor_bytes(transfer_id).await else {
+                return;
+            };
+            if let Err(err) = channel.send(Message::new(bytes)).await {
+                log::warn!("Failed to send a tensor: {err:?}");
+                return;
+            }
         }
         log::info!("[Data Service] Closing connection for download.");
     }

@@ -138,6 +138,8 @@ pub(crate) fn get_collective_server_runtime() -> Arc<Runtime> {
         .get_or_init(|| {
             Builder::new_multi_thread()
                 .enable_all()
+                // Named, so that atheria can tell this runtime's panics from other threads'.
+                .thread_name("collective-runtime")
                 .build()
                 .expect("Unable to initialize runtime")
                 .into()

@@ -67,7 +67,8 @@ impl CommunicationChannel for WsClientChannel {
                 Err(err) => Err(WsClientError::Tungstenite(err)),
                 msg => Err(WsClientError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // The connection ended without a closing handshake: closed all the same.
+            None => Ok(None),
         }
     }
 

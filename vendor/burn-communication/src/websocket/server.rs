@@ -114,7 +114,8 @@ impl CommunicationChannel for WsServerChannel {
                 Err(err) => Err(WsServerError::Axum(err)),
                 msg => Err(WsServerError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // The connection ended without a closing handshake: closed all the same.
+            None => Ok(None),
         }
     }
 

@@ -79,7 +79,7 @@ where
         .position(|id| *id == node)
         .expect("Node is in ring");
     let prev_node_idx = (send_slice_idx + ring.len() - 1) % ring.len(); // +ring.len for overflow
-    let prev_node = nodes.get(&ring[prev_node_idx]).unwrap();
+    let prev_node = (ring[prev_node_idx], nodes.get(&ring[prev_node_idx]).unwrap().clone());
     let mut transfer_counter: u64 = 0;
 
     // Phase 1: add
@@ -88,7 +88,7 @@ where
         &mut transfer_counter,
         &mut send_slice_idx,
         true,
-        prev_node.clone(),
+        &prev_node,
         &data_service,
         device,
     )
@@ -100,14 +100,14 @@ where
         &mut transfer_counter,
         &mut send_slice_idx,
         false,
-        prev_node.clone(),
+        &prev_node,
         &data_service,
         device,
     )
     .await?;
 
     // Wait for all nodes to finish
-    sync_service.sync().await;
+    sync_service.sync().await?;
 
     // merge slices
     Ok(B::float_cat(slices, slice_dim))
@@ -126,7 +126,7 @@ async fn do_cycles<B, P>(
     transfer_counter: &mut u64,
     send_slice_idx: &mut usize,
     is_phase_one: bool,
-    prev_node: Address,
+    prev_node: &(NodeId, Address),
     data_service: &Arc<TensorDataService<B, P>>,
     device: &B::Device,
 ) -> Result<(), GlobalCollectiveError>
@@ -151,18 +151,20 @@ where
         };
         let download = {
             let data_client = data_service.clone();
-            let next_node = prev_node.clone();
+            let next_node = prev_node.1.clone();
             tokio::spawn(async move { data_client.download_tensor(next_node, transfer_id).await })
         };
 
         upload.await.unwrap();
-        let download = download.await.unwrap();
+        let download = download
+            .await
+            .unwrap()
+            .ok_or(GlobalCollectiveError::PeerLost(prev_node.0))?;
         if is_phase_one {
-            let download = download.expect("Peer closed download connection");
             let tensor = B::float_from_data(download, device);
             slices[recv_slice_idx] = B::float_add(slices[recv_slice_idx].clone(), tensor);
         } else {
-            let tensor = B::float_from_data(download.unwrap(), device);
+            let tensor = B::float_from_data(download, device);
             let old_shape = slices[recv_slice_idx].shape();
             if old_shape != tensor.shape() {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);

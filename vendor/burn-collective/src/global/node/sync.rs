@@ -8,7 +8,7 @@ use burn_communication::{CommunicationChannel, Message, Protocol, ProtocolClient
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, RwLock};
 
-use crate::{NodeId, node::base::NodeState};
+use crate::{NodeId, global::shared::GlobalCollectiveError, node::base::NodeState};
 
 /// Handles the status of sync requests from other nodes
 pub(crate) struct SyncService<P: Protocol> {
@@ -41,7 +41,9 @@ impl<P: Protocol> SyncService<P> {
     }
 
     /// Sync with all peers.
-    pub async fn sync(&self) {
+    ///
+    /// Fails with [`GlobalCollectiveError::PeerLost`] if a peer cannot be reached.
+    pub async fn sync(&self) -> Result<(), GlobalCollectiveError> {
         // we can't sync while we register
         let node_state = self.node_state.read().await;
         let node_state = node_state
@@ -57,13 +59,13 @@ impl<P: Protocol> SyncService<P> {
 
             let mut connection = P::Client::connect(addr.clone(), "sync")
                 .await
-                .expect("Couldn't connect to peer for sync");
+                .ok_or(GlobalCollectiveError::PeerLost(*id))?;
             let msg = SyncRequest(node_state.node_id);
             let sync_bytes = rmp_serde::to_vec(&msg).unwrap();
             connection
                 .send(Message::new(sync_bytes.into()))
                 .await
-                .expect("Peer closed connection unexpectedly");
+                .map_err(|_| GlobalCollectiveError::PeerLost(*id))?;
         }
         let all_node_ids = node_state.nodes.keys().cloned().collect::<Vec<_>>();
         loop {
@@ -82,7 +84,7 @@ impl<P: Protocol> SyncService<P> {
                             syncing_peers.remove(position);
                         }
                     }
-                    return;
+                    return Ok(());
                 }
             }
             // Wait for the next sync to come in
@@ -91,12 +93,19 @@ impl<P: Protocol> SyncService<P> {
     }
 
     pub async fn handle_sync_connection<C: CommunicationChannel>(&self, mut channel: C) {
-        let msg = channel.recv().await.unwrap();
-        let Some(msg) = msg else {
+        // A client that goes away or sends something else is no peer's request: ignored.
+        let msg = match channel.recv().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return,
+            Err(err) => {
+                log::warn!("Failed to receive a sync request: {err:?}");
+                return;
+            }
+        };
+        let Ok(msg) = rmp_serde::from_slice::<SyncRequest>(&msg.data) else {
+            log::warn!("Received a message that wasn't a sync request");
             return;
         };
-
-        let msg = rmp_serde::from_slice::<SyncRequest>(&msg.data).unwrap();
 
         self.add_syncing_peer(msg.0);
 
