@@ -145,35 +145,57 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     ) -> Option<TensorData> {
         log::info!("Downloading tensor from {remote:?}");
 
-        let stream = self.get_data_stream(remote.clone()).await?;
-        let mut stream = stream.lock().await;
+        let shared = self.get_data_stream(remote.clone()).await?;
+        let mut stream = shared.lock().await;
 
         // Send the download request with the download id
         let bytes: bytes::Bytes =
             rmp_serde::to_vec(&DataServiceMessage::TensorRequest(transfer_id))
                 .unwrap()
                 .into();
-        if stream.send(Message::new(bytes)).await.is_err() {
-            log::warn!("Failed to send a download request to {remote:?}");
-            return None;
-        }
-
-        match stream.recv().await {
-            Ok(Some(msg)) => match rmp_serde::from_slice(&msg.data) {
-                Ok(DataServiceMessage::Tensor(data)) => Some(data),
-                _ => {
-                    log::warn!("{remote:?} answered a download request with something else");
+        let data = if let Err(err) = stream.send(Message::new(bytes)).await {
+            log::warn!("Failed to send a download request to {remote:?}: {err:?}");
+            None
+        } else {
+            match stream.recv().await {
+                Ok(Some(msg)) => match rmp_serde::from_slice(&msg.data) {
+                    Ok(DataServiceMessage::Tensor(data)) => Some(data),
+                    _ => {
+                        log::warn!("{remote:?} answered a download request with something else");
+                        None
+                    }
+                },
+                Ok(None) => {
+                    log::warn!("{remote:?} closed the connection");
                     None
                 }
-            },
-            Ok(None) => {
-                log::warn!("{remote:?} closed the connection");
-                None
+                Err(err) => {
+                    log::warn!("The connection to {remote:?} failed: {err:?}");
+                    None
+                }
             }
-            Err(_) => {
-                log::warn!("The connection to {remote:?} failed");
-                None
-            }
+        };
+        core::mem::drop(stream);
+        if data.is_none() {
+            self.forget_data_stream(&remote, &shared).await;
+        }
+        data
+    }
+
+    /// Removes `stream` from the open streams, so that the next download from `address`
+    /// connects afresh instead of failing on a stream that is closed or out of step. A stream
+    /// opened since for the same address is kept.
+    async fn forget_data_stream(
+        &self,
+        address: &Address,
+        stream: &ClientChannelRef<P::Client>,
+    ) {
+        let mut streams = self.channels.lock().await;
+        if streams
+            .get(address)
+            .is_some_and(|kept| Arc::ptr_eq(kept, stream))
+        {
+            streams.remove(address);
         }
     }
 
