@@ -8,7 +8,7 @@
 //! tuned to one machine's rounding. Each test also shows that a kernel with a real mistake
 //! (the mistake's exact result, rounded to f32) fails its bound.
 
-use super::winograd::{winograd_blocked, WinogradKernels};
+use super::winograd::{same_bits, winograd_blocked, WinogradKernels};
 use super::winograd_grad::weight_grad_in_blocks;
 use super::*;
 use crate::kernels::isa::{self, SimdPath};

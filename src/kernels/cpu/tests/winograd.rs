@@ -249,6 +249,16 @@ fn changed_kernels_are_never_served_from_the_transform_cache() {
 }
 
 #[test]
+fn the_transform_cache_matches_kernels_by_their_bits() {
+    assert!(same_bits(&[1.5, -0.0, f32::NAN], &[1.5, -0.0, f32::NAN]));
+    // Equal as floats, not as bits: a transform of one is not served for the other.
+    assert!(!same_bits(&[0.0], &[-0.0]));
+    assert!(!same_bits(&[1.0, 2.0], &[1.0, 2.0 + f32::EPSILON * 2.0]));
+    assert!(!same_bits(&[1.0, 2.0], &[1.0]));
+    assert!(same_bits(&[], &[]));
+}
+
+#[test]
 fn convolution_gradients_match_the_exact_derivatives() {
     // Even sizes, and odd ones whose last tiles hang over the edge.
     for (dims @ [n, c, h, w], k) in [([2, 3, 6, 4], 2), ([1, 2, 5, 7], 3)] {
