@@ -257,15 +257,15 @@ fn exp_m1_negative(x: f32) -> f32 {
 
 multiversion! {
     /// `out = ELU(x * scale + shift)` element by element.
-    pub fn affine_elu(x: &[f32], scale: f32, shift: f32, out: &mut [f32]) => affine_elu_generic
+    pub fn affine_elu(x: &[f32], scale: f32, shift: f32, out: &mut [MaybeUninit<f32>]) => affine_elu_generic
 }
 
 #[inline(always)]
-fn affine_elu_generic(x: &[f32], scale: f32, shift: f32, out: &mut [f32]) {
+fn affine_elu_generic(x: &[f32], scale: f32, shift: f32, out: &mut [MaybeUninit<f32>]) {
     for (y, &v) in out.iter_mut().zip(x) {
         let z = v * scale + shift;
         let negative = exp_m1_negative(z.min(0.0));
-        *y = if z > 0.0 { z } else { negative };
+        y.write(if z > 0.0 { z } else { negative });
     }
 }
 
@@ -374,8 +374,11 @@ mod tests {
     fn affine_elu_matches_the_definition_on_every_path() {
         let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
         for path in SimdPath::supported() {
-            let mut out = vec![0.0; 1000];
-            isa::with_path(path, || affine_elu(&x, 1.7, -0.2, &mut out)).unwrap();
+            let mut out = Vec::with_capacity(1000);
+            isa::with_path(path, || affine_elu(&x, 1.7, -0.2, &mut out.spare_capacity_mut()[..1000]))
+                .unwrap();
+            // SAFETY: `affine_elu` wrote all 1000 values.
+            unsafe { out.set_len(1000) };
             for (v, y) in x.iter().zip(&out) {
                 // The affine step rounds once (with or without FMA, at most one ulp of |z|); the
                 // polynomial is within 4e-7 of the result (the test above).
