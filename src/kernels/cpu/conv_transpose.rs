@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat};
+use super::written_whole;
 
 /// Output channel-taps plus the bias: row (o, i, j) of the GEMM result goes to pixel
 /// (2y + i, 2x + j) of output channel o, to which `bias[o]` is added on the way.
@@ -56,30 +57,28 @@ pub fn up_conv2x2(x: &[f32], [n, c, h, w]: [usize; 4], weight: &[f32], bias: &[f
     // is zeroed first: the GEMMs (which do not read their destination) and the scatter write
     // every value (the two memsets were 1.3% of an inference step).
     let len = n * 4 * o * hw;
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    for ni in 0..n {
-        // SAFETY: sizes follow the shapes above; y's capacity holds them, and the GEMM only
-        // writes its destination (`accumulate` is false).
-        unsafe {
-            matmul(
-                4 * o,
-                hw,
-                c,
-                Mat { ptr: weight.as_ptr(), row: 1, col: (4 * o) as isize },
-                Mat { ptr: x.as_ptr().add(ni * c * hw), row: hw as isize, col: 1 },
-                y.as_mut_ptr().add(ni * 4 * o * hw),
-                hw as isize,
-                false,
-                true,
-            );
+    let gemms = |y: &mut [MaybeUninit<f32>]| {
+        for ni in 0..n {
+            // SAFETY: sizes follow the shapes above, inside `y`; the GEMM only writes its
+            // destination (`accumulate` is false).
+            unsafe {
+                matmul(
+                    4 * o,
+                    hw,
+                    c,
+                    Mat { ptr: weight.as_ptr(), row: 1, col: (4 * o) as isize },
+                    Mat { ptr: x.as_ptr().add(ni * c * hw), row: hw as isize, col: 1 },
+                    y.as_mut_ptr().cast::<f32>().add(ni * 4 * o * hw),
+                    hw as isize,
+                    false,
+                    true,
+                );
+            }
         }
-    }
-    // SAFETY: the GEMMs wrote the [4O, HW] block of every image, `0..len` together (with
-    // `c == 0` the GEMM writes zeros).
-    unsafe { y.set_len(len) };
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    up2x2_scatter(&y, [n, o, h, w], bias, &mut out.spare_capacity_mut()[..len]);
-    // SAFETY: the scatter wrote every value of every plane.
-    unsafe { out.set_len(len) };
-    out
+    };
+    // SAFETY: the GEMMs write the [4O, HW] block of every image, `0..len` together (with
+    // `c == 0` they write zeros).
+    let y = unsafe { written_whole(len, gemms) };
+    // SAFETY: the scatter writes every value of every plane.
+    unsafe { written_whole(len, |out| up2x2_scatter(&y, [n, o, h, w], bias, out)) }
 }

@@ -28,6 +28,7 @@ mod winograd;
 mod winograd_grad;
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::NdArray;
@@ -52,6 +53,20 @@ use transpose::{transpose, transposed_batches};
 use winograd_grad::conv3x3_weight_grad;
 
 type Cpu = NdArray;
+
+/// A new vector of `len` floats filled by `write`, not zeroed first: a kernel that writes its
+/// output whole would pay for the zeroing twice (a memset, and the values' second trip
+/// through the cache).
+///
+/// # Safety
+/// `write` must initialise all `len` elements of the slice it is handed.
+unsafe fn written_whole(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    write(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's promise: `write` initialised all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
 
 /// Data of an f32 tensor, contiguous; `None` for other dtypes.
 fn contiguous(tensor: &NdArrayTensor) -> Option<(Vec<usize>, Cow<'_, [f32]>)> {

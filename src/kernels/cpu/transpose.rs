@@ -6,6 +6,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::written_whole;
+
 /// Floats per tile (16 KB): the block a tile reads stays in L1 on every CPU we run on.
 const TILE: usize = 4096;
 /// The fewest columns a tile spans, so that each input row it reads is at least two cache lines.
@@ -22,12 +24,9 @@ pub(super) fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 
 /// Each matrix of `a` [batches][rows][cols] transposed: a new [batches][cols][rows] array.
 pub(super) fn transposed_batches(a: &[f32], dims: [usize; 3]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(a.len());
-    transpose_into(a, dims, &mut out.spare_capacity_mut()[..a.len()]);
-    // SAFETY: `transpose_into` wrote all `a.len()` elements (each output index is one input
+    // SAFETY: `transpose_into` writes all `a.len()` elements (each output index is one input
     // index, and the tiles cover every input index).
-    unsafe { out.set_len(a.len()) };
-    out
+    unsafe { written_whole(a.len(), |out| transpose_into(a, dims, out)) }
 }
 
 /// Writes every element of `out` [batches][cols][rows] from `a` [batches][rows][cols].

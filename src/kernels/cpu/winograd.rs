@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, SharedMut};
+use super::written_whole;
 use crate::kernels::simd;
 
 /// The transformed inputs and products of the last convolution on this thread, kept for the
@@ -456,21 +457,22 @@ fn winograd_from_inputs(v: &[f32], [n, c, h, w]: [usize; 4], kernels: &WinogradK
     });
 
     // Y = A^T M A: 2x2 outputs per tile, written plane by plane.
-    let len = n * k * h * w;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut((h * w).max(1)).enumerate().for_each_init(
-        || vec![0.0f32; 12 * tiles_x],
-        |scratch, (plane_index, plane)| {
-            let (ni, ki) = (plane_index / k, plane_index % k);
-            let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
-            for ty in 0..tiles_y {
-                let offset = ni * tiles + ty * tiles_x;
-                simd::output_tile_row(&block[offset..], p, h, w, ty, scratch, plane);
-            }
-        },
-    );
-    // SAFETY: each plane's tile rows `0..tiles_y` wrote all of its cells.
-    unsafe { out.set_len(len) };
+    // SAFETY: each plane's tile rows `0..tiles_y` write all of its cells.
+    let out = unsafe {
+        written_whole(n * k * h * w, |out| {
+            out.par_chunks_mut((h * w).max(1)).enumerate().for_each_init(
+                || vec![0.0f32; 12 * tiles_x],
+                |scratch, (plane_index, plane)| {
+                    let (ni, ki) = (plane_index / k, plane_index % k);
+                    let block = &m[ki * 16 * p..(ki + 1) * 16 * p];
+                    for ty in 0..tiles_y {
+                        let offset = ni * tiles + ty * tiles_x;
+                        simd::output_tile_row(&block[offset..], p, h, w, ty, scratch, plane);
+                    }
+                },
+            )
+        })
+    };
     Scratch::give_back(&PRODUCT_SCRATCH, m);
     out
 }
