@@ -160,8 +160,12 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
             match stream.recv().await {
                 Ok(Some(msg)) => match rmp_serde::from_slice(&msg.data) {
                     Ok(DataServiceMessage::Tensor(data)) => Some(data),
-                    _ => {
-                        log::warn!("{remote:?} answered a download request with something else");
+                    Ok(DataServiceMessage::TensorRequest(_)) => {
+                        log::warn!("{remote:?} answered a download request with a request");
+                        None
+                    }
+                    Err(err) => {
+                        log::warn!("{remote:?} answered a download request with garbage: {err:?}");
                         None
                     }
                 },
@@ -204,7 +208,7 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     async fn get_data_stream(
         &self,
         address: Address,
-    ) -> Option<Arc<Mutex<<P::Client as ProtocolClient>::Channel>>> {
+    ) -> Option<ClientChannelRef<P::Client>> {
         let mut streams = self.channels.lock().await;
         match streams.get(&address) {
             Some(stream) => Some(stream.clone()),
