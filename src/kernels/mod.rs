@@ -11,10 +11,9 @@ pub mod cpu;
 pub mod isa;
 mod math_f64;
 mod pointwise;
+mod pool;
 pub mod reference;
 mod simd;
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Cuda, NdArray, Wgpu};
 use burn::tensor::backend::Backend;
@@ -24,6 +23,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 pub(crate) use math_f64::{ln_f64, sin_cos_f64};
 pub use pointwise::{pointwise, Activation};
 pub(crate) use pointwise::{pointwise_backward_composed, pointwise_composed};
+pub use pool::{keep_freed_memory, on_kernel_pool};
 use reference::{elu, group_norm, group_standardize};
 pub(crate) use simd::multiversion;
 
@@ -80,103 +80,6 @@ pub fn group_norm_elu<B: EngineBackend>(
 pub fn max_pool2x2<B: EngineBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let y = B::max_pool2x2(x.into_primitive().tensor());
     Tensor::from_primitive(TensorPrimitive::Float(y))
-}
-
-/// Runs `work` on a thread of the pool the CPU kernels share (rayon's global pool) when `B`
-/// computes on the host, and directly otherwise. A parallel kernel called from outside the
-/// pool hands its tasks to the pool and sleeps until they are done: two context switches per
-/// operation, hundreds per step (a sixth of a 64x64 training step). Called from inside, the
-/// thread takes its share of the tasks itself, and while `work` runs the pool's other threads
-/// are kept awake taking its tasks (`keep_warm`) instead of going to sleep between them.
-///
-/// Callers from outside the pool take turns (`POOL_TURN`); a call from a pool thread runs
-/// `work` where it is. Not for work that waits on other threads' work (a peer's all-reduce):
-/// the other thread would wait for the turn, and both forever.
-pub fn on_kernel_pool<B: EngineBackend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    if !B::tensors_on_host() || rayon::current_thread_index().is_some() {
-        return work();
-    }
-    // A panic in an earlier turn leaves nothing behind that needs repair.
-    let _turn = POOL_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let done = &AtomicBool::new(false);
-    rayon::scope(|scope| {
-        let caller = rayon::current_thread_index();
-        for _ in 1..rayon::current_num_threads() {
-            scope.spawn(move |_| keep_warm(done, caller));
-        }
-        let _finished = SetOnDrop(done);
-        work()
-    })
-}
-
-/// Keeps a pool thread awake and taking the caller's tasks until `done`, so that the caller's
-/// parallel kernels find it running instead of waking it from its sleep (a futex wake and a
-/// context switch per operation, hundreds per step: about a tenth of a 64x64 training step).
-/// OpenMP runtimes spin their workers in the same way between parallel regions.
-///
-/// A keeper that the calling thread itself picks up (while it waits for a stolen task) returns
-/// at once: spinning there would wait on the caller's own work below it on its stack.
-fn keep_warm(done: &AtomicBool, caller: Option<usize>) {
-    /// Idle polls in a row with only a pause between them; after these, each idle poll also
-    /// yields the core to the OS (as rayon's own idle loop does), for a thread with other work.
-    const PAUSED_POLLS: u32 = 64;
-    if rayon::current_thread_index() == caller {
-        return;
-    }
-    let mut idle_polls = 0u32;
-    while !done.load(Ordering::Acquire) {
-        match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => idle_polls = 0,
-            _ if idle_polls < PAUSED_POLLS => {
-                idle_polls += 1;
-                std::hint::spin_loop();
-            }
-            _ => std::thread::yield_now(),
-        }
-    }
-}
-
-/// Sets its flag when dropped: the keepers stop even when the work panics.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// The turn of one outside caller of [`on_kernel_pool`]. A pool thread that waits for its
-/// tasks runs whatever job is queued meanwhile; were two callers' jobs in the pool at once (two
-/// peers of data-parallel training), a thread inside one peer's backward pass, which holds
-/// burn-autodiff's process-wide graph lock, could take up the other peer's backward pass and
-/// wait on that lock below itself, forever. burn's graph lock serialises the two passes anyway.
-static POOL_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Asks glibc's allocator to keep freed blocks (up to 32 MiB each, 256 MiB in all) for reuse
-/// instead of handing them back to the system. The CPU backend allocates a fresh buffer for
-/// every tensor of every step, and memory the system hands out again costs a page fault per
-/// 4 KiB and zeroing: about a tenth of a step. The top pad keeps the pool threads' arenas too:
-/// glibc unmaps a thread arena's 64 MiB heap as soon as it is all free unless the pad says to
-/// keep that much, and a step on a pool thread could then fault its 24 MiB concatenations in
-/// afresh at every step at 256x256. Process-wide, so the programs call it (`atheria` and the
-/// benchmarks), not the library; it does nothing off glibc.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_TOP_PAD: i32 = -2;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: mallopt only sets allocator parameters, which glibc allows at any time.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 32 << 20);
-            mallopt(M_TRIM_THRESHOLD, 256 << 20);
-            // Address space only: a heap grows by the pad, but its pages cost nothing untouched.
-            mallopt(M_TOP_PAD, 64 << 20);
-        }
-    }
 }
 
 /// Options of a 3x3 convolution with stride 1 and zero padding 1.
