@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Python package's tests: builds the extension into a virtual environment (created once
-# under ~/.cache/atheria/venv, sharing the Cargo target directory) and runs pytest.
+# The Python package's tests: builds the wheel (sharing the Cargo target directory), installs it
+# into a virtual environment (created once under ~/.cache/atheria/venv) and runs pytest against
+# the installed package, so that what the wheel ships (`atheria` and `atheria_core`) is tested.
 set -euo pipefail
 cd "$(dirname "$0")"
 venv="${ATHERIA_VENV:-$HOME/.cache/atheria/venv}"
@@ -9,5 +10,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" numpy pytest
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atheria/target}"
-VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --release --quiet
-"$venv/bin/python" -m pytest -q tests
+wheels="$CARGO_TARGET_DIR/python-test-wheels"
+rm -rf "$wheels"
+VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin build --release --quiet --interpreter "$venv/bin/python" -o "$wheels"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheels"/atheria-*.whl
+# From the tests' folder, so that the source tree's `atheria/` is not what gets imported.
+cd tests
+"$venv/bin/python" -m pytest -q .

@@ -107,6 +107,19 @@ def _grid(grid: Optional[Grid]) -> Optional[Tuple[int, int]]:
     return (_count(height, "the grid height"), _count(width, "the grid width"))
 
 
+def _warn_on_fallback(engine: Any, stacklevel: int = 3) -> None:
+    """Warns when `engine` (a `_native.Dense` or `_native.Sparse`) runs on another device than
+    the one explicitly asked for, with the report's cause."""
+    if engine.fell_back:
+        import warnings
+
+        warnings.warn(
+            f"the device asked for cannot start, so the engine runs elsewhere: {engine.device_report}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+
+
 def _complex_array(array: Any, what: str, ndim: int) -> np.ndarray:
     """`array` as a C-contiguous complex64 NumPy array of `ndim` dimensions, refusing what
     cannot be one without loss (real arrays are accepted: imaginary parts zero)."""
@@ -152,6 +165,7 @@ class Simulation:
             strict=strict,
             gamma=gamma,
         )
+        _warn_on_fallback(self._dense)
 
     def step(self, n: int = 1) -> int:
         """Takes ``n`` steps (the GIL is released meanwhile). Ctrl-C stops at a step boundary
@@ -227,6 +241,7 @@ class SparseUniverse:
         self._sparse = _native.Sparse(
             model.d_state, device=device, strict=strict, tile=tile, threshold=threshold, vacuum_seed=vacuum_seed
         )
+        _warn_on_fallback(self._sparse)
         self._sparse.load_model(model)
         self._sparse.set_gamma(gamma)
 

@@ -17,8 +17,23 @@ import numpy as np
 
 import atheria
 from atheria import _native
+from atheria._coord3d import Coord3D
+from atheria._sparse_map import SparseMap
 
-__all__ = ["Coord3D", "DenseEngine", "Engine", "get_version", "has_torch_support", "get_max_threads", "set_num_threads"]
+__all__ = [
+    "Coord3D",
+    "DenseEngine",
+    "Engine",
+    "SparseMap",
+    "add",
+    "get_max_threads",
+    "get_version",
+    "has_torch_support",
+    "set_num_threads",
+]
+
+__version__ = atheria.__version__
+VERSION_MAJOR, VERSION_MINOR, VERSION_PATCH = (int(part) for part in __version__.split(".")[:3])
 
 try:  # Tensors go out as torch tensors when the lab's torch is there.
     import torch as _torch
@@ -29,6 +44,11 @@ except Exception:  # noqa: BLE001 - a broken torch install must not break this m
 def get_version() -> str:
     """The engine's version."""
     return atheria.__version__
+
+
+def add(i: int, j: int) -> int:
+    """The lab module's first binding, kept for its "hello world" checks: ``i + j``."""
+    return int(i) + int(j)
 
 
 def has_torch_support() -> bool:
@@ -54,25 +74,6 @@ def get_max_threads() -> int:
     return _native.cpu_threads()
 
 
-class Coord3D:
-    """A cell coordinate. The engine is two-dimensional: z must be 0 where a coordinate is
-    used."""
-
-    __slots__ = ("x", "y", "z")
-
-    def __init__(self, x: int = 0, y: int = 0, z: int = 0) -> None:
-        self.x, self.y, self.z = int(x), int(y), int(z)
-
-    def __repr__(self) -> str:
-        return f"Coord3D({self.x}, {self.y}, {self.z})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Coord3D) and (self.x, self.y, self.z) == (other.x, other.y, other.z)
-
-    def __hash__(self) -> int:
-        return hash((self.x, self.y, self.z))
-
-
 def _out(array: np.ndarray) -> Any:
     """An array in the caller's world: a torch tensor when torch is importable."""
     if _torch is not None:
@@ -96,9 +97,26 @@ def _load(model_path: str) -> atheria.Model:
     return atheria.Model.import_checkpoint(model_path)
 
 
-def _device(device: str) -> str:
-    # The lab passes "cuda" or "cpu"; atheria falls back from CUDA when it cannot start.
+def _device(device: str, device_str: Optional[str]) -> str:
+    """The device asked for. The lab's bindings name the argument ``device``; its own notes call
+    it ``device_str``, so both are taken (not both at once). Unknown names mean ``auto``, as
+    the lab's "anything but cuda is the CPU" did not refuse them either."""
+    if device_str is not None:
+        if device not in (None, "cpu"):
+            raise TypeError("give the device once: device or device_str, not both")
+        device = device_str
+    device = str(device)
     return device if device in ("cpu", "cuda", "wgpu", "auto") or device.startswith("cuda:") else "auto"
+
+
+def _gaussian_blur(field: np.ndarray) -> np.ndarray:
+    """The lab's 3x3 binomial blur ([[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16) of every plane of
+    [..., H, W], with zero padding (``conv2d`` with ``padding=1``)."""
+    padded = np.pad(field, [(0, 0)] * (field.ndim - 2) + [(1, 1), (1, 1)])
+    height, width = field.shape[-2:]
+    weights = np.array([0.25, 0.5, 0.25], dtype=field.real.dtype)
+    rows = sum(w * padded[..., i : i + height, :] for i, w in enumerate(weights))
+    return sum(w * rows[..., :, j : j + width] for j, w in enumerate(weights))
 
 
 class DenseEngine:
@@ -106,8 +124,8 @@ class DenseEngine:
     ``psi + M(psi)`` renormalised per cell, without decay. Without a loaded model ``step``
     does nothing and returns 0."""
 
-    def __init__(self, grid_size: int, d_state: int, device: str = "cpu") -> None:
-        self._device = _device(device)
+    def __init__(self, grid_size: int, d_state: int, device: str = "cpu", *, device_str: Optional[str] = None) -> None:
+        self._device = _device(device, device_str)
         self._d_state = int(d_state)
         self._state = np.zeros((1, self._d_state, int(grid_size), int(grid_size)), dtype=np.complex64)
         self._model: Optional[atheria.Model] = None
@@ -190,19 +208,42 @@ class DenseEngine:
     def get_step_count(self) -> int:
         return 0 if self._simulation is None else self._simulation.step_count
 
+    def generate_bulk_state(self, base_field: Any, depth: int) -> Any:
+        """The lab's "holographic bulk": `base_field` ([H, W], [C, H, W] or [1, C, H, W], real
+        or complex) and `depth` - 1 successive 3x3 binomial blurs of it (zero padding), stacked
+        on the channel axis as [1, depth * C, H, W], the sharpest first."""
+        if hasattr(base_field, "detach") and hasattr(base_field, "cpu"):  # a torch tensor
+            base_field = base_field.detach().cpu().numpy()
+        field = np.asarray(base_field)
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise atheria.UsageError(f"the depth must be an integer of at least 1, got {depth!r}")
+        if field.ndim not in (2, 3, 4) or (field.ndim == 4 and field.shape[0] != 1):
+            raise atheria.StateError(f"the base field must be [H, W], [C, H, W] or [1, C, H, W], got shape {field.shape}")
+        dtype = np.complex64 if np.iscomplexobj(field) else np.float32
+        current = field.reshape((1,) * (4 - field.ndim) + field.shape).astype(dtype)
+        layers = [current]
+        for _ in range(1, int(depth)):
+            current = _gaussian_blur(current).astype(dtype)
+            layers.append(current)
+        return _out(np.concatenate(layers, axis=1))
+
 
 class Engine:
     """The lab's sparse engine over atheria's sparse universe (tiles over a vacuum, see
     docs/sparse.md), in the plane z = 0. ``grid_size`` is the side of the window that
     ``compute_visualization`` draws."""
 
-    def __init__(self, d_state: int, device: str = "cpu", grid_size: int = 64) -> None:
+    def __init__(self, d_state: int, device: str = "cpu", grid_size: int = 64, *, device_str: Optional[str] = None) -> None:
         self._d_state = int(d_state)
         self._grid_size = int(grid_size)
-        self._device = _device(device)
+        self._device = _device(device, device_str)
         self._sparse = _native.Sparse(self._d_state, device=self._device)
+        atheria._warn_on_fallback(self._sparse)
+        # The lab's bookkeeping: its stored particles, the cells its step visits, and the
+        # places add_particle indexed for query_radius.
         self._particles: Set[Tuple[int, int]] = set()
         self._active: Set[Tuple[int, int]] = set()
+        self._placed: Set[Tuple[int, int]] = set()
         self._idle_steps = 0
         self._last_error = ""
 
@@ -224,6 +265,7 @@ class Engine:
             raise atheria.StateError(f"the particle's state has {cell.shape[0]} channels, the engine {self._d_state}")
         self._sparse.paste_dense(cell.tobytes(), [1, 1, 1, self._d_state], x, y)
         self._particles.add((x, y))
+        self._placed.add((x, y))
         self.activate_neighborhood(coord)
 
     def get_state_at(self, coord: Coord3D) -> Any:
@@ -234,19 +276,32 @@ class Engine:
 
     def step_native(self) -> int:
         """One step of the loaded law (without one, the step count advances and nothing
-        moves, as in the lab). Returns the matter count."""
-        if not self._sparse.has_model:
+        moves, as in the lab). Returns the matter count, as ``get_matter_count``."""
+        if self._sparse.has_model:
+            try:
+                self._sparse.step()
+            except atheria.AtheriaError as error:
+                self._last_error = str(error)
+                raise
+            # The lab's step visits the active cells and keeps as a particle each whose updated
+            # state has a norm above 0.01; atheria renormalises every cell to norm 1, so each
+            # visited cell is kept.
+            self._particles = set(self._active)
+        else:
             self._idle_steps += 1
-            return self.get_matter_count()
-        try:
-            self._sparse.step()
-        except atheria.AtheriaError as error:
-            self._last_error = str(error)
-            raise
+        self._active = set()
+        for x, y in self._particles:
+            self._activate(x, y, 1)
         return self.get_matter_count()
 
     def get_matter_count(self) -> int:
-        """Cells holding matter."""
+        """Stored particles, as the lab counts them: the cells placed with ``add_particle``,
+        and after each step with a law every cell that step visited (see ``step_native``)."""
+        return len(self._particles)
+
+    def get_matter_cells(self) -> int:
+        """atheria's own measure of matter: the cells whose channel densities differ from the
+        vacuum's (docs/sparse.md), in the whole unbounded universe."""
         return self._sparse.matter_cells
 
     def get_step_count(self) -> int:
@@ -257,18 +312,23 @@ class Engine:
         self._sparse.clear()
         self._particles.clear()
         self._active.clear()
+        self._placed.clear()
         self._idle_steps = 0
 
     def activate_neighborhood(self, coord: Coord3D, radius: int = 1) -> None:
         """Marks the cells within `radius` (a square) of `coord` as active."""
         x, y = _plane(coord)
+        self._activate(x, y, int(radius))
+
+    def _activate(self, x: int, y: int, radius: int) -> None:
         for dy in range(-radius, radius + 1):
             for dx in range(-radius, radius + 1):
                 self._active.add((x + dx, y + dy))
 
     def get_active_coords(self) -> List[Coord3D]:
-        """The active cells: the neighbourhoods activated so far (atheria evolves every tile
-        within reach of matter on its own; this set is kept for the lab's callers)."""
+        """The active cells: the neighbourhoods of the particles, as the lab's step visits them
+        (atheria evolves every tile within reach of matter on its own; this set is kept for
+        the lab's callers)."""
         return [Coord3D(x, y, 0) for x, y in sorted(self._active)]
 
     def get_last_error(self) -> str:
@@ -288,10 +348,11 @@ class Engine:
         return _out(out.astype(np.float32))
 
     def query_radius(self, center: Coord3D, radius: int) -> List[Coord3D]:
-        """The particles added within the box of half-side `radius` around `center`."""
+        """The places given to ``add_particle`` within the box of half-side `radius` around
+        `center` (the lab's spatial index holds those, not what later steps made)."""
         cx, cy = _plane(center)
         return [
             Coord3D(x, y, 0)
-            for x, y in sorted(self._particles)
+            for x, y in sorted(self._placed)
             if abs(x - cx) <= radius and abs(y - cy) <= radius
         ]

@@ -127,6 +127,12 @@ impl Dense {
         self.with(py, |session| Ok(session.device_report().summary()))
     }
 
+    /// True when the backend running is not the one explicitly asked for.
+    #[getter]
+    fn fell_back(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |session| Ok(session.device_report().fell_back()))
+    }
+
     /// The same report as JSON (every attempt and its cause).
     fn device_report_json(&self, py: Python<'_>) -> PyResult<String> {
         let report = self.with(py, |session| Ok(session.device_report().clone()))?;

@@ -130,4 +130,10 @@ impl Sparse {
     fn device_report(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |session| Ok(session.device_report().summary()))
     }
+
+    /// True when the backend running is not the one explicitly asked for.
+    #[getter]
+    fn fell_back(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |session| Ok(session.device_report().fell_back()))
+    }
 }

@@ -23,8 +23,8 @@ def test_the_names_the_lab_wrapper_uses():
     assert atheria_core.get_version() == atheria.__version__
     assert atheria_core.has_torch_support() is True
     assert atheria_core.get_max_threads() >= 1
-    assert list(inspect.signature(atheria_core.DenseEngine).parameters) == ["grid_size", "d_state", "device"]
-    assert list(inspect.signature(atheria_core.Engine).parameters) == ["d_state", "device", "grid_size"]
+    assert list(inspect.signature(atheria_core.DenseEngine).parameters) == ["grid_size", "d_state", "device", "device_str"]
+    assert list(inspect.signature(atheria_core.Engine).parameters) == ["d_state", "device", "grid_size", "device_str"]
     c = atheria_core.Coord3D(1, 2, 0)
     c.x = 5
     assert (c.x, c.y, c.z) == (5, 2, 0) and repr(c) == "Coord3D(5, 2, 0)"
