@@ -18,6 +18,10 @@ use crate::models::Memory;
 /// The lab's default phase-noise strength for `complex-noise`.
 pub const DEFAULT_NOISE_STRENGTH: f64 = 0.1;
 
+/// The largest `complex-noise` strength: beyond a few radians the phases are uniform, and a
+/// strength near f64's limit would overflow the phases to infinity (and the state to NaN).
+pub const MAX_NOISE_STRENGTH: f64 = 1000.0;
+
 /// A batch of universes on a device.
 #[derive(Debug, Clone)]
 pub struct Universe<B: Backend> {
@@ -108,11 +112,12 @@ impl FromStr for InitialState {
             "complex-noise" => Ok(InitialState::ComplexNoise { strength: DEFAULT_NOISE_STRENGTH }),
             _ => match text.strip_prefix("complex-noise:") {
                 Some(value) => match value.parse::<f64>() {
-                    Ok(strength) if strength.is_finite() && strength >= 0.0 => {
+                    Ok(strength) if (0.0..=MAX_NOISE_STRENGTH).contains(&strength) => {
                         Ok(InitialState::ComplexNoise { strength })
                     }
                     _ => Err(Error::InvalidState(format!(
-                        "complex-noise strength must be a non-negative number, got '{value}'"
+                        "complex-noise strength must be a number from 0 to {MAX_NOISE_STRENGTH} (phases \
+                         spread by a few radians are uniform already), got '{value}'"
                     ))),
                 },
                 None => Ok(InitialState::File(PathBuf::from(text))),
@@ -168,7 +173,8 @@ pub fn generate(
         InitialState::Zeros => (vec![0.0; count], vec![0.0; count]),
         InitialState::File(path) => {
             return Err(Error::InvalidState(format!(
-                "{} is a file; load it with state_file::load_state",
+                "{} is a state file, which is loaded rather than generated: give it as --init (run, \
+                 serve) or init= (Python)",
                 path.display()
             )))
         }
@@ -183,20 +189,75 @@ pub fn generate(
     Ok(state)
 }
 
-/// A seeded initial state for a model on backend `B`: checked against the model's grid rule
-/// and the memory there is, then generated.
-pub fn checked_initial<B: crate::EngineBackend>(
+/// The initial state of a universe described by `init`, `batch`, `grid` and `seed` for a model
+/// of configuration `config` on backend `B`, as every program starts one (`run`, the Python
+/// `Simulation`, the live lab), after checking that it fits in memory:
+/// - a state file (ours, or the lab's `.pt` snapshot) is loaded, and tiled when `grid` is a
+///   multiple of its grid; its d_state must be the model's, and its batch `batch` (or `batch`
+///   is 1);
+/// - otherwise a seeded state is generated on `grid`, by default the model's own grid (64x64
+///   unless an imported experiment says); for a model trained on a smaller grid that divides it,
+///   it is made at that size and tiled, as the lab's engine starts such runs.
+///
+/// Returns [batch, H, W, d] on the host.
+pub fn resolve_initial<B: crate::EngineBackend>(
     config: &crate::models::ModelConfig,
     init: &InitialState,
     batch: usize,
-    height: usize,
-    width: usize,
+    grid: Option<(usize, usize)>,
     seed: u64,
 ) -> Result<HostState> {
-    config.check_grid(height, width)?;
-    let estimate = crate::memory::dense_run(config, batch, height, width, B::tensors_on_host());
-    crate::memory::check_host(&estimate, B::engine_name())?;
-    generate(init, batch, height, width, config.d_state, seed)
+    let d_state = config.d_state;
+    let fits = |batch: usize, (height, width): (usize, usize)| {
+        let estimate = crate::memory::dense_run(config, batch, height, width, B::tensors_on_host());
+        crate::memory::check_host(&estimate, B::engine_name())
+    };
+    if batch == 0 {
+        return Err(Error::InvalidRun("the batch must hold at least one universe".into()));
+    }
+    match init {
+        InitialState::File(path) => {
+            let state = crate::io::state_file::load_state(path)?;
+            let [file_batch, height, width, d] = state.dims();
+            if d != d_state {
+                return Err(Error::format(
+                    path,
+                    format!("the state has d_state {d} but the model expects {d_state}"),
+                ));
+            }
+            if batch != 1 && batch != file_batch {
+                return Err(Error::format(
+                    path,
+                    format!("the file holds {file_batch} universe(s), the run asks for {batch}"),
+                ));
+            }
+            match grid {
+                Some(grid) if grid != (height, width) => {
+                    fits(file_batch, grid)?;
+                    tile(&state, grid.0, grid.1)
+                }
+                _ => {
+                    fits(file_batch, (height, width))?;
+                    Ok(state)
+                }
+            }
+        }
+        kind => {
+            let default_grid = config.run_defaults.grid.map_or((64, 64), |side| (side, side));
+            let (height, width) = grid.unwrap_or(default_grid);
+            config.check_grid(height, width)?;
+            fits(batch, (height, width))?;
+            match config.run_defaults.training_grid {
+                Some(side) if side < height.max(width) && height % side == 0 && width % side == 0 => {
+                    tracing::info!(
+                        "the model was trained on {side}x{side}: the start is a {side}x{side} state tiled"
+                    );
+                    tile(&generate(kind, batch, side, side, d_state, seed)?, height, width)
+                }
+                _ => generate(kind, batch, height, width, d_state, seed),
+            }
+        }
+    }
 }
 
 /// Divides every cell by its L2 norm over channels (plus epsilon), on the host.

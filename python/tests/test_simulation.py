@@ -119,3 +119,39 @@ def test_wgpu_agrees_with_the_cpu_backend():
         sim.step(3)
         runs.append(sim.psi)
     assert relative_error(runs[0], runs[1]) <= 1e-4
+
+
+def write_state(path, psi):
+    """A state file as the engine reads it: f32 `re` and `im` [B, H, W, d] in safetensors."""
+    import json
+    import struct
+
+    re = np.ascontiguousarray(psi.real, dtype="<f4").tobytes()
+    im = np.ascontiguousarray(psi.imag, dtype="<f4").tobytes()
+    shape = list(psi.shape)
+    header = json.dumps(
+        {
+            "im": {"dtype": "F32", "shape": shape, "data_offsets": [0, len(im)]},
+            "re": {"dtype": "F32", "shape": shape, "data_offsets": [len(im), len(im) + len(re)]},
+        }
+    ).encode()
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(header)) + header + im + re)
+
+
+def test_a_state_file_starts_the_simulation_and_is_tiled_over_a_larger_grid(tmp_path, fixtures):
+    rng = np.random.default_rng(4)
+    psi = (rng.standard_normal((1, 4, 4, 8)) + 1j * rng.standard_normal((1, 4, 4, 8))).astype(np.complex64)
+    psi /= np.linalg.norm(psi, axis=-1, keepdims=True)
+    path = tmp_path / "start.safetensors"
+    write_state(path, psi)
+    sim = atheria.Simulation(atheria.Model.default(), init=str(path), device="cpu")
+    np.testing.assert_array_equal(sim.psi, psi)
+    tiled = atheria.Simulation(atheria.Model.default(), grid=8, init=str(path), device="cpu")
+    np.testing.assert_array_equal(tiled.psi, np.tile(psi, (1, 2, 2, 1)))
+    # The lab's saved state (torch.save of a complex psi) starts a simulation too.
+    law = atheria.Model.import_checkpoint(os.path.join(fixtures, "pytorch", "mlp.pth"))
+    lab = atheria.Simulation(law, init=os.path.join(fixtures, "lab", "snapshot.pt"), device="cpu")
+    assert lab.shape == (1, 16, 20, 3)
+    with pytest.raises(atheria.FileError, match="d_state 8 but the model expects 3"):
+        atheria.Simulation(law, init=str(path), device="cpu")

@@ -14,7 +14,7 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::observables::{self, View};
-use crate::render::{map_image, panel, save_map, save_png, Colormap, GifRecorder, Range};
+use crate::render::{map_image, panel, save_png, GifRecorder};
 
 /// A CSV file written row by row, each row flushed to the operating system at once.
 pub struct CsvLog {
@@ -114,12 +114,13 @@ pub fn frame_name(step: u64) -> String {
     format!("frame_{step:06}.png")
 }
 
-/// Writes the density of universe 0 as `DIR/frame_STEP.png`.
-pub fn write_density_frame<B: Backend>(dir: &Path, psi: &Tensor<B, 4>, step: u64) -> Result<()> {
-    let [_, _, height, width] = psi.dims();
-    let map = crate::readback::floats(observables::density(psi.clone().narrow(0, 0, 1)))?;
-    let path = dir.join(frame_name(step));
-    save_map(&path, &map, height, width, Colormap::Viridis, Range::Fixed(0.0, 1.0))
+/// Writes the picture of universe 0 as `DIR/frame_STEP.png`: the default panel of views,
+/// labelled (the density alone is 1 in every cell of a normalised state, so it shows nothing).
+pub fn write_training_frame<B: Backend>(dir: &Path, psi: &Tensor<B, 4>, step: u64) -> Result<()> {
+    let d_state = psi.dims()[1] / 2;
+    let last = LastStep { input: None, delta: None };
+    let image = frame_image(&View::DEFAULT_PANEL, &psi.clone().narrow(0, 0, 1), &last, step, d_state)?;
+    save_png(&dir.join(frame_name(step)), &image)
 }
 
 /// The last step's input state and update (absent before the first step; the input is kept

@@ -301,7 +301,9 @@ pub fn select_device(request: DeviceRequest, options: &SelectOptions) -> Result<
             report.selected = Some(device.kind());
             report.selected_device = Some(device_name);
             if report.fell_back() {
-                tracing::warn!("{}", report.summary());
+                // Each program shows the report itself (the CLI's `device:` lines, Python's
+                // `device_report` and fallback warning), so it is logged here only for tracing.
+                tracing::debug!("{}", report.summary());
             }
             return Ok(Selection { device, report });
         }

@@ -20,8 +20,9 @@ pub const FRAME_MAGIC: &[u8; 4] = b"ATHF";
 /// The scalar numbers of one frame, for the page's chart.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct FrameMetrics {
-    /// `sum` over cells of `sum_c |delta_c|^2` of the last step.
-    pub total_energy: f64,
+    /// `sum` over cells of `sum_c |delta_c|^2` of the last step; `None` (null) when no step
+    /// led to the state shown (a reset, a rewind, a loaded state).
+    pub total_energy: Option<f64>,
     /// The mean of the entropy map.
     pub mean_entropy: f64,
     /// Cells whose channel densities are farther than the sparse engine's threshold from the
@@ -139,9 +140,9 @@ fn frame_metrics<B: Backend>(
 ) -> Result<FrameMetrics> {
     let map_of = |wanted: View| shown.iter().find(|(view, _)| *view == wanted).map(|(_, map)| map);
     let total_energy = match (map_of(View::Energy), delta) {
-        (Some(map), _) => map.iter().map(|&value| value as f64).sum(),
-        (None, Some(delta)) => floats(observables::update_energy(delta.clone()).sum())?[0] as f64,
-        (None, None) => 0.0,
+        (Some(map), Some(_)) => Some(map.iter().map(|&value| value as f64).sum()),
+        (None, Some(delta)) => Some(floats(observables::update_energy(delta.clone()).sum())?[0] as f64),
+        (_, None) => None,
     };
     let mean_entropy = match map_of(View::Entropy) {
         Some(map) => map.iter().map(|&value| value as f64).sum::<f64>() / map.len().max(1) as f64,

@@ -20,7 +20,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::protocol::{check_name, Command, MAX_CLIENT_MESSAGE};
-use super::{Hub, Listening, Request};
+use super::{Hub, Listening, Reply, Request};
 use crate::backend::DeviceReport;
 use crate::error::{Error, Result};
 use crate::interrupt::Interruption;
@@ -112,7 +112,7 @@ async fn status(State(hub): State<Arc<Hub>>, Query(params): Params) -> Response 
     if !authorized(&hub, &params) {
         return refuse(StatusCode::UNAUTHORIZED, "this lab needs its token");
     }
-    ([(header::CONTENT_TYPE, "application/json")], hub.status.borrow().as_ref().clone()).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], hub.status_text()).into_response()
 }
 
 async fn index(State(hub): State<Arc<Hub>>, Query(params): Params) -> Response {
@@ -153,13 +153,34 @@ async fn websocket(
         .on_upgrade(move |socket| client(socket, hub))
 }
 
-/// One client: its commands to the simulation, the newest frame and status to it, its replies.
+/// The most commands of one client waiting for their answers; more are answered `busy` at once,
+/// so that every command gets exactly one reply however fast a client sends.
+const MAX_IN_FLIGHT: usize = 256;
+
+fn error_message(command: Option<&str>, error: &str) -> Message {
+    let mut message = json!({"type": "error", "error": error});
+    if let Some(command) = command {
+        message["cmd"] = command.into();
+    }
+    Message::Text(message.to_string().into())
+}
+
+/// One client: its commands to the simulation, the newest frame and status to it, its replies
+/// and the notices for every client.
 async fn client(mut socket: WebSocket, hub: Arc<Hub>) {
     hub.clients.fetch_add(1, Ordering::Relaxed);
-    let (reply, mut replies) = tokio::sync::mpsc::channel::<String>(64);
+    // Room for every answer in flight and the notices of one recording: the simulation never
+    // finds it full.
+    let (reply, mut replies) = tokio::sync::mpsc::channel::<Reply>(MAX_IN_FLIGHT + 8);
+    let mut in_flight = 0usize;
     let mut frames = hub.frames.clone();
     let mut status = hub.status.clone();
-    let greeting = [hub.hello.clone(), status.borrow_and_update().as_ref().clone()];
+    let mut notices = hub.notices.subscribe();
+    // Whether the simulation still publishes: once it has stopped, the client stays connected
+    // and is told so (the notice, the status), rather than being hung up on.
+    let (mut frames_live, mut status_live) = (true, true);
+    status.borrow_and_update();
+    let greeting = [hub.hello.clone(), hub.status_text()];
     let mut open = true;
     for text in greeting {
         open &= socket.send(Message::Text(text.into())).await.is_ok();
@@ -168,37 +189,58 @@ async fn client(mut socket: WebSocket, hub: Arc<Hub>) {
         let outgoing = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => match Command::parse(&text) {
+                    Ok(command) if in_flight >= MAX_IN_FLIGHT => Some(error_message(
+                        Some(command.name()),
+                        &format!("busy: {MAX_IN_FLIGHT} commands of this client are waiting; send more once they are answered"),
+                    )),
                     Ok(command) => {
+                        let name = command.name();
                         let request = Request { command, reply: reply.clone() };
                         if hub.requests.send(request).is_err() {
-                            Some(Message::Text(json!({"type": "error", "error": "the simulation has stopped"}).to_string().into()))
+                            Some(error_message(Some(name), "the simulation has stopped"))
                         } else {
+                            in_flight += 1;
                             None
                         }
                     }
-                    Err(refusal) => Some(Message::Text(json!({"type": "error", "error": refusal}).to_string().into())),
+                    Err(refusal) => Some(error_message(None, &refusal)),
                 },
-                Some(Ok(Message::Binary(_))) => {
-                    Some(Message::Text(json!({"type": "error", "error": "commands are JSON text"}).to_string().into()))
-                }
+                Some(Ok(Message::Binary(_))) => Some(error_message(None, "commands are JSON text")),
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(_)) => {
                     // Too large, or a broken connection: say why if the socket still takes it.
-                    let _ = socket
-                        .send(Message::Text(json!({"type": "error", "error": format!("message refused (the limit is {MAX_CLIENT_MESSAGE} bytes)")}).to_string().into()))
-                        .await;
+                    let refusal = format!("message refused (the limit is {MAX_CLIENT_MESSAGE} bytes)");
+                    let _ = socket.send(error_message(None, &refusal)).await;
                     break;
                 }
                 Some(Ok(_)) => None,
             },
-            Some(text) = replies.recv() => Some(Message::Text(text.into())),
-            changed = frames.changed() => match changed {
-                Ok(()) => frames.borrow_and_update().clone().map(|frame| Message::Binary(Bytes::from(frame.as_ref().clone()))),
-                Err(_) => break,
+            Some(message) = replies.recv() => {
+                if message.answers_command {
+                    in_flight = in_flight.saturating_sub(1);
+                }
+                Some(Message::Text(message.text.into()))
+            }
+            notice = notices.recv() => match notice {
+                Ok(text) => Some(Message::Text(text.into())),
+                Err(_) => None,
             },
-            changed = status.changed() => match changed {
-                Ok(()) => Some(Message::Text(status.borrow_and_update().as_ref().clone().into())),
-                Err(_) => break,
+            changed = frames.changed(), if frames_live => match changed {
+                Ok(()) => frames.borrow_and_update().clone().map(|frame| Message::Binary(Bytes::from(frame.as_ref().clone()))),
+                Err(_) => {
+                    frames_live = false;
+                    None
+                }
+            },
+            changed = status.changed(), if status_live => match changed {
+                Ok(()) => {
+                    status.borrow_and_update();
+                    Some(Message::Text(hub.status_text().into()))
+                }
+                Err(_) => {
+                    status_live = false;
+                    Some(Message::Text(hub.status_text().into()))
+                }
             },
         };
         if let Some(message) = outgoing {
@@ -246,6 +288,15 @@ async fn upload(State(hub): State<Arc<Hub>>, Query(params): Params, body: Bytes)
         return refuse(StatusCode::BAD_REQUEST, &refusal);
     }
     let path = hub.options.snapshots.join(format!("{name}.safetensors"));
+    let replace = params.get("replace").is_some_and(|value| value == "true");
+    if path.exists() && !replace {
+        return refuse(
+            StatusCode::CONFLICT,
+            &format!(
+                "a snapshot named '{name}' exists: choose another name, or add replace=true to overwrite it"
+            ),
+        );
+    }
     let stored = tokio::task::spawn_blocking(move || {
         let state =
             crate::io::state_file::parse_state(std::path::Path::new(&format!("upload {name}")), &body)?;

@@ -90,7 +90,24 @@ impl Default for ServeOptions {
 /// A command and where its answer goes.
 pub(crate) struct Request {
     command: Command,
-    reply: tokio::sync::mpsc::Sender<String>,
+    reply: tokio::sync::mpsc::Sender<Reply>,
+}
+
+/// A message for one client: the answer to one of its commands, or a notice that answers none
+/// (a recording finished or cut short).
+pub(crate) struct Reply {
+    text: String,
+    answers_command: bool,
+}
+
+impl Reply {
+    fn answer(text: String) -> Self {
+        Self { text, answers_command: true }
+    }
+
+    fn notice(text: String) -> Self {
+        Self { text, answers_command: false }
+    }
 }
 
 /// What the simulation publishes.
@@ -106,9 +123,34 @@ pub(crate) struct Hub {
     status: watch::Receiver<Arc<String>>,
     clients: AtomicUsize,
     shutdown: AtomicBool,
+    /// Messages for every client: the failures the simulation recovered from.
+    notices: tokio::sync::broadcast::Sender<String>,
+    /// Why the simulation thread has stopped, once it has (the status then says so).
+    stopped: std::sync::Mutex<Option<String>>,
     /// The `hello` message every client gets first.
     hello: String,
     options: ServeOptions,
+}
+
+impl Hub {
+    /// The newest status, told truly: once the simulation thread has stopped, the last status
+    /// it published says so.
+    fn status_text(&self) -> String {
+        let newest = self.status.borrow().as_ref().clone();
+        let stopped = self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        match (stopped, serde_json::from_str::<serde_json::Value>(&newest)) {
+            (Some(cause), Ok(mut status)) => {
+                if let Some(fields) = status.as_object_mut() {
+                    fields.insert("running".into(), false.into());
+                    fields.insert("healthy".into(), false.into());
+                    fields.insert("steps_per_s".into(), 0.0.into());
+                    fields.insert("error".into(), serde_json::json!({"error": cause}));
+                }
+                status.to_string()
+            }
+            _ => newest,
+        }
+    }
 }
 
 /// Where the server listens, once it does.
@@ -167,7 +209,21 @@ impl BackendJob for WorldJob {
         };
         let _ = self.ready.send(Ok(world.model_description()));
         if let Ok(hub) = self.hub.recv() {
-            world.run(self.requests, self.outputs, hub);
+            // The world recovers from its own failures; this catches what it could not.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                world.run(self.requests, self.outputs, hub.clone())
+            }));
+            if !hub.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+                let cause = match ran {
+                    Ok(()) => "the simulation stopped".to_string(),
+                    Err(payload) => {
+                        format!("the simulation stopped: {}", crate::guard::panic_text(payload.as_ref()))
+                    }
+                };
+                tracing::error!("{cause}");
+                let _ = hub.notices.send(serde_json::json!({"type": "error", "error": cause}).to_string());
+                *hub.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cause);
+            }
         }
     }
 }
@@ -232,6 +288,8 @@ pub fn serve(options: ServeOptions, on_listening: &dyn Fn(&Listening)) -> Result
         status: status_rx,
         clients: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
+        notices: tokio::sync::broadcast::channel(16).0,
+        stopped: std::sync::Mutex::new(None),
         hello,
         options,
     });

@@ -21,15 +21,23 @@ pub const MAX_GRID: usize = 1024;
 /// The most universes a client may ask for.
 pub const MAX_BATCH: usize = 16;
 
-/// A client's command. Unknown commands and unknown fields are refused.
+/// The slowest frame rate a client may ask for (a frame every ten seconds).
+pub const MIN_FPS: f64 = 0.1;
+
+/// The fastest frame rate a client may ask for.
+pub const MAX_FPS: f64 = 120.0;
+
+/// A client's command. Unknown commands and unknown fields are refused: the commands without
+/// fields are written `Play {}` rather than `Play` because serde ignores extra fields of a unit
+/// variant even under `deny_unknown_fields`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    /// Run continuously.
-    Play,
-    /// Stop stepping.
-    Pause,
-    /// Take `count` steps (paused).
+    /// Run continuously (ends what is left of a `step`).
+    Play {},
+    /// Stop stepping (ends what is left of a `step`).
+    Pause {},
+    /// Take `count` steps, paused; replaces what is left of an earlier `step`.
     Step {
         /// How many, 1 to 10,000.
         #[serde(default = "one")]
@@ -99,13 +107,24 @@ pub enum Command {
         /// Row.
         y: i64,
     },
+    /// Sparse runs: place a disc of matter (random channel states, normalised per cell) centred
+    /// on cell (x, y) of the unbounded universe.
+    Matter {
+        /// Column.
+        x: i64,
+        /// Row.
+        y: i64,
+        /// The disc's radius in cells, 1 to 32 (default 4).
+        #[serde(default = "default_matter_radius")]
+        radius: f64,
+    },
     /// Start a training run (one at a time).
     TrainStart {
         /// What to train.
         settings: TrainSettings,
     },
     /// Stop the training run after its episode, with a checkpoint.
-    TrainStop,
+    TrainStop {},
     /// Load the training run's best (or last) checkpoint into the live view.
     TrainLoad {
         /// `best` (default) or `last`.
@@ -120,6 +139,10 @@ pub enum Command {
 
 fn one() -> u32 {
     1
+}
+
+fn default_matter_radius() -> f64 {
+    4.0
 }
 
 /// What a training run started from the page trains: the settings of `atheria train`.
@@ -151,8 +174,8 @@ impl Command {
     /// The command's name, for replies.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Play => "play",
-            Command::Pause => "pause",
+            Command::Play {} => "play",
+            Command::Pause {} => "pause",
             Command::Step { .. } => "step",
             Command::Reset { .. } => "reset",
             Command::Set { .. } => "set",
@@ -163,8 +186,9 @@ impl Command {
             Command::Record { .. } => "record",
             Command::Rewind { .. } => "rewind",
             Command::Window { .. } => "window",
+            Command::Matter { .. } => "matter",
             Command::TrainStart { .. } => "train_start",
-            Command::TrainStop => "train_stop",
+            Command::TrainStop {} => "train_stop",
             Command::TrainLoad { .. } => "train_load",
             Command::TrainHistory { .. } => "train_history",
         }
@@ -214,7 +238,8 @@ impl Command {
                     range("steps_per_frame", (1..=1000).contains(steps), "between 1 and 1000")?;
                 }
                 if let Some(fps) = max_fps {
-                    range("max_fps", fps.is_finite() && *fps > 0.0 && *fps <= 120.0, "in (0, 120]")?;
+                    let ok = (MIN_FPS..=MAX_FPS).contains(fps);
+                    range("max_fps", ok, &format!("between {MIN_FPS} and {MAX_FPS} frames a second"))?;
                 }
                 if let Some(gamma) = gamma {
                     crate::models::check_gamma(*gamma).map_err(|error| error.to_string())?;
@@ -230,6 +255,9 @@ impl Command {
             Command::Snapshot { name: Some(name) } | Command::LoadSnapshot { name } => check_name(name),
             Command::Record { frames } => range("frames", (1..=1000).contains(frames), "between 1 and 1000"),
             Command::Rewind { back } => range("back", *back >= 1, "at least 1"),
+            Command::Matter { radius, .. } => {
+                range("radius", (1.0..=32.0).contains(radius), "between 1 and 32")
+            }
             Command::TrainStart { settings } => settings.check(),
             Command::TrainLoad { which: Some(which) } => {
                 range("which", matches!(which.as_str(), "best" | "last"), "best or last")

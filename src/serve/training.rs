@@ -16,7 +16,7 @@ use crate::app::train::{run_training, Observer, TrainObserver, TrainOptions, Tra
 use crate::backend::DeviceRequest;
 use crate::error::{Error, Result};
 use crate::kernels::EngineBackend;
-use crate::training::checkpoint::{resolve, BEST, LAST};
+use crate::training::checkpoint::{read_state, resolve, BEST, LAST};
 use crate::training::EpisodeReport;
 
 /// One episode, as the page's chart draws it.
@@ -37,6 +37,8 @@ struct Shared {
     finished: AtomicBool,
     points: Mutex<Vec<Point>>,
     outcome: Mutex<Option<String>>,
+    /// The checkpoints described for the page so far (the `best` and `last` ones).
+    described: Mutex<Vec<(PathBuf, serde_json::Value)>>,
 }
 
 impl TrainObserver for Shared {
@@ -145,6 +147,25 @@ impl TrainingRun {
             .unwrap_or_default()
     }
 
+    /// The checkpoint `link` points at, for the page: its episode and the metric that chose
+    /// it (null while there is none). Read again only when the link moves.
+    fn describe(&self, link: &str) -> serde_json::Value {
+        let Some(dir) = resolve(&self.dir, link) else { return serde_json::Value::Null };
+        let mut seen = self.shared.described.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, described)) = seen.iter().find(|(known, _)| *known == dir) {
+            return described.clone();
+        }
+        let described = match read_state(&dir) {
+            Ok(state) => json!({"episode": state.episode, "metric": state.metric}),
+            Err(_) => serde_json::Value::Null,
+        };
+        if seen.len() >= 4 {
+            seen.remove(0); // the links moved on from it
+        }
+        seen.push((dir, described.clone()));
+        described
+    }
+
     /// The run's state for the page's status.
     pub(super) fn status(&self) -> serde_json::Value {
         let points = self
@@ -161,7 +182,8 @@ impl TrainingRun {
             "points": points.0,
             "episodes": self.episodes,
             "last": points.1,
-            "best": resolve(&self.dir, BEST).is_some(),
+            "best": self.describe(BEST),
+            "last_checkpoint": self.describe(LAST),
             "outcome": outcome,
         })
     }

@@ -11,7 +11,7 @@ use crate::io::state_file::HostState;
 use crate::kernels::EngineBackend;
 use crate::models::{check_gamma, ModelConfig};
 use crate::observables::View;
-use crate::state::{checked_initial, InitialState, Universe};
+use crate::state::{resolve_initial, InitialState, Universe};
 use crate::tools::Tool;
 
 /// How a dense session starts.
@@ -71,16 +71,11 @@ impl Builder<DenseFamily> for &DenseSettings {
     fn build<B: EngineBackend>(&self, device: &B::Device) -> Result<Dense<B>> {
         let model = self.model.load::<B>(device)?;
         let gamma = self.gamma.unwrap_or(model.config.gamma);
-        let default_grid = model.config.run_defaults.grid.map_or((64, 64), |side| (side, side));
-        let (height, width) = self.grid.unwrap_or(default_grid);
-        if self.batch == 0 {
-            return Err(Error::InvalidRun("the batch must hold at least one universe".into()));
-        }
         let init = match &self.init {
             Some(init) => init.clone(),
             None => InitialState::default_for(&model.config)?,
         };
-        let state = checked_initial::<B>(&model.config, &init, self.batch, height, width, self.seed)?;
+        let state = resolve_initial::<B>(&model.config, &init, self.batch, self.grid, self.seed)?;
         let universe = Universe::from_host(&state, device);
         Ok(Dense { simulation: Simulation::new(model, universe, gamma)?, input: None, per_step: Vec::new() })
     }

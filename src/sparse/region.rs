@@ -41,8 +41,11 @@ impl Region {
                 "the region {self} has more than {MAX_DENSE_CELLS} cells"
             )));
         }
-        let inside =
-            |v: i64, extent: usize| v.abs() < MAX_COORDINATE && (v + extent as i64).abs() < MAX_COORDINATE;
+        // Checked arithmetic: a client may send any i64 (i64::MIN has no absolute value).
+        let below = |v: i64| v.checked_abs().is_some_and(|magnitude| magnitude < MAX_COORDINATE);
+        let inside = |v: i64, extent: usize| {
+            below(v) && i64::try_from(extent).ok().and_then(|extent| v.checked_add(extent)).is_some_and(below)
+        };
         if !inside(self.x, self.width) || !inside(self.y, self.height) {
             return Err(Error::InvalidSparse(format!(
                 "the region {self} reaches beyond the coordinate limit of +-2^60"
@@ -112,7 +115,7 @@ impl MatterSeed {
     pub(super) fn bounds(&self) -> Region {
         let reach = self.radius.floor() as i64;
         let side = (2 * reach + 1) as usize;
-        Region::new(self.x - reach, self.y - reach, side, side)
+        Region::new(self.x.saturating_sub(reach), self.y.saturating_sub(reach), side, side)
     }
 }
 

@@ -13,6 +13,7 @@ mod observables;
 mod optimizer;
 mod parallel;
 mod pictures;
+mod programs_agree;
 mod pytorch_reference;
 mod scratch_dir;
 mod serve;

@@ -14,14 +14,12 @@ use crate::dynamics::{rollout, Simulation};
 use crate::error::{Error, Result};
 use crate::io::model_dir::save_model;
 use crate::io::run_checkpoint::{self, RunCheckpoint, RunSettings};
-use crate::io::state_file::{load_state, save_state, HostState};
+use crate::io::state_file::save_state;
 use crate::io::HostTensor;
 use crate::kernels::EngineBackend;
-use crate::memory;
-use crate::models::ModelConfig;
 use crate::observables;
 use crate::observables::{step_metrics, StepMetrics, View};
-use crate::state::{generate, tile, InitialState, Universe};
+use crate::state::{resolve_initial, InitialState, Universe};
 
 /// Refuses settings that cannot make a run, before any device starts.
 pub(super) fn check(options: &RunOptions, dense: &DenseOptions) -> Result<()> {
@@ -75,7 +73,7 @@ impl BackendJob for RunJob<'_> {
         };
         let host = match resumed {
             Some(saved) => saved.state.clone(),
-            None => initial_state::<B>(options, dense, &init, &config)?,
+            None => resolve_initial::<B>(&config, &init, dense.batch, options.grid, options.seed)?,
         };
         let [batch, height, width, _] = host.dims();
         let start = host.step;
@@ -281,64 +279,4 @@ impl Checkpointer {
 fn engine_tensor<B: burn::tensor::backend::Backend>(tensor: &HostTensor, device: &B::Device) -> Tensor<B, 4> {
     let shape: [usize; 4] = [tensor.shape[0], tensor.shape[1], tensor.shape[2], tensor.shape[3]];
     Tensor::from_data(TensorData::new(tensor.data.clone(), shape), device)
-}
-
-/// Generates, loads or tiles the initial state, after checking that the run fits in memory.
-/// Without `--grid` the grid is the model's default (64x64 unless an imported experiment says);
-/// a generated state for a model trained on a smaller grid that divides the run's is made at
-/// that size and tiled, as the lab's engine starts such runs.
-fn initial_state<B: EngineBackend>(
-    options: &RunOptions,
-    dense: &DenseOptions,
-    init: &InitialState,
-    config: &ModelConfig,
-) -> Result<HostState> {
-    let d_state = config.d_state;
-    let fits = |batch: usize, (height, width): (usize, usize)| {
-        let estimate = memory::dense_run(config, batch, height, width, B::tensors_on_host());
-        memory::check_host(&estimate, B::engine_name())
-    };
-    match init {
-        InitialState::File(path) => {
-            let state = load_state(path)?;
-            let [batch, height, width, d] = state.dims();
-            if d != d_state {
-                return Err(Error::format(
-                    path,
-                    format!("the state has d_state {d} but the model expects {d_state}"),
-                ));
-            }
-            if dense.batch != 1 && dense.batch != batch {
-                return Err(Error::format(
-                    path,
-                    format!("the file holds {batch} universe(s), the run asks for {}", dense.batch),
-                ));
-            }
-            match options.grid {
-                Some(grid) if grid != (height, width) => {
-                    fits(batch, grid)?;
-                    tile(&state, grid.0, grid.1)
-                }
-                _ => {
-                    fits(batch, (height, width))?;
-                    Ok(state)
-                }
-            }
-        }
-        kind => {
-            let default_grid = config.run_defaults.grid.map_or((64, 64), |side| (side, side));
-            let (height, width) = options.grid.unwrap_or(default_grid);
-            config.check_grid(height, width)?;
-            fits(dense.batch, (height, width))?;
-            match config.run_defaults.training_grid {
-                Some(side) if side < height.max(width) && height % side == 0 && width % side == 0 => {
-                    tracing::info!(
-                        "the model was trained on {side}x{side}: the start is a {side}x{side} state tiled"
-                    );
-                    tile(&generate(kind, dense.batch, side, side, d_state, options.seed)?, height, width)
-                }
-                _ => generate(kind, dense.batch, height, width, d_state, options.seed),
-            }
-        }
-    }
 }

@@ -286,7 +286,7 @@ where
         bar.inc(1);
         if config.frame_every > 0 && done % config.frame_every == 0 {
             fs::create_dir_all(&frames).map_err(|error| Error::io(&frames, error))?;
-            super::outputs::write_density_frame(&frames, &psi, done)?;
+            super::outputs::write_training_frame(&frames, &psi, done)?;
         }
         if done % config.checkpoint_every == 0 || trainer.finished() {
             trainer.state.seconds += checkpointed_at.elapsed().as_secs_f64();

@@ -13,50 +13,53 @@ use crate::render::GifRecorder;
 use crate::serve::frames::probe;
 use crate::serve::protocol::Command;
 use crate::serve::training::TrainingRun;
-use crate::sparse::Region;
+use crate::serve::Reply;
 use crate::sparse::SparseUniverse;
-use crate::state::{checked_initial, Universe};
+use crate::sparse::{MatterSeed, Region};
+use crate::state::{resolve_initial, Universe};
 use crate::tools::Tool;
 
 impl<B: EngineBackend> World<B> {
     pub(super) fn apply(
         &mut self,
         command: Command,
-        reply: &tokio::sync::mpsc::Sender<String>,
+        reply: &tokio::sync::mpsc::Sender<Reply>,
     ) -> Result<Option<serde_json::Value>> {
         match command {
-            Command::Play => {
+            Command::Play {} => {
+                self.interrupt_steps();
                 self.running = true;
-                self.rate.clear();
             }
-            Command::Pause => self.running = false,
-            Command::Step { count } => {
+            Command::Pause {} => {
+                self.interrupt_steps();
                 self.running = false;
-                self.rate.clear();
-                self.pending_steps = self.pending_steps.saturating_add(count);
+            }
+            Command::Step { count } => {
+                self.interrupt_steps();
+                self.running = false;
+                self.pending_steps = count;
             }
             Command::Reset { seed, init, grid, batch } => self.reset(seed, init, grid, batch)?,
             Command::Set { steps_per_frame, max_fps, gamma, views, universe } => {
-                if let Some(universe) = universe {
-                    let batch = match &self.kind {
-                        Kind::Dense { simulation, .. } => simulation.universe.dims()[0],
-                        Kind::Sparse { .. } => 1,
-                    };
-                    if universe >= batch {
-                        return Err(Error::InvalidRun(format!("universe {universe} of a batch of {batch}")));
-                    }
-                    self.universe = universe;
+                // Everything is checked before anything changes.
+                let batch = match &self.kind {
+                    Kind::Dense { simulation, .. } => simulation.universe.dims()[0],
+                    Kind::Sparse { .. } => 1,
+                };
+                if universe.is_some_and(|universe| universe >= batch) {
+                    return Err(Error::InvalidRun(format!(
+                        "universe must be below the batch's {batch} (0 to {})",
+                        batch - 1
+                    )));
                 }
-                if let Some(views) = views {
-                    if self.options.sparse.is_some()
-                        && views.iter().any(|v| matches!(v, View::Energy | View::Physics))
-                    {
-                        return Err(Error::InvalidRun(
-                            "the energy and physics views need the dense engine's update".into(),
-                        ));
-                    }
-                    self.views = views;
+                let sparse = self.options.sparse.is_some();
+                if sparse && views.iter().flatten().any(|v| matches!(v, View::Energy | View::Physics)) {
+                    return Err(Error::InvalidRun(
+                        "the energy and physics views need the dense engine's update".into(),
+                    ));
                 }
+                self.universe = universe.unwrap_or(self.universe);
+                self.views = views.unwrap_or_else(|| self.views.clone());
                 if let Some(gamma) = gamma {
                     match &mut self.kind {
                         Kind::Dense { simulation, .. } => simulation.gamma = gamma,
@@ -106,7 +109,15 @@ impl<B: EngineBackend> World<B> {
                 let name = name.unwrap_or_else(|| format!("snapshot-{}", timestamp()));
                 let path = snapshot_path(&self.options.snapshots, &name, "safetensors");
                 let DenseParts { simulation, .. } = self.dense()?;
-                save_state(&path, &simulation.universe.to_host()?)?;
+                let state = simulation.universe.to_host()?;
+                let bad = state.non_finite();
+                if bad > 0 {
+                    return Err(Error::InvalidState(format!(
+                        "the state holds {bad} non-finite value(s) (NaN or infinity), so its snapshot \
+                         could not be loaded back: reset or rewind first"
+                    )));
+                }
+                save_state(&path, &state)?;
                 return Ok(Some(
                     json!({"type": "snapshot", "name": name, "url": format!("/snapshots/{name}.safetensors")}),
                 ));
@@ -114,27 +125,37 @@ impl<B: EngineBackend> World<B> {
             Command::LoadSnapshot { name } => {
                 let state = load_state(&snapshot_path(&self.options.snapshots, &name, "safetensors"))?;
                 self.install(state)?;
+                self.interrupt_steps();
             }
             Command::Record { frames } => {
+                if let Some(recording) = &self.recording {
+                    return Err(Error::InvalidRun(format!(
+                        "the recording {} is under way ({} frames left): one at a time; its \
+                         `recorded` reply comes when it is done",
+                        recording.name, recording.left
+                    )));
+                }
                 let name = format!("recording-{}", timestamp());
                 self.recording =
                     Some(Recording { name, left: frames, gif: GifRecorder::new(), reply: reply.clone() });
             }
             Command::Rewind { back } => {
                 let DenseParts { simulation, input, history, .. } = self.dense()?;
-                if back > history.len() {
+                let older = rewindable(history, simulation.universe.step);
+                if back > older {
                     return Err(Error::InvalidRun(format!(
-                        "{back} frames back; the history holds {}",
-                        history.len()
+                        "{back} frames back: the history holds {older} frame(s) before this one"
                     )));
                 }
-                let keep = history.len() - back;
+                // The kept frame `back` before the one shown; it stays the newest kept frame.
+                let keep = older - back;
                 let state =
                     history.get(keep).cloned().ok_or_else(|| Error::InvalidRun("no such frame".into()))?;
-                history.truncate(keep);
+                history.truncate(keep + 1);
                 simulation.universe = state;
                 simulation.last_delta = None;
                 *input = None;
+                self.interrupt_steps();
             }
             Command::Window { x, y } => match &mut self.kind {
                 Kind::Sparse { window, .. } => {
@@ -144,6 +165,21 @@ impl<B: EngineBackend> World<B> {
                 }
                 Kind::Dense { .. } => {
                     return Err(Error::InvalidRun("window moves a sparse run's view".into()))
+                }
+            },
+            Command::Matter { x, y, radius } => match &mut self.kind {
+                Kind::Sparse { universe, .. } => {
+                    // A new disc each time: the seed mixes in the step and the place.
+                    let seed = self.seed
+                        ^ universe.step_count().rotate_left(32)
+                        ^ (x as u64).rotate_left(16)
+                        ^ y as u64;
+                    universe.seed_matter(&[MatterSeed { x, y, radius }], seed)?;
+                }
+                Kind::Dense { .. } => {
+                    return Err(Error::InvalidRun(
+                        "matter places matter in a sparse run; a dense grid is changed with tools".into(),
+                    ))
                 }
             },
             Command::TrainStart { settings } => {
@@ -157,7 +193,7 @@ impl<B: EngineBackend> World<B> {
                 self.training = Some(run);
                 return Ok(Some(json!({"type": "training", "dir": dir})));
             }
-            Command::TrainStop => match &self.training {
+            Command::TrainStop {} => match &self.training {
                 Some(run) => run.request_stop(),
                 None => return Err(Error::InvalidTraining("no training run to stop".into())),
             },
@@ -169,7 +205,14 @@ impl<B: EngineBackend> World<B> {
                 let dir = run.checkpoint(which.as_deref().unwrap_or("best"))?;
                 let model = crate::io::model_dir::load_model::<B>(&dir, &self.device)?;
                 self.replace_model(model)?;
-                return Ok(Some(json!({"type": "loaded", "dir": dir.display().to_string()})));
+                self.options.model = crate::io::model_dir::ModelSource::Dir(dir.clone());
+                let which = which.unwrap_or_else(|| "best".into());
+                return Ok(Some(json!({
+                    "type": "loaded",
+                    "which": which,
+                    "dir": dir.display().to_string(),
+                    "model": self.model_description(),
+                })));
             }
             Command::TrainHistory { since } => {
                 let run =
@@ -182,7 +225,8 @@ impl<B: EngineBackend> World<B> {
         Ok(None)
     }
 
-    fn reset(
+    /// A new universe: what is not given stays as it was. Ends a `step` command's steps.
+    pub(super) fn reset(
         &mut self,
         seed: Option<u64>,
         init: Option<String>,
@@ -199,7 +243,8 @@ impl<B: EngineBackend> World<B> {
                 let [old_batch, old_height, old_width, _] = simulation.universe.dims();
                 let (height, width) = grid.map_or((old_height, old_width), |[h, w]| (h, w));
                 let batch = batch.unwrap_or(old_batch);
-                let host = checked_initial::<B>(&simulation.model.config, &init, batch, height, width, seed)?;
+                let grid = Some((height, width));
+                let host = resolve_initial::<B>(&simulation.model.config, &init, batch, grid, seed)?;
                 simulation.universe = Universe::from_host(&host, &self.device);
                 simulation.last_delta = None;
                 *input = None;
@@ -216,6 +261,7 @@ impl<B: EngineBackend> World<B> {
         self.seed = seed;
         self.init = init;
         self.history_capacity = self.fit_history();
+        self.interrupt_steps();
         Ok(())
     }
 
@@ -243,7 +289,7 @@ impl<B: EngineBackend> World<B> {
             simulation.universe.clone()
         } else {
             Universe::from_host(
-                &checked_initial::<B>(&model.config, &init, batch, height, width, seed)?,
+                &resolve_initial::<B>(&model.config, &init, batch, Some((height, width)), seed)?,
                 &device,
             )
         };
@@ -252,6 +298,15 @@ impl<B: EngineBackend> World<B> {
         history.clear();
         Ok(())
     }
+}
+
+/// How many kept frames lie before the state shown: the newest kept frame is usually that
+/// state itself (kept when its frame went out), and `back: 1` means the one before it.
+pub(super) fn rewindable<B: EngineBackend>(
+    history: &std::collections::VecDeque<Universe<B>>,
+    step: u64,
+) -> usize {
+    history.len() - usize::from(history.back().is_some_and(|newest| newest.step == step))
 }
 
 /// Seconds since the epoch, for generated names.

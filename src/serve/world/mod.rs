@@ -6,18 +6,17 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::tensor::Tensor;
 use serde_json::json;
 
 mod commands;
+mod running;
 
 use super::frames::{encode_frame, SparseFrame};
 use super::training::TrainingRun;
-use super::{Hub, Outputs, Request, ServeOptions};
+use super::{Hub, Reply, Request, ServeOptions};
 use crate::app::outputs::{frame_image, LastStep};
 use crate::dynamics::Simulation;
 use crate::error::{Error, Result};
@@ -26,12 +25,16 @@ use crate::models::Model;
 use crate::observables::View;
 use crate::render::GifRecorder;
 use crate::sparse::{Region, SparseUniverse};
-use crate::state::{checked_initial, InitialState, Universe};
+use crate::state::{resolve_initial, InitialState, Universe};
 use crate::tools::Tool;
 
 /// Memory the rewind history may hold (its states share nothing with the running one: each
 /// step makes a new tensor, so a kept state costs its size and no copy).
 const HISTORY_BYTES: usize = 512 << 20;
+
+/// An environment variable for tests: the simulation thread panics when its step count reaches
+/// this value, as a bug would, so that the supervision can be seen recovering.
+pub const PANIC_AT_STEP: &str = "ATHERIA_SERVE_PANIC_AT_STEP";
 
 /// A dense batch of universes or a sparse one.
 enum Kind<B: EngineBackend> {
@@ -65,7 +68,16 @@ struct Recording {
     name: String,
     left: u32,
     gif: GifRecorder,
-    reply: tokio::sync::mpsc::Sender<String>,
+    reply: tokio::sync::mpsc::Sender<Reply>,
+}
+
+/// A failure of the simulation thread that it recovered from, for the status.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Failure {
+    /// What failed and why.
+    error: String,
+    /// The step count the world went on from.
+    step: u64,
 }
 
 /// The simulation and everything the page can change about it.
@@ -88,6 +100,12 @@ pub(super) struct World<B: EngineBackend> {
     recording: Option<Recording>,
     training: Option<TrainingRun>,
     dirty: bool,
+    /// The newest failure the thread recovered from.
+    last_failure: Option<Failure>,
+    /// Publish the status at the next chance rather than on the clock (a failure to report).
+    status_due: bool,
+    /// Fault injection for the supervision's tests: panic when this step count is reached.
+    panic_at_step: Option<u64>,
 }
 
 impl<B: EngineBackend> World<B> {
@@ -95,7 +113,10 @@ impl<B: EngineBackend> World<B> {
     pub(super) fn new(options: ServeOptions, device: B::Device) -> Result<Self> {
         let model = options.model.load::<B>(&device)?;
         let gamma = options.gamma.unwrap_or(model.config.gamma);
-        let init = options.init.clone().unwrap_or(InitialState::Random);
+        let init = match &options.init {
+            Some(init) => init.clone(),
+            None => InitialState::default_for(&model.config)?,
+        };
         let kind = match &options.sparse {
             Some(sparse) => {
                 crate::sparse::check_law(&model.config)?;
@@ -106,9 +127,8 @@ impl<B: EngineBackend> World<B> {
                 Kind::Sparse { universe, model, gamma, window }
             }
             None => {
-                let (height, width) = options.grid.unwrap_or((64, 64));
                 let host =
-                    checked_initial::<B>(&model.config, &init, options.batch, height, width, options.seed)?;
+                    resolve_initial::<B>(&model.config, &init, options.batch, options.grid, options.seed)?;
                 let simulation = Simulation::new(model, Universe::from_host(&host, &device), gamma)?;
                 Kind::Dense { simulation, input: None, per_step: Vec::new(), history: VecDeque::new() }
             }
@@ -131,6 +151,9 @@ impl<B: EngineBackend> World<B> {
             recording: None,
             training: None,
             dirty: true,
+            last_failure: None,
+            status_due: false,
+            panic_at_step: std::env::var(PANIC_AT_STEP).ok().and_then(|text| text.parse().ok()),
         };
         world.history_capacity = world.fit_history();
         Ok(world)
@@ -168,92 +191,11 @@ impl<B: EngineBackend> World<B> {
         }
     }
 
-    /// Runs until `shutdown` says or every sender is gone: commands between steps, a frame
-    /// when one is due, the status four times a second.
-    pub(super) fn run(mut self, requests: Receiver<Request>, outputs: Outputs, hub: Arc<Hub>) {
-        let mut last_frame: Option<Instant> = None;
-        let mut last_status = Instant::now() - Duration::from_secs(1);
-        let mut steps_since_frame = 0u32;
-        loop {
-            if hub.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            let idle = !self.running && self.pending_steps == 0 && !self.dirty;
-            let first = if idle {
-                match requests.recv_timeout(Duration::from_millis(50)) {
-                    Ok(request) => Some(request),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match requests.try_recv() {
-                    Ok(request) => Some(request),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => break,
-                }
-            };
-            let mut next = first;
-            while let Some(request) = next {
-                self.handle(request);
-                next = requests.try_recv().ok();
-            }
-            if self.running || self.pending_steps > 0 {
-                match self.step() {
-                    Ok(()) => self.count_step(),
-                    Err(error) => {
-                        tracing::error!("the step failed: {error}");
-                        self.running = false;
-                    }
-                }
-                self.pending_steps = self.pending_steps.saturating_sub(1);
-                steps_since_frame += 1;
-                self.dirty = true;
-            }
-            let frame_due =
-                steps_since_frame >= self.steps_per_frame || (!self.running && self.pending_steps == 0);
-            let interval = Duration::from_secs_f64(1.0 / self.max_fps);
-            let on_time = last_frame.is_none_or(|at| at.elapsed() >= interval);
-            let watched =
-                hub.clients.load(std::sync::atomic::Ordering::Relaxed) > 0 || self.recording.is_some();
-            if self.dirty && frame_due && on_time && watched {
-                match self.frame() {
-                    Ok(frame) => {
-                        let _ = outputs.frames.send(Some(Arc::new(frame)));
-                    }
-                    Err(error) => tracing::error!("a frame failed: {error}"),
-                }
-                self.remember();
-                last_frame = Some(Instant::now());
-                steps_since_frame = 0;
-                self.dirty = false;
-            }
-            if last_status.elapsed() >= Duration::from_millis(250) {
-                let _ = outputs.status.send(Arc::new(self.status(&hub).to_string()));
-                last_status = Instant::now();
-            }
-        }
-        if let Some(training) = self.training.take() {
-            training.stop_and_wait();
-        }
-    }
-
-    /// Measures steps per second over the last two seconds of wall-clock time: everything the
-    /// thread does between steps (frames, commands) counts against the rate.
-    fn count_step(&mut self) {
-        let now = Instant::now();
-        self.rate.push_back((now, self.step_count()));
-        while self.rate.front().is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_secs(2)) {
-            self.rate.pop_front();
-        }
-        if let (Some((first, from)), Some((last, to))) = (self.rate.front(), self.rate.back()) {
-            let seconds = last.duration_since(*first).as_secs_f64();
-            if seconds > 0.0 {
-                self.steps_per_s = (to - from) as f64 / seconds;
-            }
-        }
-    }
-
     fn step(&mut self) -> Result<()> {
+        if self.panic_at_step == Some(self.step_count()) {
+            self.panic_at_step = None;
+            panic!("injected by {PANIC_AT_STEP} at step {}", self.step_count());
+        }
         match &mut self.kind {
             Kind::Dense { simulation, input, per_step, .. } => {
                 if self.views.contains(&View::Physics) {
@@ -313,7 +255,7 @@ impl<B: EngineBackend> World<B> {
                         }
                         Err(error) => json!({"type": "error", "cmd": "record", "error": error.to_string()}),
                     };
-                    let _ = recording.reply.try_send(message.to_string());
+                    let _ = recording.reply.try_send(Reply::notice(message.to_string()));
                 }
             }
         }
@@ -345,7 +287,7 @@ impl<B: EngineBackend> World<B> {
                     [height, width],
                     batch,
                     simulation.gamma,
-                    json!({"tools": tools, "history": history.len()}),
+                    json!({"tools": tools, "history": commands::rewindable(history, simulation.universe.step)}),
                 )
             }
             Kind::Sparse { universe, gamma, window, .. } => (
@@ -360,8 +302,12 @@ impl<B: EngineBackend> World<B> {
             "type": "status",
             "version": super::protocol::PROTOCOL_VERSION,
             "running": self.running,
+            "healthy": true,
+            "model": self.model_description(),
+            "error": self.last_failure,
             "step": step,
-            "steps_per_s": self.steps_per_s,
+            "steps_per_s": if self.stepping() { self.steps_per_s } else { 0.0 },
+            "pending_steps": self.pending_steps,
             "grid": grid,
             "batch": batch,
             "universe": self.universe,
@@ -374,6 +320,7 @@ impl<B: EngineBackend> World<B> {
             "history_capacity": self.history_capacity,
             "clients": hub.clients.load(std::sync::atomic::Ordering::Relaxed),
             "recording": self.recording.as_ref().map(|recording| recording.left),
+            "sparse_mode": self.options.sparse.is_some(),
             "training": self.training.as_ref().map(TrainingRun::status),
         });
         if let (Some(fields), Some(extra)) = (status.as_object_mut(), extra.as_object()) {
@@ -382,16 +329,38 @@ impl<B: EngineBackend> World<B> {
         status
     }
 
-    /// Applies one command and answers its client (frames and status follow from `dirty`).
-    fn handle(&mut self, request: Request) {
+    /// Applies one command and answers its client (frames and status follow from `dirty`). A
+    /// command whose work panics is answered with the cause, and the world recovers.
+    fn handle(&mut self, request: Request, hub: &Hub) {
         let name = request.command.name();
-        let reply = match self.apply(request.command, &request.reply) {
-            Ok(Some(message)) => message,
-            Ok(None) => json!({"type": "ack", "cmd": name, "step": self.step_count()}),
-            Err(error) => json!({"type": "error", "cmd": name, "error": error.to_string()}),
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply(request.command, &request.reply)
+        }));
+        let reply = match applied {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => json!({"type": "ack", "cmd": name, "step": self.step_count()}),
+            Ok(Err(error)) => json!({"type": "error", "cmd": name, "error": error.to_string()}),
+            Err(payload) => {
+                let cause = crate::guard::panic_text(payload.as_ref());
+                self.recover(&format!("the command {name} failed: {cause}"), hub);
+                json!({"type": "error", "cmd": name, "error": format!("the command failed ({cause}); the simulation went on, paused")})
+            }
         };
-        let _ = request.reply.try_send(reply.to_string());
+        let _ = request.reply.try_send(Reply::answer(reply.to_string()));
         self.dirty = true;
+    }
+
+    /// Whether steps are being taken (running, or a `step` command's steps left).
+    fn stepping(&self) -> bool {
+        self.running || self.pending_steps > 0
+    }
+
+    /// Ends a `step` command's remaining steps and forgets the rate measured so far (the step
+    /// count may jump or go back): for pause, reset, rewind and a new state or law.
+    fn interrupt_steps(&mut self) {
+        self.pending_steps = 0;
+        self.rate.clear();
+        self.steps_per_s = 0.0;
     }
 
     fn step_count(&self) -> u64 {

@@ -1,231 +1,19 @@
 //! The live lab through a real WebSocket client: every command and its effect, bad input, two
 //! clients and one that never reads, the Origin check, the token, uploads, training from the
-//! protocol, and a clean stop on SIGINT.
+//! protocol, and a clean stop on SIGINT. `robust` holds the tests of a lab no client can break,
+//! `fuzz` the random command sequences.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+mod client;
+mod fuzz;
+mod robust;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream as AsyncTcp;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::{atheria_command, scratch};
-
-/// A running `atheria serve`, stopped when dropped.
-pub struct Server {
-    child: Child,
-    pub port: u16,
-    pub dir: PathBuf,
-    /// Everything it printed on stderr so far.
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    /// Starts a server on a free loopback port with `extra` arguments; its snapshots and runs
-    /// go into a scratch directory.
-    pub fn start(name: &str, extra: &[&str]) -> Server {
-        let dir = scratch(&format!("serve-{name}"));
-        let (snapshots, runs) = (dir.join("snapshots"), dir.join("runs"));
-        let grid: &[&str] = if extra.contains(&"--grid") { &[] } else { &["--grid", "32"] };
-        let mut child = atheria_command()
-            .args(["serve", "--device", "cpu", "--bind", "127.0.0.1:0"])
-            .args(grid)
-            .args(["--snapshots", snapshots.to_str().unwrap(), "--runs", runs.to_str().unwrap()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("the live lab is at http://127.0.0.1:").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    let _ = sender.send(port.parse::<u16>().unwrap());
-                }
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let port = receiver
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("the server did not start: {}", log.lock().unwrap()));
-        Server { child, port, dir, log }
-    }
-
-    pub fn snapshots(&self) -> PathBuf {
-        self.dir.join("snapshots")
-    }
-
-    pub fn runs(&self) -> PathBuf {
-        self.dir.join("runs")
-    }
-
-    /// The server's resident memory, in KiB.
-    fn resident_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to end (at most `limit`).
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server did not stop: {}", self.log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type Socket = WebSocketStream<MaybeTlsStream<AsyncTcp>>;
-
-/// A protocol client.
-pub struct Client {
-    socket: Socket,
-    pub hello: Value,
-}
-
-impl Client {
-    pub async fn connect(port: u16, query: &str, origin: Option<&str>) -> Result<Client, String> {
-        let mut request = format!("ws://127.0.0.1:{port}/ws{query}").into_client_request().unwrap();
-        if let Some(origin) = origin {
-            request.headers_mut().insert("Origin", origin.parse().unwrap());
-        }
-        let (socket, _) =
-            tokio_tungstenite::connect_async(request).await.map_err(|error| error.to_string())?;
-        let mut client = Client { socket, hello: Value::Null };
-        client.hello = client.next_of(&["hello"]).await;
-        Ok(client)
-    }
-
-    pub async fn send(&mut self, command: Value) {
-        self.socket.send(Message::Text(command.to_string().into())).await.unwrap();
-    }
-
-    /// The next text message of one of `types`, skipping frames and other messages.
-    pub async fn next_of(&mut self, types: &[&str]) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .unwrap_or_else(|_| panic!("no {types:?} within 120 s"))
-                .expect("the connection is open")
-                .unwrap();
-            if let Message::Text(text) = message {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                if types.contains(&value["type"].as_str().unwrap_or_default()) {
-                    return value;
-                }
-            }
-        }
-    }
-
-    /// Sends `command` and returns its reply (ack, error or the command's own answer).
-    pub async fn ask(&mut self, command: Value) -> Value {
-        self.send(command).await;
-        self.next_of(&["ack", "error", "probe", "snapshot", "training", "loaded", "train_history"]).await
-    }
-
-    /// The next binary frame: its header and the maps.
-    pub async fn frame(&mut self) -> (Value, Vec<u8>) {
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(120), self.socket.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            if let Message::Binary(bytes) = message {
-                assert_eq!(&bytes[..4], b"ATHF");
-                let length = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
-                let header: Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
-                return (header, bytes[8 + length..].to_vec());
-            }
-        }
-    }
-
-    /// The next frame taken after `step` steps or later.
-    pub async fn frame_at(&mut self, step: u64) -> (Value, Vec<u8>) {
-        loop {
-            let frame = self.frame().await;
-            if frame.0["step"].as_u64().unwrap() >= step {
-                return frame;
-            }
-        }
-    }
-
-    /// The phases of channel 0 around (cx, cy) on a ring of radius r, in angle order.
-    pub async fn ring_phases(&mut self, cx: i64, cy: i64, r: f64) -> Vec<f64> {
-        let mut phases = Vec::new();
-        for k in 0..48 {
-            let angle = k as f64 / 48.0 * std::f64::consts::TAU;
-            let (x, y) =
-                ((cx as f64 + r * angle.cos()).round() as i64, (cy as f64 + r * angle.sin()).round() as i64);
-            let probe = self.ask(json!({"cmd": "probe", "x": x, "y": y})).await;
-            assert_eq!(probe["type"], "probe", "{probe}");
-            phases.push(probe["phases"][0].as_f64().unwrap());
-        }
-        phases
-    }
-}
-
-/// The total phase turned along a closed path of phases.
-pub fn winding(phases: &[f64]) -> f64 {
-    let pi = std::f64::consts::PI;
-    (0..phases.len())
-        .map(|i| {
-            let step = phases[(i + 1) % phases.len()] - phases[i];
-            (step + pi).rem_euclid(2.0 * pi) - pi
-        })
-        .sum()
-}
-
-/// A plain HTTP request; returns the status code and the body.
-pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body_at = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |at| at + 4);
-    (status, response[body_at..].to_vec())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
+pub use client::{http, http_status, runtime, status_when, winding, Client, Server};
 
 #[test]
 fn every_command_changes_the_universe_as_it_says() {
@@ -289,7 +77,7 @@ fn every_command_changes_the_universe_as_it_says() {
         let loaded = client.ask(json!({"cmd": "load_snapshot", "name": "vortex"})).await;
         assert_eq!(loaded["step"].as_u64().unwrap(), saved_at, "{loaded}");
 
-        // Rewind: back to an earlier frame's state.
+        // Rewind: back to an earlier frame's state, counted from the state shown.
         client.ask(json!({"cmd": "set", "steps_per_frame": 1})).await;
         for _ in 0..4 {
             let step = client.ask(json!({"cmd": "step"})).await["step"].as_u64().unwrap();
@@ -297,7 +85,7 @@ fn every_command_changes_the_universe_as_it_says() {
         }
         let before = client.next_of(&["status"]).await;
         let rewound = client.ask(json!({"cmd": "rewind", "back": 3})).await;
-        assert_eq!(rewound["step"].as_u64().unwrap(), before["step"].as_u64().unwrap() - 2, "{rewound}");
+        assert_eq!(rewound["step"].as_u64().unwrap(), before["step"].as_u64().unwrap() - 3, "{rewound}");
 
         // A GIF of the next frames.
         client.ask(json!({"cmd": "record", "frames": 3})).await;
@@ -328,7 +116,7 @@ fn bad_input_is_answered_and_the_connection_and_simulation_go_on() {
             (r#"{"cmd":"rewind","back":1000}"#, "history holds"),
             (r#"{"cmd":"train_stop"}"#, "no training run"),
         ] {
-            client.socket.send(Message::Text(text.into())).await.unwrap();
+            client.send_raw(Message::Text(text.into())).await;
             let reply = client.next_of(&["error"]).await;
             assert!(reply["error"].as_str().unwrap().contains(needle), "{text}: {reply}");
         }
@@ -338,7 +126,7 @@ fn bad_input_is_answered_and_the_connection_and_simulation_go_on() {
 
         // An oversized message: refused; the server goes on for the others.
         let huge = format!(r#"{{"cmd":"tool","spec":"{}"}}"#, "v".repeat(64 * 1024));
-        let _ = client.socket.send(Message::Text(huge.into())).await;
+        let _ = client.try_send_raw(Message::Text(huge.into())).await;
         let mut other = Client::connect(server.port, "", None).await.unwrap();
         assert_eq!(other.ask(json!({"cmd": "pause"})).await["type"], "ack");
     });
@@ -376,8 +164,10 @@ fn slow_clients_get_the_newest_frame_and_never_slow_the_simulation() {
 #[test]
 fn the_origin_and_the_token_guard_the_lab() {
     // Off loopback without a token: refused at start, with the reason.
-    let output =
-        atheria_command().args(["serve", "--device", "cpu", "--bind", "0.0.0.0:0"]).output().unwrap();
+    let output = crate::support::atheria_command()
+        .args(["serve", "--device", "cpu", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && text.contains("--token"), "{text}");
 
@@ -494,5 +284,38 @@ fn a_sparse_universe_is_served_with_its_stored_tiles_and_a_window_that_moves() {
         assert!(status["sparse"]["stored_tiles"].as_u64().unwrap() > 0);
         let refused = client.ask(json!({"cmd": "tool", "spec": "vortex"})).await;
         assert!(refused["error"].as_str().unwrap().contains("dense run"), "{refused}");
+    });
+}
+
+#[test]
+fn a_state_file_starts_the_lab_tiled_over_its_grid_and_reset_starts_it_again() {
+    use atheria::state::{generate, InitialState};
+    let dir = crate::support::scratch("init-file-start");
+    let file = dir.join("start.safetensors");
+    let state = generate(&InitialState::Random, 1, 8, 8, 8, 3).unwrap();
+    atheria::io::state_file::save_state(&file, &state).unwrap();
+    let server = Server::start("init-file", &["--init", file.to_str().unwrap(), "--grid", "16"]);
+    runtime().block_on(async {
+        let mut client = Client::connect(server.port, "", None).await.unwrap();
+        client.ask(json!({"cmd": "pause"})).await;
+        // The lab stepped on from the file at once; a reset starts from the file again.
+        assert_eq!(client.ask(json!({"cmd": "reset"})).await["step"], 0);
+        let status = client.next_of(&["status"]).await;
+        assert_eq!(
+            (status["grid"].clone(), status["init"].clone()),
+            (json!([16, 16]), json!(file.to_str().unwrap()))
+        );
+        for (x, y) in [(1usize, 2usize), (9, 10), (15, 7)] {
+            let probe = client.ask(json!({"cmd": "probe", "x": x, "y": y})).await;
+            let at = ((y % 8) * 8 + x % 8) * 8;
+            for channel in 0..8 {
+                let (re, im) = (state.re.data[at + channel], state.im.data[at + channel]);
+                let density = probe["densities"][channel].as_f64().unwrap();
+                assert!(
+                    (density - f64::from(re * re + im * im)).abs() < 1e-6,
+                    "({x}, {y}) {channel}: {probe}"
+                );
+            }
+        }
     });
 }
