@@ -12,6 +12,7 @@ const lab = {
   frame: null, // the newest frame's header
   view: { scale: 0, x: 0, y: 0 }, // shared pan and zoom (CSS pixels per cell, offset)
   series: { energy: [], entropy: [], matter: [], rate: [] },
+  universeKey: "", // what identifies the universe the charts follow
   training: [],
   lastStep: -1,
   probing: false,
@@ -55,7 +56,7 @@ function onMessage(message) {
     case "recorded": return addFile(message.name + ".gif", message.url);
     case "train_history": return onTrainHistory(message);
     case "training": return say(`training in ${message.dir}`);
-    case "loaded": return say(`loaded ${message.dir}`);
+    case "loaded": return onLoaded(message);
     case "error": return say(`${message.cmd ? message.cmd + ": " : ""}${message.error}`, true);
     default: return undefined;
   }
@@ -78,7 +79,36 @@ function onHello(hello) {
   }
   fillSelect($("train-arch"), hello.archs, "mlp");
   fillSelect($("train-loss"), hello.losses, "evolutionary");
+  applyMode(hello.sparse);
   showToolParams();
+}
+
+/// A sparse run refuses the dense-only commands: their controls are disabled and say why, and
+/// a click places matter instead of applying a tool.
+function applyMode(sparse) {
+  document.body.classList.toggle("sparse", sparse);
+  const why = sparse ? "a sparse run has no such control (dense runs only)" : "";
+  for (const id of ["universe", "snapshot", "upload", "rewind", "click-out", "click-out-chance", "train-load", "train-load-last"]) {
+    $(id).disabled = sparse;
+    $(id).title = why;
+  }
+  for (const option of $("tool").options) {
+    const forSparse = option.value === "matter";
+    option.disabled = sparse ? !forSparse && option.value !== "" : forSparse;
+  }
+  $("tool").value = sparse ? "matter" : "";
+  for (const input of $("views").querySelectorAll("input")) {
+    if (sparse && (input.value === "energy" || input.value === "physics")) {
+      input.disabled = true;
+      input.parentElement.title = "needs the dense engine's update";
+    }
+  }
+}
+
+function onLoaded(message) {
+  $("model").textContent = message.model;
+  $("model").title = message.model;
+  say(`running the ${message.which} checkpoint: ${message.dir}`);
 }
 
 function fillSelect(select, names, chosen) {
@@ -87,26 +117,63 @@ function fillSelect(select, names, chosen) {
 
 function onStatus(status) {
   lab.status = status;
+  const state = status.healthy === false ? "stopped" : status.running ? "running" : status.pending_steps ? "stepping" : "paused";
   $("status-line").textContent =
-    `${status.running ? "running" : "paused"} · step ${status.step} · ${status.steps_per_s.toFixed(1)} steps/s · ` +
+    `${state} · step ${status.step} · ${status.steps_per_s.toFixed(1)} steps/s · ` +
     `${status.grid[0]}x${status.grid[1]} x${status.batch} · ${status.clients} client(s)` +
     (status.recording ? ` · recording ${status.recording} more` : "");
+  const health = $("health");
+  health.hidden = !status.error;
+  health.textContent = status.error ? `${status.healthy === false ? "the simulation has stopped" : "recovered"}: ${status.error.error}` : "";
+  if (status.model) {
+    $("model").textContent = status.model;
+    $("model").title = status.model;
+  }
   setIfIdle($("gamma"), status.gamma);
   $("gamma-value").textContent = Number(status.gamma).toFixed(3);
   setIfIdle($("steps-per-frame"), status.steps_per_frame);
   setIfIdle($("grid"), `${status.grid[0]}x${status.grid[1]}`);
   setIfIdle($("seed"), status.seed);
   setIfIdle($("max-fps"), status.max_fps);
+  setIfIdle($("universe"), status.universe);
+  setIfIdle($("batch"), status.batch);
+  if ($("init").dataset.edited !== "1" && document.activeElement !== $("init")) {
+    $("init").value = status.init.startsWith("complex-noise") ? "complex-noise" : status.init;
+  }
   $("universe").max = status.batch - 1;
   for (const input of $("views").querySelectorAll("input")) input.checked = status.views.includes(input.value);
   $("click-out").checked = (status.tools || []).some((tool) => tool.startsWith("click-out"));
-  const history = status.history || 0;
-  $("rewind").max = history;
+  $("rewind").max = status.history || 0;
+  followUniverse(status);
   onTrainingStatus(status.training);
 }
 
+/// Shows the server's value unless the user is editing the field: focused, or changed and not
+/// yet sent (the Reset fields are sent only by Reset).
 function setIfIdle(input, value) {
-  if (document.activeElement !== input) input.value = value;
+  if (document.activeElement !== input && input.dataset.edited !== "1") input.value = value;
+}
+
+for (const id of ["seed", "grid", "init", "batch"]) {
+  $(id).addEventListener("input", () => ($(id).dataset.edited = "1"));
+}
+
+/// Clears the charts when they would mix two universes: another grid, batch, seed, initial
+/// state, model or universe of the batch. (A step count that goes back, as after a reset, a
+/// rewind or a loaded state, clears them when its frame comes: frames come in order, statuses
+/// may overtake them.)
+function followUniverse(status) {
+  const key = [status.grid.join("x"), status.batch, status.seed, status.init, status.universe, status.model].join("|");
+  if (key !== lab.universeKey) {
+    lab.universeKey = key;
+    clearCharts();
+  }
+}
+
+function clearCharts() {
+  for (const name of Object.keys(lab.series)) lab.series[name] = [];
+  lab.lastStep = -1;
+  drawCharts();
 }
 
 // --- Frames ---
@@ -126,12 +193,13 @@ function onFrame(buffer) {
     const map = bytes.subarray(8 + length + index * cells, 8 + length + (index + 1) * cells);
     draw(view, map, width, height, header.sparse);
   });
+  if (header.step < lab.lastStep) clearCharts();
   if (header.step !== lab.lastStep) {
     lab.lastStep = header.step;
-    record("energy", header.metrics.total_energy);
-    record("entropy", header.metrics.mean_entropy);
-    record("matter", header.metrics.matter_cells);
-    record("rate", header.steps_per_s);
+    record("energy", header.step, header.metrics.total_energy);
+    record("entropy", header.step, header.metrics.mean_entropy);
+    record("matter", header.step, header.metrics.matter_cells);
+    record("rate", header.step, header.steps_per_s);
     drawCharts();
   }
 }
@@ -190,18 +258,24 @@ function draw(view, map, width, height, sparse) {
 
 // --- Pan, zoom, hover, click ---
 
+/// Fills the box with the grid: whole device pixels per cell where a cell gets two or more
+/// (sharp cells), else the exact fit, smoothed (a pixelated fraction draws uneven cells: moiré).
 function fit(width, height) {
   const box = $("canvases").querySelector(".view");
   const side = box ? box.clientWidth : 512;
-  lab.view.scale = Math.max(1, Math.floor(side / Math.max(width, height)));
-  lab.view.x = (side - width * lab.view.scale) / 2;
-  lab.view.y = (side - height * lab.view.scale) / 2;
+  const exact = side / Math.max(width, height);
+  const ratio = window.devicePixelRatio || 1;
+  lab.view.scale = exact * ratio >= 2 ? Math.floor(exact * ratio) / ratio : exact;
+  lab.view.x = Math.round((side - width * lab.view.scale) / 2);
+  lab.view.y = Math.round((side - height * lab.view.scale) / 2);
 }
 
 function applyTransform() {
   const { scale, x, y } = lab.view;
+  const sharp = scale * (window.devicePixelRatio || 1) >= 2 && Number.isInteger(scale * (window.devicePixelRatio || 1));
   for (const canvas of $("canvases").querySelectorAll("canvas")) {
     canvas.style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+    canvas.style.imageRendering = sharp ? "pixelated" : "auto";
   }
 }
 
@@ -296,6 +370,13 @@ function click(event, box) {
   const name = $("tool").value;
   const cell = cellAt(event, box);
   if (!name || !cell) return;
+  if (name === "matter") {
+    // A sparse universe is unbounded: the window's origin makes the cell absolute.
+    const [ox, oy] = lab.frame && lab.frame.sparse ? lab.frame.sparse.origin : [0, 0];
+    const radius = Number(($("tool-params").querySelector("input[name=radius]") || {}).value || 4);
+    send({ cmd: "matter", x: ox + cell.x, y: oy + cell.y, radius });
+    return;
+  }
   send({ cmd: "tool", spec: toolSpec(name, cell) });
 }
 
@@ -305,6 +386,7 @@ const TOOL_PARAMS = {
   wave: [["kx", 0.25], ["ky", 0]],
   "phase-flip": [["rate", 0.05]],
   "bit-flip": [["rate", 0.05]],
+  matter: [["radius", 4]],
 };
 
 function showToolParams() {
@@ -316,39 +398,100 @@ function showToolParams() {
 
 // --- Charts ---
 
-function record(name, value) {
+/// Keeps the value of `name` at `step` (null when there is none: a gap, not a zero).
+function record(name, step, value) {
   const series = lab.series[name];
-  series.push(value);
+  series.push([step, Number.isFinite(value) ? value : null]);
   if (series.length > 600) series.shift();
 }
 
-function drawLine(canvas, values, label) {
+/// Round numbers for an axis from `low` to `high`.
+function ticks(low, high, count) {
+  const raw = (high - low) / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((m) => m >= raw) || raw;
+  const out = [];
+  for (let t = Math.ceil(low / step) * step; t <= high + step * 1e-9; t += step) out.push(t);
+  return out;
+}
+
+function tickLabel(value) {
+  const magnitude = Math.abs(value);
+  if (magnitude !== 0 && (magnitude >= 1e5 || magnitude < 1e-3)) return value.toExponential(1);
+  return String(Number(value.toPrecision(4)));
+}
+
+/// A line chart of [x, y] points with labelled axes. The y range is at least a thousandth of
+/// the values' size, so that float rounding (1e-7 of the value) draws as the flat line it is.
+function drawLine(canvas, points, label, xName) {
   const context = canvas.getContext("2d");
   const { width, height } = canvas;
   context.clearRect(0, 0, width, height);
+  context.font = "10px sans-serif";
+  const known = points.filter(([, y]) => y !== null);
+  const last = known.length ? known[known.length - 1][1] : null;
+  context.fillStyle = "#d7dde4";
+  context.fillText(`${label}${last !== null ? `  ${tickLabel(last)}` : ""}`, 48, 11);
+  const plot = { left: 46, right: width - 6, top: 16, bottom: height - 16 };
+  context.strokeStyle = "#3c4550";
+  context.beginPath();
+  context.moveTo(plot.left, plot.top);
+  context.lineTo(plot.left, plot.bottom);
+  context.lineTo(plot.right, plot.bottom);
+  context.stroke();
+  if (known.length === 0) {
+    context.fillStyle = "#8b96a3";
+    context.fillText("no data yet", plot.left + 6, (plot.top + plot.bottom) / 2);
+    return;
+  }
+  let low = Math.min(...known.map(([, y]) => y));
+  let high = Math.max(...known.map(([, y]) => y));
+  const least = Math.max(Math.abs(low), Math.abs(high)) * 1e-3 || 1;
+  if (high - low < least) {
+    const middle = (high + low) / 2;
+    low = middle - least / 2;
+    high = middle + least / 2;
+  }
+  const x0 = points[0][0];
+  const x1 = Math.max(points[points.length - 1][0], x0 + 1);
+  const px = (x) => plot.left + ((x - x0) / (x1 - x0)) * (plot.right - plot.left);
+  const py = (y) => plot.bottom - ((y - low) / (high - low)) * (plot.bottom - plot.top);
   context.fillStyle = "#8b96a3";
-  context.font = "11px sans-serif";
-  const finite = values.filter(Number.isFinite);
-  const low = Math.min(...finite);
-  const high = Math.max(...finite);
-  context.fillText(`${label}${finite.length ? `  ${finite[finite.length - 1].toPrecision(4)}` : ""}`, 4, 12);
-  if (finite.length < 2) return;
-  const span = high > low ? high - low : 1;
+  context.textAlign = "right";
+  const yTicks = ticks(low, high, 3);
+  for (const t of yTicks) {
+    context.fillText(tickLabel(t), plot.left - 3, py(t) + 3);
+    context.fillRect(plot.left - 2, py(t), 2, 1);
+  }
+  context.textAlign = "center";
+  const xTicks = ticks(x0, x1, 4).filter(Number.isInteger);
+  for (const t of xTicks) context.fillText(String(t), px(t), height - 4);
+  // What was drawn, for the page's tests.
+  canvas.dataset.yticks = JSON.stringify(yTicks);
+  canvas.dataset.xticks = JSON.stringify(xTicks);
+  canvas.dataset.range = JSON.stringify([low, high]);
+  context.textAlign = "left";
+  context.fillText(xName, plot.right - 24, height - 4);
   context.strokeStyle = "#4fb0c6";
   context.beginPath();
-  values.forEach((value, i) => {
-    const x = (i / (values.length - 1)) * (width - 8) + 4;
-    const y = height - 6 - ((value - low) / span) * (height - 24);
-    if (i === 0) context.moveTo(x, y);
-    else context.lineTo(x, y);
-  });
+  let drawing = false;
+  for (const [x, y] of points) {
+    if (y === null) {
+      drawing = false;
+      continue;
+    }
+    if (drawing) context.lineTo(px(x), py(y));
+    else context.moveTo(px(x), py(y));
+    drawing = true;
+  }
   context.stroke();
+  if (known.length === 1) context.fillRect(px(known[0][0]) - 1, py(known[0][1]) - 1, 3, 3);
 }
 
 function drawCharts() {
   for (const [name, id] of [["energy", "chart-energy"], ["entropy", "chart-entropy"], ["matter", "chart-matter"], ["rate", "chart-rate"]]) {
     const canvas = $(id);
-    drawLine(canvas, lab.series[name], canvas.dataset.label);
+    drawLine(canvas, lab.series[name], canvas.dataset.label, "step");
   }
 }
 
@@ -360,19 +503,32 @@ function onTrainingStatus(training) {
   $("train-status").textContent =
     `${training.running ? (training.stopping ? "stopping" : "training") : "done"} · ${training.points}/${training.episodes} episodes${last}` +
     (training.outcome ? ` · ${training.outcome}` : "");
+  // Why "best" is the checkpoint it is: the lab's combined metric, lowest over a checkpoint's episodes.
+  const best = training.best;
+  const lastCheckpoint = training.last_checkpoint;
+  $("train-checkpoints").textContent = best
+    ? `best: episode ${best.episode}, the lowest mean combined metric (${tickLabel(best.metric)}; the lab's 10 survival + 5 symmetry, or the loss) over a checkpoint's episodes` +
+      (lastCheckpoint ? ` · last: episode ${lastCheckpoint.episode}` : "")
+    : "no checkpoint yet (one every 10 episodes)";
+  if (!document.body.classList.contains("sparse")) {
+    $("train-load").disabled = !best;
+    $("train-load-last").disabled = !lastCheckpoint;
+  }
   if (training.points > lab.training.length) send({ cmd: "train_history", since: lab.training.length });
   const run = training.dir.split("/").pop();
   const frame = $("train-frame");
-  if (training.points > 0 && training.points % 10 === 0 && frame.dataset.points !== String(training.points)) {
-    frame.dataset.points = String(training.points);
-    frame.src = withToken(`/runs/${run}/frame.png?t=${training.points}`);
+  // A picture every 10 episodes: show the newest once its ten have passed (statuses skip some).
+  const tens = Math.floor(training.points / 10);
+  if (tens > 0 && frame.dataset.tens !== String(tens)) {
+    frame.dataset.tens = String(tens);
+    frame.src = withToken(`/runs/${run}/frame.png?t=${tens}`);
   }
 }
 
 function onTrainHistory(message) {
   if (message.since !== lab.training.length) return;
   lab.training.push(...message.points);
-  drawLine($("train-chart"), lab.training.map((point) => point.loss), "training loss");
+  drawLine($("train-chart"), lab.training.map((point) => [point.episode, point.loss]), "training loss", "episode");
 }
 
 // --- Controls ---
@@ -393,21 +549,36 @@ $("click-out").onchange = () =>
   send({ cmd: "tool", spec: `click-out:enabled=${$("click-out").checked},chance=${$("click-out-chance").value}` });
 $("reset").onclick = () => {
   const [height, width] = $("grid").value.toLowerCase().split("x").map(Number);
-  send({ cmd: "reset", seed: number("seed"), init: $("init").value, grid: [height, width || height] });
+  const command = { cmd: "reset", seed: number("seed"), grid: [height, width || height] };
+  // The server keeps its initial state (a file, a noise strength the menu does not list)
+  // unless the user chose another.
+  if ($("init").dataset.edited === "1") command.init = $("init").value;
+  if (!document.body.classList.contains("sparse")) command.batch = number("batch");
+  send(command);
+  for (const id of ["seed", "grid", "init", "batch"]) delete $(id).dataset.edited;
 };
 $("snapshot").onclick = () => send({ cmd: "snapshot" });
 $("record").onclick = () => send({ cmd: "record", frames: number("record-frames") });
+$("rewind").oninput = () => ($("rewind-value").textContent = `${number("rewind")} back`);
 $("rewind").onchange = () => {
   const back = number("rewind");
-  $("rewind-value").textContent = back;
   if (back > 0) send({ cmd: "rewind", back });
+  // The slider measures from the state shown, which is now the one rewound to.
   $("rewind").value = 0;
+  $("rewind-value").textContent = "0 back";
 };
 $("upload").onchange = async () => {
   const file = $("upload").files[0];
   if (!file) return;
-  const name = file.name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || "upload";
-  const response = await fetch(withToken(`/snapshots?name=${encodeURIComponent(name)}`), { method: "POST", body: file });
+  const base = file.name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 60) || "upload";
+  // The server never overwrites a snapshot: the first free name of base, base-2, base-3, ...
+  let name = base;
+  let response;
+  for (let n = 2; ; n++) {
+    response = await fetch(withToken(`/snapshots?name=${encodeURIComponent(name)}`), { method: "POST", body: file });
+    if (response.status !== 409 || n > 99) break;
+    name = `${base}-${n}`;
+  }
   const reply = await response.json();
   if (!response.ok) return say(`upload: ${reply.error}`, true);
   addFile(`${name}.safetensors`, `/snapshots/${name}.safetensors`);
@@ -431,6 +602,7 @@ $("train-start").onclick = () => {
 };
 $("train-stop").onclick = () => send({ cmd: "train_stop" });
 $("train-load").onclick = () => send({ cmd: "train_load", which: "best" });
+$("train-load-last").onclick = () => send({ cmd: "train_load", which: "last" });
 
 function addFile(name, url) {
   const item = document.createElement("li");
