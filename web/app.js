@@ -405,20 +405,22 @@ function record(name, step, value) {
   if (series.length > 600) series.shift();
 }
 
-/// Round numbers for an axis from `low` to `high`.
+/// Round numbers for an axis from `low` to `high`, and the decimals that tell them apart.
 function ticks(low, high, count) {
   const raw = (high - low) / count;
   const power = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * power).find((m) => m >= raw) || raw;
-  const out = [];
-  for (let t = Math.ceil(low / step) * step; t <= high + step * 1e-9; t += step) out.push(t);
-  return out;
+  const values = [];
+  for (let i = Math.ceil(low / step); i * step <= high + step * 1e-9; i++) values.push(i * step);
+  return { values, decimals: Math.max(0, -Math.floor(Math.log10(step) + 1e-9)) };
 }
 
-function tickLabel(value) {
+/// A value as an axis shows it: `decimals` places, or a power of ten for the very large or
+/// small.
+function tickLabel(value, decimals = 3) {
   const magnitude = Math.abs(value);
-  if (magnitude !== 0 && (magnitude >= 1e5 || magnitude < 1e-3)) return value.toExponential(1);
-  return String(Number(value.toPrecision(4)));
+  if (magnitude !== 0 && (magnitude >= 1e5 || (magnitude < 1e-3 && decimals > 3))) return value.toExponential(2);
+  return value.toFixed(Math.min(decimals, 6));
 }
 
 /// A line chart of [x, y] points with labelled axes. The y range is at least a thousandth of
@@ -431,7 +433,7 @@ function drawLine(canvas, points, label, xName) {
   const known = points.filter(([, y]) => y !== null);
   const last = known.length ? known[known.length - 1][1] : null;
   context.fillStyle = "#d7dde4";
-  context.fillText(`${label}${last !== null ? `  ${tickLabel(last)}` : ""}`, 48, 11);
+  context.fillText(`${label}${last !== null ? `  ${Number(last.toPrecision(6))}` : ""}`, 48, 11);
   const plot = { left: 46, right: width - 6, top: 16, bottom: height - 16 };
   context.strokeStyle = "#3c4550";
   context.beginPath();
@@ -458,20 +460,25 @@ function drawLine(canvas, points, label, xName) {
   const py = (y) => plot.bottom - ((y - low) / (high - low)) * (plot.bottom - plot.top);
   context.fillStyle = "#8b96a3";
   context.textAlign = "right";
-  const yTicks = ticks(low, high, 3);
+  const y = ticks(low, high, 3);
+  const yTicks = y.values;
   for (const t of yTicks) {
-    context.fillText(tickLabel(t), plot.left - 3, py(t) + 3);
+    context.fillText(tickLabel(t, y.decimals), plot.left - 3, py(t) + 3);
     context.fillRect(plot.left - 2, py(t), 2, 1);
   }
   context.textAlign = "center";
-  const xTicks = ticks(x0, x1, 4).filter(Number.isInteger);
-  for (const t of xTicks) context.fillText(String(t), px(t), height - 4);
+  const xTicks = ticks(x0, x1, 4).values.filter(Number.isInteger);
+  for (const t of xTicks) {
+    // A label at the right end is kept inside the canvas.
+    context.textAlign = px(t) > plot.right - 12 ? "right" : "center";
+    context.fillText(String(t), px(t) > plot.right - 12 ? width - 2 : px(t), height - 4);
+  }
   // What was drawn, for the page's tests.
   canvas.dataset.yticks = JSON.stringify(yTicks);
   canvas.dataset.xticks = JSON.stringify(xTicks);
   canvas.dataset.range = JSON.stringify([low, high]);
   context.textAlign = "left";
-  context.fillText(xName, plot.right - 24, height - 4);
+  context.fillText(xName, 4, height - 4);
   context.strokeStyle = "#4fb0c6";
   context.beginPath();
   let drawing = false;
@@ -507,7 +514,7 @@ function onTrainingStatus(training) {
   const best = training.best;
   const lastCheckpoint = training.last_checkpoint;
   $("train-checkpoints").textContent = best
-    ? `best: episode ${best.episode}, the lowest mean combined metric (${tickLabel(best.metric)}; the lab's 10 survival + 5 symmetry, or the loss) over a checkpoint's episodes` +
+    ? `best: episode ${best.episode}, the lowest mean combined metric (${best.metric === null ? "none yet" : Number(best.metric.toPrecision(4))}; the lab's 10 survival + 5 symmetry, or the loss) over a checkpoint's episodes` +
       (lastCheckpoint ? ` · last: episode ${lastCheckpoint.episode}` : "")
     : "no checkpoint yet (one every 10 episodes)";
   if (!document.body.classList.contains("sparse")) {

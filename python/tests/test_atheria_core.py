@@ -200,7 +200,9 @@ def run_python(code, cwd, lib):
 @pytest.fixture
 def broken_cuda(tmp_path):
     """The lab's fix note's install: libcuda needs a libnvJitLink symbol that the one found lacks."""
-    return cuda_install(tmp_path / "cuda", ["NEEDS_JITLINK"], True)
+    root = tmp_path / "cuda"
+    root.mkdir()
+    return cuda_install(root, ["NEEDS_JITLINK"], True)
 
 
 # The fix note's first verification, verbatim.

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use atheria::io::state_file::{save_state, HostState};
+use atheria::state::{generate, InitialState};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{http_status, runtime, status_when, Client, Server};
+use super::{http, http_status, runtime, status_when, Client, Server};
 
 /// The step count once nothing steps any more: the same in two statuses 0.6 s apart.
 async fn settled_step(port: u16) -> u64 {
@@ -178,7 +180,9 @@ fn rewinding_by_one_goes_to_the_frame_before() {
         }
         assert_eq!(client.ask(json!({"cmd": "rewind", "back": 1})).await["step"], 2);
         assert_eq!(client.ask(json!({"cmd": "rewind", "back": 1})).await["step"], 1);
-        let status = status_when(server.port, "the rewind", |s| s["step"] == 1).await;
+        // Statuses go out four times a second: wait for one taken after the rewinds.
+        let status =
+            status_when(server.port, "the rewind", |s| s["step"] == 1 && s["running"] == false).await;
         assert_eq!(status["history"], 1, "one frame (step 0) before the one shown: {status}");
         assert_eq!(client.ask(json!({"cmd": "rewind", "back": 1})).await["step"], 0);
         let refused = client.ask(json!({"cmd": "rewind", "back": 1})).await;
@@ -188,12 +192,18 @@ fn rewinding_by_one_goes_to_the_frame_before() {
 
 #[test]
 fn a_failure_of_the_simulation_is_survived_and_reported_to_every_client() {
-    let env = [("ATHERIA_SERVE_PANIC_AT_STEP", "5")];
+    // The lab runs from step 0 at once; the failure comes at step 1003 of a loaded state, long
+    // after the clients connected and paused it.
+    let env = [("ATHERIA_SERVE_PANIC_AT_STEP", "1003")];
     let server = Server::start_with_env("robust-panic", &["--grid", "32", "--history", "8"], &env);
+    let late_state = HostState { step: 1000, ..generate(&InitialState::Random, 1, 32, 32, 8, 5).unwrap() };
+    save_state(&server.snapshots().join("late.safetensors"), &late_state).unwrap();
     runtime().block_on(async {
         let mut client = Client::connect(server.port, "", None).await.unwrap();
+        client.ask(json!({"cmd": "pause"})).await;
         let mut other = Client::connect(server.port, "", None).await.unwrap();
         client.ask(json!({"cmd": "set", "max_fps": 120})).await;
+        assert_eq!(client.ask(json!({"cmd": "load_snapshot", "name": "late"})).await["step"], 1000);
         client.ask(json!({"cmd": "play"})).await;
         for watcher in [&mut client, &mut other] {
             let notice = watcher.next_of(&["error"]).await;
@@ -205,7 +215,7 @@ fn a_failure_of_the_simulation_is_survived_and_reported_to_every_client() {
         assert_eq!(status["running"], false, "{status}");
         assert!(status["error"]["error"].as_str().unwrap().contains("last good state"), "{status}");
         let resumed_from = status["error"]["step"].as_u64().unwrap();
-        assert!(resumed_from < 5, "{status}");
+        assert!((1000..=1003).contains(&resumed_from), "{status}");
         // It goes on: steps, frames, new clients.
         let at = client.ask(json!({"cmd": "step", "count": 8})).await["step"].as_u64().unwrap();
         assert_eq!(at, resumed_from);
