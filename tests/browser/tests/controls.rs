@@ -17,9 +17,12 @@ async fn status(client: &Client) -> Value {
     js(client, "return lab.status;").await
 }
 
+/// Types `text` into a field as a person does: click into it, select what is there, type over
+/// it.
 async fn type_into(client: &Client, id: &str, text: &str) {
     let input = client.find(Locator::Id(id)).await.unwrap();
-    input.clear().await.unwrap();
+    input.click().await.unwrap();
+    js(client, &format!("document.getElementById('{id}').select(); return true;")).await;
     input.send_keys(text).await.unwrap();
 }
 
