@@ -160,6 +160,7 @@ fn random_command_sequences_never_break_the_lab() {
         assert_eq!(status["grid"], json!([16, 16]));
         sequences
     });
+    eprintln!("{ran} random command sequences in {:?}", started.elapsed());
     assert!(ran >= AT_LEAST, "only {ran} sequences in {BUDGET:?}");
     let log = server.log();
     assert!(!log.contains("panicked") && !log.contains("ERROR"), "{log}");
