@@ -26,6 +26,21 @@ def read_safetensors(path):
     return tensors, metadata
 
 
+def write_state(path, psi):
+    """A state file as the engine reads it: f32 `re` and `im` [B, H, W, d] in safetensors."""
+    re = np.ascontiguousarray(psi.real, dtype="<f4").tobytes()
+    im = np.ascontiguousarray(psi.imag, dtype="<f4").tobytes()
+    shape = list(psi.shape)
+    header = json.dumps(
+        {
+            "im": {"dtype": "F32", "shape": shape, "data_offsets": [0, len(im)]},
+            "re": {"dtype": "F32", "shape": shape, "data_offsets": [len(im), len(im) + len(re)]},
+        }
+    ).encode()
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(header)) + header + im + re)
+
+
 def relative_error(got, want):
     """||got - want|| / ||want||, the measure of the Rust reference tests."""
     got, want = np.asarray(got, dtype=np.complex128), np.asarray(want, dtype=np.complex128)

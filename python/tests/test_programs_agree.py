@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import atheria
-from conftest import read_safetensors
-from test_simulation import write_state
+from conftest import read_safetensors, write_state
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 STEPS = 3

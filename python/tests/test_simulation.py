@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import atheria
-from conftest import read_safetensors, relative_error
+from conftest import read_safetensors, relative_error, write_state
 
 
 def unet_fixture(fixtures):
@@ -119,24 +119,6 @@ def test_wgpu_agrees_with_the_cpu_backend():
         sim.step(3)
         runs.append(sim.psi)
     assert relative_error(runs[0], runs[1]) <= 1e-4
-
-
-def write_state(path, psi):
-    """A state file as the engine reads it: f32 `re` and `im` [B, H, W, d] in safetensors."""
-    import json
-    import struct
-
-    re = np.ascontiguousarray(psi.real, dtype="<f4").tobytes()
-    im = np.ascontiguousarray(psi.imag, dtype="<f4").tobytes()
-    shape = list(psi.shape)
-    header = json.dumps(
-        {
-            "im": {"dtype": "F32", "shape": shape, "data_offsets": [0, len(im)]},
-            "re": {"dtype": "F32", "shape": shape, "data_offsets": [len(im), len(im) + len(re)]},
-        }
-    ).encode()
-    with open(path, "wb") as file:
-        file.write(struct.pack("<Q", len(header)) + header + im + re)
 
 
 def test_a_state_file_starts_the_simulation_and_is_tiled_over_a_larger_grid(tmp_path, fixtures):
