@@ -1,4 +1,4 @@
-"""Shared helpers: the repository's fixtures (PyTorch references) read with NumPy alone."""
+"""Shared helpers: the repository's fixtures (PyTorch references) read, and state files written, with NumPy alone."""
 
 import json
 import os
