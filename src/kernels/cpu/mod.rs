@@ -23,6 +23,7 @@ mod group_norm;
 pub mod host;
 mod max_pool;
 mod pointwise;
+mod scratch;
 mod transpose;
 mod winograd;
 mod winograd_grad;

@@ -8,8 +8,9 @@
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat};
+use super::scratch::Scratch;
 use super::transpose::transposed_batches;
-use super::winograd::{transform_tile_rows, KeptInput, Scratch};
+use super::winograd::{transform_tile_rows, KeptInput};
 use crate::kernels::simd::{self, multiversion};
 
 /// Floats of transformed inputs and output gradients one block of tiles of the weight gradient

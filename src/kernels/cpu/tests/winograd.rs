@@ -351,7 +351,7 @@ fn flip_transpose(weight: &[f32], k: usize, c: usize) -> Vec<f32> {
 /// shorten it: the next longer use finds what was written, not a freshly zeroed tail.
 #[test]
 fn scratch_is_lent_at_its_length_and_never_shortened() {
-    use crate::kernels::cpu::winograd::Scratch;
+    use crate::kernels::cpu::scratch::Scratch;
     thread_local! {
         static SLOT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
