@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use super::messages::Outgoing;
 use super::protocol::{check_name, Command, MAX_CLIENT_MESSAGE};
 use super::{Hub, Listening, Reply, Request};
 use crate::backend::DeviceReport;
@@ -158,11 +159,7 @@ async fn websocket(
 const MAX_IN_FLIGHT: usize = 256;
 
 fn error_message(command: Option<&str>, error: &str) -> Message {
-    let mut message = json!({"type": "error", "error": error});
-    if let Some(command) = command {
-        message["cmd"] = command.into();
-    }
-    Message::Text(message.to_string().into())
+    Message::Text(Outgoing::error(command, error).text().into())
 }
 
 /// One client: its commands to the simulation, the newest frame and status to it, its replies
@@ -304,11 +301,10 @@ async fn upload(State(hub): State<Arc<Hub>>, Query(params): Params, body: Bytes)
     })
     .await;
     match stored {
-        Ok(Ok((name, dims))) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({"type": "uploaded", "name": name, "dims": dims}).to_string(),
-        )
-            .into_response(),
+        Ok(Ok((name, dims))) => {
+            ([(header::CONTENT_TYPE, "application/json")], Outgoing::Uploaded { name, dims }.text())
+                .into_response()
+        }
         Ok(Err(error)) => refuse(StatusCode::BAD_REQUEST, &error.to_string()),
         Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"),
     }

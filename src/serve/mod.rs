@@ -13,6 +13,7 @@
 
 mod frames;
 mod http;
+mod messages;
 pub mod protocol;
 mod training;
 mod world;
@@ -31,6 +32,7 @@ use crate::interrupt::Interruption;
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
 use crate::state::InitialState;
+use messages::{Hello, Outgoing, Status};
 use protocol::Command;
 
 /// What to serve and where.
@@ -113,14 +115,15 @@ impl Reply {
 /// What the simulation publishes.
 pub(crate) struct Outputs {
     frames: watch::Sender<Option<Arc<Vec<u8>>>>,
-    status: watch::Sender<Arc<String>>,
+    status: watch::Sender<Option<Arc<Status>>>,
 }
 
 /// What the web tasks share with the simulation.
 pub(crate) struct Hub {
     requests: std::sync::mpsc::Sender<Request>,
     frames: watch::Receiver<Option<Arc<Vec<u8>>>>,
-    status: watch::Receiver<Arc<String>>,
+    /// The newest status (none before the world's first).
+    status: watch::Receiver<Option<Arc<Status>>>,
     clients: AtomicUsize,
     shutdown: AtomicBool,
     /// Messages for every client: the failures the simulation recovered from.
@@ -136,20 +139,15 @@ impl Hub {
     /// The newest status, told truly: once the simulation thread has stopped, the last status
     /// it published says so.
     fn status_text(&self) -> String {
-        let newest = self.status.borrow().as_ref().clone();
+        let Some(newest) = self.status.borrow().as_ref().map(|status| Status::clone(status)) else {
+            return "{}".into();
+        };
         let stopped = self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        match (stopped, serde_json::from_str::<serde_json::Value>(&newest)) {
-            (Some(cause), Ok(mut status)) => {
-                if let Some(fields) = status.as_object_mut() {
-                    fields.insert("running".into(), false.into());
-                    fields.insert("healthy".into(), false.into());
-                    fields.insert("steps_per_s".into(), 0.0.into());
-                    fields.insert("error".into(), serde_json::json!({"error": cause}));
-                }
-                status.to_string()
-            }
-            _ => newest,
-        }
+        let status = match stopped {
+            Some(cause) => newest.stopped(cause),
+            None => newest,
+        };
+        Outgoing::Status(Box::new(status)).text()
     }
 }
 
@@ -221,7 +219,7 @@ impl BackendJob for WorldJob {
                     }
                 };
                 tracing::error!("{cause}");
-                let _ = hub.notices.send(serde_json::json!({"type": "error", "error": cause}).to_string());
+                let _ = hub.notices.send(Outgoing::error(None, cause.clone()).text());
                 *hub.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cause);
             }
         }
@@ -238,7 +236,7 @@ pub fn serve(options: ServeOptions, on_listening: &dyn Fn(&Listening)) -> Result
     )?;
     let (requests, requests_rx) = std::sync::mpsc::channel();
     let (frames_tx, frames_rx) = watch::channel(None);
-    let (status_tx, status_rx) = watch::channel(Arc::new(String::from("{}")));
+    let (status_tx, status_rx) = watch::channel(None);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (hub_tx, hub_rx) = std::sync::mpsc::channel();
     let job = WorldJob {
@@ -261,27 +259,12 @@ pub fn serve(options: ServeOptions, on_listening: &dyn Fn(&Listening)) -> Result
     let description = ready_rx
         .recv()
         .map_err(|_| Error::DeviceUnavailable("the simulation stopped while starting".into()))??;
-    let hello = serde_json::json!({
-        "type": "hello",
-        "version": protocol::PROTOCOL_VERSION,
-        "model": description,
-        "device": selection.report.summary(),
-        "sparse": options.sparse.is_some(),
-        "views": crate::observables::View::all().map(|view| serde_json::json!({
-            "name": view.name(),
-            "colormap": frames::colormap_name(view.colormap()),
-        })).collect::<Vec<_>>(),
-        "tools": <crate::tools::ToolKind as clap::ValueEnum>::value_variants().iter().map(|kind| serde_json::json!({
-            "name": kind.name(), "keys": kind.keys(),
-        })).collect::<Vec<_>>(),
-        "archs": crate::models::Architecture::all().map(|arch| arch.name()).collect::<Vec<_>>(),
-        "losses": <crate::training::loss::LossKind as clap::ValueEnum>::value_variants().iter().map(crate::names::name_of).collect::<Vec<_>>(),
-        "colormaps": {
-            "viridis": crate::render::Colormap::Viridis.lut(),
-            "phase": crate::render::Colormap::Phase.lut(),
-        },
-    })
-    .to_string();
+    let hello = Outgoing::Hello(Box::new(Hello::new(
+        description,
+        selection.report.summary(),
+        options.sparse.is_some(),
+    )))
+    .text();
     let hub = Arc::new(Hub {
         requests,
         frames: frames_rx,

@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use burn::backend::Autodiff;
 use serde::Serialize;
-use serde_json::json;
 
+use super::messages::{CheckpointSummary, TrainingStatus};
 use super::protocol::TrainSettings;
 use crate::app::train::{run_training, Observer, TrainObserver, TrainOptions, TrainReport, TrainStart};
 use crate::backend::DeviceRequest;
@@ -38,7 +38,7 @@ struct Shared {
     points: Mutex<Vec<Point>>,
     outcome: Mutex<Option<String>>,
     /// The checkpoints described for the page so far (the `best` and `last` ones).
-    described: Mutex<Vec<(PathBuf, serde_json::Value)>>,
+    described: Mutex<Vec<(PathBuf, Option<CheckpointSummary>)>>,
 }
 
 impl TrainObserver for Shared {
@@ -149,25 +149,24 @@ impl TrainingRun {
 
     /// The checkpoint `link` points at, for the page: its episode and the metric that chose
     /// it (null while there is none). Read again only when the link moves.
-    fn describe(&self, link: &str) -> serde_json::Value {
-        let Some(dir) = resolve(&self.dir, link) else { return serde_json::Value::Null };
+    fn describe(&self, link: &str) -> Option<CheckpointSummary> {
+        let dir = resolve(&self.dir, link)?;
         let mut seen = self.shared.described.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, described)) = seen.iter().find(|(known, _)| *known == dir) {
-            return described.clone();
+            return *described;
         }
-        let described = match read_state(&dir) {
-            Ok(state) => json!({"episode": state.episode, "metric": state.metric}),
-            Err(_) => serde_json::Value::Null,
-        };
+        let described = read_state(&dir)
+            .ok()
+            .map(|state| CheckpointSummary { episode: state.episode, metric: state.metric });
         if seen.len() >= 4 {
             seen.remove(0); // the links moved on from it
         }
-        seen.push((dir, described.clone()));
+        seen.push((dir, described));
         described
     }
 
     /// The run's state for the page's status.
-    pub(super) fn status(&self) -> serde_json::Value {
+    pub(super) fn status(&self) -> TrainingStatus {
         let points = self
             .shared
             .points
@@ -175,16 +174,16 @@ impl TrainingRun {
             .map(|points| (points.len(), points.last().cloned()))
             .unwrap_or((0, None));
         let outcome = self.shared.outcome.lock().ok().and_then(|outcome| outcome.clone());
-        json!({
-            "dir": self.dir.display().to_string(),
-            "running": self.is_running(),
-            "stopping": self.shared.stop.load(Ordering::Relaxed),
-            "points": points.0,
-            "episodes": self.episodes,
-            "last": points.1,
-            "best": self.describe(BEST),
-            "last_checkpoint": self.describe(LAST),
-            "outcome": outcome,
-        })
+        TrainingStatus {
+            dir: self.dir.display().to_string(),
+            running: self.is_running(),
+            stopping: self.shared.stop.load(Ordering::Relaxed),
+            points: points.0,
+            episodes: self.episodes,
+            last: points.1,
+            best: self.describe(BEST),
+            last_checkpoint: self.describe(LAST),
+            outcome,
+        }
     }
 }

@@ -1,7 +1,5 @@
 //! The commands a client sends, applied to the world between two steps.
 
-use serde_json::json;
-
 use super::{snapshot_path, DenseParts, Kind, Recording, World};
 use crate::dynamics::Simulation;
 use crate::error::{Error, Result};
@@ -11,6 +9,7 @@ use crate::models::Model;
 use crate::observables::View;
 use crate::render::GifRecorder;
 use crate::serve::frames::probe;
+use crate::serve::messages::Outgoing;
 use crate::serve::protocol::Command;
 use crate::serve::training::TrainingRun;
 use crate::serve::Reply;
@@ -24,7 +23,7 @@ impl<B: EngineBackend> World<B> {
         &mut self,
         command: Command,
         reply: &tokio::sync::mpsc::Sender<Reply>,
-    ) -> Result<Option<serde_json::Value>> {
+    ) -> Result<Option<Outgoing>> {
         match command {
             Command::Play {} => {
                 self.interrupt_steps();
@@ -101,9 +100,7 @@ impl<B: EngineBackend> World<B> {
                     )));
                 }
                 let (densities, phases) = probe(&psi, universe.min(psi.dims()[0] - 1), x, y)?;
-                return Ok(Some(
-                    json!({"type": "probe", "x": x, "y": y, "universe": universe, "step": step, "densities": densities, "phases": phases}),
-                ));
+                return Ok(Some(Outgoing::Probe { x, y, universe, step, densities, phases }));
             }
             Command::Snapshot { name } => {
                 let name = name.unwrap_or_else(|| format!("snapshot-{}", timestamp()));
@@ -118,9 +115,7 @@ impl<B: EngineBackend> World<B> {
                     )));
                 }
                 save_state(&path, &state)?;
-                return Ok(Some(
-                    json!({"type": "snapshot", "name": name, "url": format!("/snapshots/{name}.safetensors")}),
-                ));
+                return Ok(Some(Outgoing::Snapshot { url: format!("/snapshots/{name}.safetensors"), name }));
             }
             Command::LoadSnapshot { name } => {
                 let state = load_state(&snapshot_path(&self.options.snapshots, &name, "safetensors"))?;
@@ -191,7 +186,7 @@ impl<B: EngineBackend> World<B> {
                 let run = TrainingRun::start::<B>(&self.options.runs, settings, self.device.clone())?;
                 let dir = run.dir().display().to_string();
                 self.training = Some(run);
-                return Ok(Some(json!({"type": "training", "dir": dir})));
+                return Ok(Some(Outgoing::Training { dir }));
             }
             Command::TrainStop {} => match &self.training {
                 Some(run) => run.request_stop(),
@@ -207,19 +202,16 @@ impl<B: EngineBackend> World<B> {
                 self.replace_model(model)?;
                 self.options.model = crate::io::model_dir::ModelSource::Dir(dir.clone());
                 let which = which.unwrap_or_else(|| "best".into());
-                return Ok(Some(json!({
-                    "type": "loaded",
-                    "which": which,
-                    "dir": dir.display().to_string(),
-                    "model": self.model_description(),
-                })));
+                return Ok(Some(Outgoing::Loaded {
+                    which,
+                    dir: dir.display().to_string(),
+                    model: self.model_description(),
+                }));
             }
             Command::TrainHistory { since } => {
                 let run =
                     self.training.as_ref().ok_or_else(|| Error::InvalidTraining("no training run".into()))?;
-                return Ok(Some(
-                    json!({"type": "train_history", "since": since, "points": run.points_since(since)}),
-                ));
+                return Ok(Some(Outgoing::TrainHistory { since, points: run.points_since(since) }));
             }
         }
         Ok(None)

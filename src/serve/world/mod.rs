@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Tensor;
-use serde_json::json;
 
 mod commands;
 mod running;
 
 use super::frames::{encode_frame, SparseFrame};
+use super::messages::{Failure, KindStatus, Outgoing, SparseStatus, Status};
 use super::training::TrainingRun;
 use super::{Hub, Reply, Request, ServeOptions};
 use crate::app::outputs::{frame_image, LastStep};
@@ -69,15 +69,6 @@ struct Recording {
     left: u32,
     gif: GifRecorder,
     reply: tokio::sync::mpsc::Sender<Reply>,
-}
-
-/// A failure of the simulation thread that it recovered from, for the status.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Failure {
-    /// What failed and why.
-    error: String,
-    /// The step count the world went on from.
-    step: u64,
 }
 
 /// The simulation and everything the page can change about it.
@@ -250,12 +241,13 @@ impl<B: EngineBackend> World<B> {
                 if let Some(recording) = self.recording.take() {
                     let path = snapshot_path(&self.options.snapshots, &recording.name, "gif");
                     let message = match recording.gif.save(&path) {
-                        Ok(()) => {
-                            json!({"type": "recorded", "name": recording.name, "url": format!("/snapshots/{}.gif", recording.name)})
-                        }
-                        Err(error) => json!({"type": "error", "cmd": "record", "error": error.to_string()}),
+                        Ok(()) => Outgoing::Recorded {
+                            url: format!("/snapshots/{}.gif", recording.name),
+                            name: recording.name,
+                        },
+                        Err(error) => Outgoing::error(Some("record"), error.to_string()),
                     };
-                    let _ = recording.reply.try_send(Reply::notice(message.to_string()));
+                    let _ = recording.reply.try_send(Reply::notice(message.text()));
                 }
             }
         }
@@ -277,56 +269,50 @@ impl<B: EngineBackend> World<B> {
         }
     }
 
-    fn status(&self, hub: &Hub) -> serde_json::Value {
-        let (step, grid, batch, gamma, extra) = match &self.kind {
+    fn status(&self, hub: &Hub) -> Status {
+        let (step, grid, batch, gamma, kind) = match &self.kind {
             Kind::Dense { simulation, per_step, history, .. } => {
                 let [batch, height, width, _] = simulation.universe.dims();
-                let tools: Vec<String> = per_step.iter().map(Tool::to_string).collect();
-                (
-                    simulation.universe.step,
-                    [height, width],
-                    batch,
-                    simulation.gamma,
-                    json!({"tools": tools, "history": commands::rewindable(history, simulation.universe.step)}),
-                )
+                let step = simulation.universe.step;
+                let tools = per_step.iter().map(Tool::to_string).collect();
+                let history = commands::rewindable(history, step);
+                (step, [height, width], batch, simulation.gamma, KindStatus::Dense { tools, history })
             }
-            Kind::Sparse { universe, gamma, window, .. } => (
-                universe.step_count(),
-                [window.height, window.width],
-                1,
-                *gamma,
-                json!({"sparse": {"window": [window.x, window.y], "stored_tiles": universe.stored_tiles(), "matter_cells": universe.matter_cells()}}),
-            ),
+            Kind::Sparse { universe, gamma, window, .. } => {
+                let sparse = SparseStatus {
+                    window: [window.x, window.y],
+                    stored_tiles: universe.stored_tiles(),
+                    matter_cells: universe.matter_cells(),
+                };
+                let grid = [window.height, window.width];
+                (universe.step_count(), grid, 1, *gamma, KindStatus::Sparse { sparse })
+            }
         };
-        let mut status = json!({
-            "type": "status",
-            "version": super::protocol::PROTOCOL_VERSION,
-            "running": self.running,
-            "healthy": true,
-            "model": self.model_description(),
-            "error": self.last_failure,
-            "step": step,
-            "steps_per_s": if self.stepping() { self.steps_per_s } else { 0.0 },
-            "pending_steps": self.pending_steps,
-            "grid": grid,
-            "batch": batch,
-            "universe": self.universe,
-            "views": self.views,
-            "gamma": gamma,
-            "steps_per_frame": self.steps_per_frame,
-            "max_fps": self.max_fps,
-            "seed": self.seed,
-            "init": self.init.to_string(),
-            "history_capacity": self.history_capacity,
-            "clients": hub.clients.load(std::sync::atomic::Ordering::Relaxed),
-            "recording": self.recording.as_ref().map(|recording| recording.left),
-            "sparse_mode": self.options.sparse.is_some(),
-            "training": self.training.as_ref().map(TrainingRun::status),
-        });
-        if let (Some(fields), Some(extra)) = (status.as_object_mut(), extra.as_object()) {
-            fields.extend(extra.clone());
+        Status {
+            version: super::protocol::PROTOCOL_VERSION,
+            running: self.running,
+            healthy: true,
+            model: self.model_description(),
+            error: self.last_failure.clone(),
+            step,
+            steps_per_s: if self.stepping() { self.steps_per_s } else { 0.0 },
+            pending_steps: self.pending_steps,
+            grid,
+            batch,
+            universe: self.universe,
+            views: self.views.clone(),
+            gamma,
+            steps_per_frame: self.steps_per_frame,
+            max_fps: self.max_fps,
+            seed: self.seed,
+            init: self.init.to_string(),
+            history_capacity: self.history_capacity,
+            clients: hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+            recording: self.recording.as_ref().map(|recording| recording.left),
+            sparse_mode: self.options.sparse.is_some(),
+            training: self.training.as_ref().map(TrainingRun::status),
+            kind,
         }
-        status
     }
 
     /// Applies one command and answers its client (frames and status follow from `dirty`). A
@@ -338,15 +324,16 @@ impl<B: EngineBackend> World<B> {
         }));
         let reply = match applied {
             Ok(Ok(Some(message))) => message,
-            Ok(Ok(None)) => json!({"type": "ack", "cmd": name, "step": self.step_count()}),
-            Ok(Err(error)) => json!({"type": "error", "cmd": name, "error": error.to_string()}),
+            Ok(Ok(None)) => Outgoing::Ack { cmd: name, step: self.step_count() },
+            Ok(Err(error)) => Outgoing::error(Some(name), error.to_string()),
             Err(payload) => {
                 let cause = crate::guard::panic_text(payload.as_ref());
                 self.recover(&format!("the command {name} failed: {cause}"), hub);
-                json!({"type": "error", "cmd": name, "error": format!("the command failed ({cause}); the simulation went on, paused")})
+                let error = format!("the command failed ({cause}); the simulation went on, paused");
+                Outgoing::error(Some(name), error)
             }
         };
-        let _ = request.reply.try_send(Reply::answer(reply.to_string()));
+        let _ = request.reply.try_send(Reply::answer(reply.text()));
         self.dirty = true;
     }
 

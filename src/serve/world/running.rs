@@ -9,11 +9,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::{Failure, Kind, World};
 use crate::guard::panic_text;
 use crate::kernels::EngineBackend;
+use crate::serve::messages::Outgoing;
 use crate::serve::{Hub, Outputs, Reply, Request};
 
 /// When the loop last did what it does on a clock.
@@ -106,7 +105,7 @@ impl<B: EngineBackend> World<B> {
             self.dirty = false;
         }
         if self.status_due || clock.last_status.elapsed() >= Duration::from_millis(250) {
-            let _ = outputs.status.send(Arc::new(self.status(hub).to_string()));
+            let _ = outputs.status.send(Some(Arc::new(self.status(hub))));
             clock.last_status = Instant::now();
             self.status_due = false;
         }
@@ -135,9 +134,9 @@ impl<B: EngineBackend> World<B> {
         tracing::error!("{cause}");
         self.running = false;
         self.interrupt_steps();
-        self.last_failure = Some(Failure { error: cause.to_string(), step: self.step_count() });
+        self.last_failure = Some(Failure { error: cause.to_string(), step: Some(self.step_count()) });
         self.status_due = true;
-        let _ = hub.notices.send(json!({"type": "error", "error": format!("{cause}; paused")}).to_string());
+        let _ = hub.notices.send(Outgoing::error(None, format!("{cause}; paused")).text());
     }
 
     /// After a panic: the world may be half-updated, so it goes on, paused, from the newest kept
@@ -152,8 +151,11 @@ impl<B: EngineBackend> World<B> {
             }
         };
         if let Some(recording) = self.recording.take() {
-            let message = json!({"type": "error", "cmd": "record", "error": format!("the recording {} was cut short: {cause}", recording.name)});
-            let _ = recording.reply.try_send(Reply::notice(message.to_string()));
+            let message = Outgoing::error(
+                Some("record"),
+                format!("the recording {} was cut short: {cause}", recording.name),
+            );
+            let _ = recording.reply.try_send(Reply::notice(message.text()));
         }
         self.dirty = true;
         self.fail(&format!("{cause}; {from}"), hub);
