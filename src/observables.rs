@@ -22,7 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
@@ -43,7 +43,7 @@ pub fn update_energy<B: Backend>(delta: Tensor<B, 4>) -> Tensor<B, 3> {
 }
 
 /// Channel probabilities `p_c = |psi_c|^2 / sum_c |psi_c|^2`, [B, d, H, W] (0 for a zero cell).
-fn probabilities<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn probabilities<B: Backend>(psi: Tensor<B, 4>) -> Tensor<B, 4> {
     let weights = complex::channel_densities(psi);
     let total = weights.clone().sum_dim(1).clamp_min(f32::MIN_POSITIVE);
     weights / total
@@ -341,26 +341,107 @@ impl StepMetrics {
     }
 }
 
-/// The scalar metrics of every universe.
+/// The scalar metrics of every universe (three read-backs; a run gathers them in a
+/// [`MetricsBuffer`] instead).
 pub fn step_metrics<B: Backend>(
     psi: Tensor<B, 4>,
     delta: Option<Tensor<B, 4>>,
     density_threshold: f64,
 ) -> Result<Vec<StepMetrics>> {
-    let batch = psi.dims()[0];
-    let energy = match delta {
-        Some(delta) => read_floats(update_energy(delta).sum_dim(2).sum_dim(1).flatten::<1>(0, 2))?,
-        None => vec![0.0; batch],
-    };
-    let entropy = read_floats(entropy(psi.clone()).mean_dim(2).mean_dim(1).flatten::<1>(0, 2))?;
-    let above = density(psi).greater_elem(density_threshold).int().sum_dim(2).sum_dim(1).flatten::<1>(0, 2);
-    let above: Vec<i64> = crate::readback::values::<i64, B, 1, burn::tensor::Int>(above)?;
-    Ok((0..batch)
-        .map(|universe| StepMetrics {
-            universe,
-            total_energy: energy[universe] as f64,
-            mean_entropy: entropy[universe] as f64,
-            cells_above: above[universe] as usize,
-        })
-        .collect())
+    let rows = MetricsBuffer::new(1).push(0, psi, delta, density_threshold)?;
+    Ok(rows.into_iter().map(|(_, metrics)| metrics).collect())
+}
+
+/// The step metrics of every universe of one step, still on the device.
+struct DeviceMetrics<B: Backend> {
+    /// [batch, 2]: total update energy, mean entropy.
+    floats: Tensor<B, 2>,
+    /// [batch]: cells above the density threshold (integers, exact at any grid size).
+    counts: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> DeviceMetrics<B> {
+    fn of(psi: Tensor<B, 4>, delta: Option<Tensor<B, 4>>, density_threshold: f64) -> Self {
+        let batch = psi.dims()[0];
+        let per_universe_sum = |map: Tensor<B, 3>| map.sum_dim(2).sum_dim(1).flatten::<1>(0, 2);
+        let energy = match delta {
+            Some(delta) => per_universe_sum(update_energy(delta)),
+            None => Tensor::zeros([batch], &psi.device()),
+        };
+        let entropy = entropy(psi.clone()).mean_dim(2).mean_dim(1).flatten::<1>(0, 2);
+        let above = density(psi).greater_elem(density_threshold).int();
+        let counts = above.sum_dim(2).sum_dim(1).flatten::<1>(0, 2);
+        Self { floats: Tensor::stack(vec![energy, entropy], 1), counts }
+    }
+}
+
+/// Step metrics computed on the device as the steps go and read back together, `capacity`
+/// steps at a time: two read-backs per batch of steps instead of three per step, so a run on
+/// a GPU that logs every step still leaves the state on the device.
+pub struct MetricsBuffer<B: Backend> {
+    capacity: usize,
+    steps: Vec<u64>,
+    pending: Vec<DeviceMetrics<B>>,
+}
+
+impl<B: Backend> MetricsBuffer<B> {
+    /// Steps gathered before a read-back when a run logs metrics.
+    pub const RUN_CAPACITY: usize = 64;
+
+    /// An empty buffer that reads back every `capacity` steps (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self { capacity, steps: Vec::with_capacity(capacity), pending: Vec::with_capacity(capacity) }
+    }
+
+    /// Queues the metrics of `psi` (after `step` steps, `delta` its last update); when that
+    /// fills the buffer, reads every queued step back and returns its rows in step order.
+    ///
+    /// # Shapes
+    /// - `psi`, `delta`: [B, 2d, H, W]
+    pub fn push(
+        &mut self,
+        step: u64,
+        psi: Tensor<B, 4>,
+        delta: Option<Tensor<B, 4>>,
+        density_threshold: f64,
+    ) -> Result<Vec<(u64, StepMetrics)>> {
+        self.steps.push(step);
+        self.pending.push(DeviceMetrics::of(psi, delta, density_threshold));
+        if self.steps.len() >= self.capacity {
+            self.drain()
+        } else {
+            Ok(vec![])
+        }
+    }
+
+    /// Reads back every queued step: (step, metrics of each universe) in step order.
+    pub fn drain(&mut self) -> Result<Vec<(u64, StepMetrics)>> {
+        if self.steps.is_empty() {
+            return Ok(vec![]);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let (floats, counts): (Vec<_>, Vec<_>) =
+            pending.into_iter().map(|metrics| (metrics.floats, metrics.counts)).unzip();
+        let floats = read_floats(Tensor::cat(floats, 0))?;
+        let counts = crate::readback::values::<i64, B, 1, Int>(Tensor::cat(counts, 0))?;
+        let steps = std::mem::take(&mut self.steps);
+        let batch = counts.len() / steps.len();
+        Ok(steps
+            .iter()
+            .enumerate()
+            .flat_map(|(index, &step)| {
+                (0..batch).map(move |universe| (index * batch + universe, universe, step))
+            })
+            .map(|(row, universe, step)| {
+                let metrics = StepMetrics {
+                    universe,
+                    total_energy: floats[2 * row] as f64,
+                    mean_entropy: floats[2 * row + 1] as f64,
+                    cells_above: counts[row] as usize,
+                };
+                (step, metrics)
+            })
+            .collect())
+    }
 }

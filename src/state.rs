@@ -209,8 +209,8 @@ pub fn resolve_initial<B: crate::EngineBackend>(
 ) -> Result<HostState> {
     let d_state = config.d_state;
     let fits = |batch: usize, (height, width): (usize, usize)| {
-        let estimate = crate::memory::dense_run(config, batch, height, width, B::tensors_on_host());
-        crate::memory::check_host(&estimate, B::engine_name())
+        let estimate = crate::footprint::dense_run(config, batch, height, width, B::tensors_on_host());
+        crate::footprint::check_host(&estimate, B::engine_name())
     };
     if batch == 0 {
         return Err(Error::InvalidRun("the batch must hold at least one universe".into()));

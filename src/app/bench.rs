@@ -36,6 +36,8 @@ pub struct BenchOptions {
     /// Time a training step instead: one step forward, the evolutionary loss, backward,
     /// gradient clipping and AdamW (an episode of one unrolled step, without noise).
     pub train: bool,
+    /// Fail instead of falling back when a requested device does not start.
+    pub strict_device: bool,
 }
 
 /// One measured configuration; the JSON fields of `atheria bench --json`.
@@ -67,6 +69,9 @@ pub struct BenchRecord {
     /// [`crate::models::forward_flops`]); a training step counts three forwards (the backward
     /// pass computes two products per forward one).
     pub gflops: f64,
+    /// Tensors read back to the host per timed step: 0 for an inference step, whose state
+    /// stays on the device; a training step reads its loss terms and gradient norm.
+    pub readbacks_per_step: f64,
     /// The CPU's vector paths (atheria's kernels and the GEMM) and model, beside every figure:
     /// the CPU backend's speed depends on them.
     pub cpu: crate::kernels::isa::CpuKernels,
@@ -86,7 +91,8 @@ pub fn bench(
     }
     let mut records = Vec::new();
     'devices: for &request in &options.devices {
-        let selection = select_device(request, &SelectOptions::from_environment()?)?;
+        let select = SelectOptions { strict: options.strict_device, ..SelectOptions::from_environment()? };
+        let selection = select_device(request, &select)?;
         on_device(&selection.report);
         let device_name = selection.report.selected_device.clone().unwrap_or_default();
         for &grid in &options.grids {
@@ -121,8 +127,8 @@ impl BackendJob for BenchJob<'_> {
             return self.train::<B>(&config, device);
         }
         let estimate =
-            crate::memory::dense_run(&config, options.batch, self.grid, self.grid, B::tensors_on_host());
-        crate::memory::check_host(&estimate, B::engine_name())?;
+            crate::footprint::dense_run(&config, options.batch, self.grid, self.grid, B::tensors_on_host());
+        crate::footprint::check_host(&estimate, B::engine_name())?;
         let host = generate(
             &InitialState::Random,
             options.batch,
@@ -139,6 +145,7 @@ impl BackendJob for BenchJob<'_> {
         }
         sync(&device)?;
         let mut times = Vec::with_capacity(options.steps);
+        let readbacks_before = crate::readback::count();
         for _ in 0..options.steps {
             if crate::interrupt::pending().is_some() {
                 break;
@@ -148,7 +155,8 @@ impl BackendJob for BenchJob<'_> {
             sync(&device)?;
             times.push(started.elapsed().as_secs_f64());
         }
-        Ok(self.record::<B>(&config, times, "step", 1.0))
+        let readbacks = crate::readback::count() - readbacks_before;
+        Ok(self.record::<B>(&config, times, readbacks, "step", 1.0))
     }
 }
 
@@ -172,8 +180,8 @@ impl BenchJob<'_> {
             seed: options.seed,
             ..TrainConfig::default()
         };
-        let estimate = crate::memory::training(config, options.batch, self.grid, 1, B::tensors_on_host());
-        crate::memory::check_host(&estimate, B::engine_name())?;
+        let estimate = crate::footprint::training(config, options.batch, self.grid, 1, B::tensors_on_host());
+        crate::footprint::check_host(&estimate, B::engine_name())?;
         let mut trainer = Trainer::<Autodiff<B>>::new(train_config, &device)?;
         let sync = |device: &B::Device| B::sync(device).map_err(|error| Error::Backend(format!("{error:?}")));
         for _ in 0..options.warmup {
@@ -181,6 +189,7 @@ impl BenchJob<'_> {
         }
         sync(&device)?;
         let mut times = Vec::with_capacity(options.steps);
+        let readbacks_before = crate::readback::count();
         for _ in 0..options.steps {
             if crate::interrupt::pending().is_some() {
                 break;
@@ -190,7 +199,8 @@ impl BenchJob<'_> {
             sync(&device)?;
             times.push(started.elapsed().as_secs_f64());
         }
-        Ok(self.record::<B>(config, times, "train_step", 3.0))
+        let readbacks = crate::readback::count() - readbacks_before;
+        Ok(self.record::<B>(config, times, readbacks, "train_step", 3.0))
     }
 
     /// The record of the timed steps; `None` when a signal came before the first.
@@ -198,6 +208,7 @@ impl BenchJob<'_> {
         &self,
         config: &ModelConfig,
         mut times: Vec<f64>,
+        readbacks: u64,
         mode: &str,
         forwards: f64,
     ) -> Option<BenchRecord> {
@@ -205,6 +216,7 @@ impl BenchJob<'_> {
         if times.is_empty() {
             return None;
         }
+        let readbacks_per_step = readbacks as f64 / times.len() as f64;
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         let cells = (options.batch * self.grid * self.grid) as f64;
@@ -222,6 +234,7 @@ impl BenchJob<'_> {
             steps_per_s: 1.0 / median,
             mcells_per_s: cells / median / 1e6,
             gflops: flops / median / 1e9,
+            readbacks_per_step,
             cpu: crate::kernels::isa::CpuKernels::current(),
         })
     }

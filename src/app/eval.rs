@@ -1,5 +1,5 @@
 //! Evaluating a law M: a loss over a long rollout from seeded random universes, without noise
-//! or gradients. What `atheria eval` prints, e.g. to compare a trained model with an untrained
+//! or gradients, and whether the universes are still alive at its end ([`crate::life`]). What `atheria eval` prints, e.g. to compare a trained model with an untrained
 //! one on the same universes.
 
 use std::ops::ControlFlow;
@@ -11,6 +11,7 @@ use crate::dynamics::{rollout, Simulation};
 use crate::error::Result;
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
+use crate::life::{self, DensityFrame, LifeMeasures};
 use crate::state::{generate, InitialState, Universe};
 use crate::training::loss::{self, LossKind, LossWeights};
 
@@ -62,6 +63,8 @@ pub struct EvalReport {
     /// the loss is that of the state reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<crate::interrupt::Interruption>,
+    /// Whether each universe is alive, over the last [`crate::life::WINDOW`] states.
+    pub life: Vec<LifeMeasures>,
 }
 
 impl EvalReport {
@@ -80,6 +83,22 @@ impl EvalReport {
             self.grid,
             self.grid,
             self.seed
+        )
+    }
+
+    /// One line on whether the universes are alive (see [`crate::life`]).
+    pub fn life_summary(&self) -> String {
+        let count = self.life.len().max(1) as f64;
+        let mean = |value: fn(&LifeMeasures) -> f64| self.life.iter().map(value).sum::<f64>() / count;
+        let periodic = self.life.iter().filter(|measures| measures.period.is_some()).count();
+        format!(
+            "life score {:.3} (activity {:.4}, structure {:.3}, persistence {:.3}; {periodic} of {} universe(s) periodic) over the last {} states",
+            mean(|m| m.score),
+            mean(|m| m.activity),
+            mean(|m| m.structure),
+            mean(|m| m.persistence),
+            self.life.len(),
+            crate::life::WINDOW.min(self.steps + 1),
         )
     }
 }
@@ -102,14 +121,14 @@ impl BackendJob for EvalJob<'_> {
         let options = self.options;
         let model = options.model.load::<B>(&device)?;
         let gamma = options.gamma.unwrap_or(model.config.gamma);
-        let estimate = crate::memory::dense_run(
+        let estimate = crate::footprint::dense_run(
             &model.config,
             options.universes.max(1),
             options.grid,
             options.grid,
             B::tensors_on_host(),
         );
-        crate::memory::check_host(&estimate, B::engine_name())?;
+        crate::footprint::check_host(&estimate, B::engine_name())?;
         let host = generate(
             &InitialState::Random,
             options.universes.max(1),
@@ -123,8 +142,13 @@ impl BackendJob for EvalJob<'_> {
         let mut simulation = Simulation::new(model, universe, gamma)?;
         let total = options.steps as u64;
         let mut interrupted = None;
+        let first_measured = total.saturating_sub(life::WINDOW as u64 - 1);
+        let mut measured: Vec<Vec<DensityFrame>> = Vec::new();
         let steps = rollout(&mut simulation, total, |simulation| {
             let step = simulation.universe.step;
+            if step >= first_measured {
+                measured.push(life::density_frames(simulation.universe.psi.clone())?);
+            }
             interrupted = crate::interrupt::check(step, total).filter(|_| step < total);
             Ok::<_, crate::Error>(if interrupted.is_some() {
                 ControlFlow::Break(())
@@ -132,6 +156,13 @@ impl BackendJob for EvalJob<'_> {
                 ControlFlow::Continue(())
             })
         })? as usize;
+        let universes = options.universes.max(1);
+        let life = (0..universes)
+            .map(|universe| {
+                let frames: Vec<DensityFrame> = measured.iter().map(|step| step[universe].clone()).collect();
+                life::measure(&frames)
+            })
+            .collect();
         let psi = simulation.universe.psi;
         let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values()?;
         Ok(EvalReport {
@@ -145,6 +176,7 @@ impl BackendJob for EvalJob<'_> {
             universes: options.universes.max(1),
             seed: options.seed,
             interrupted,
+            life,
         })
     }
 }

@@ -19,6 +19,10 @@ pub struct BenchArgs {
     #[arg(long, num_args = 1.., default_values = ["auto"], value_parser = parse_device)]
     pub device: Vec<DeviceRequest>,
 
+    /// Fail instead of falling back when a requested device does not start.
+    #[arg(long)]
+    pub strict_device: bool,
+
     /// Universes stepped together.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -63,6 +67,7 @@ pub fn bench(args: BenchArgs, verbose: bool) -> anyhow::Result<Option<atheria::i
         warmup: args.warmup,
         seed: 0,
         train: args.train,
+        strict_device: args.strict_device,
     };
     let json = args.json;
     if !json {

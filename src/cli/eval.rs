@@ -60,6 +60,7 @@ pub fn eval(args: EvalArgs, verbose: bool) -> anyhow::Result<Option<atheria::int
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("{}", report.summary());
+        println!("{}", report.life_summary());
     }
     Ok(report.interrupted)
 }

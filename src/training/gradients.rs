@@ -4,7 +4,7 @@
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::io::HostTensor;
@@ -12,12 +12,12 @@ use crate::kernels::EngineBackend;
 use crate::models::Model;
 
 /// Scales all gradients together so that their global L2 norm is at most `max_norm`
-/// (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
+/// (PyTorch's `clip_grad_norm_`); returns the norm before clipping (one read-back).
 pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     gradients: &mut GradientsParams,
     max_norm: f64,
-) -> f64 {
+) -> Result<f64> {
     struct SquaredNorm<'a, B: AutodiffBackend> {
         gradients: &'a GradientsParams,
         total: Option<Tensor<B::InnerBackend, 1>>,
@@ -48,14 +48,14 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut squared = SquaredNorm::<B> { gradients, total: None };
     module.visit(&mut squared);
     let norm = match squared.total {
-        Some(total) => total.into_scalar().elem::<f64>().sqrt(),
+        Some(total) => crate::readback::scalar(total)?.sqrt(),
         None => 0.0,
     };
     let factor = max_norm / (norm + 1e-6);
     if factor < 1.0 {
         module.visit(&mut Scale { gradients, factor });
     }
-    norm
+    Ok(norm)
 }
 
 /// The gradients of a model's parameters under the lab's names (to compare with PyTorch's).

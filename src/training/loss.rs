@@ -6,7 +6,7 @@
 //! `sqrt(re^2 + im^2 + 1e-12)` so that its gradient stays finite at zero.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -191,9 +191,4 @@ pub fn compute<B: Backend>(
 pub fn combined_metric(terms: &[(&str, f64)]) -> Option<f64> {
     let find = |name| terms.iter().find(|(term, _)| *term == name).map(|(_, value)| *value);
     Some(10.0 * find("survival")? + 5.0 * find("symmetry")?)
-}
-
-/// Reads a scalar tensor.
-pub fn scalar<B: Backend>(tensor: Tensor<B, 1>) -> f64 {
-    tensor.into_scalar().elem()
 }

@@ -380,10 +380,10 @@ impl<B: AutodiffBackend + EngineBackend> Trainer<B> {
         let lr = self.state.schedule.lr;
         let (law, optimizer) = (&mut self.model.law, &mut self.optimizer);
         let grad_norm = on_kernel_pool::<B, _>(|| {
-            let grad_norm = clip_global_norm(law, &mut gradients, config.grad_clip);
+            let grad_norm = clip_global_norm(law, &mut gradients, config.grad_clip)?;
             *law = optimizer.step(lr, law.clone(), gradients);
-            grad_norm
-        });
+            Ok::<_, Error>(grad_norm)
+        })?;
 
         let terms: Vec<(String, f64)> =
             terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect();

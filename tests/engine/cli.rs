@@ -190,3 +190,26 @@ fn devices_lists_every_backend() {
     }
     assert!(text.lines().any(|l| l.starts_with("cpu") && l.contains(" ok ")), "{text}");
 }
+
+#[test]
+fn eval_says_whether_each_universe_is_alive() {
+    let args =
+        ["eval", "--device", "cpu", "--grid", "16", "--steps", "40", "--universes", "2", "--seed", "4"];
+    let output = atheria(&[&args[..], &["--json"]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let life = report["life"].as_array().expect("one entry per universe");
+    assert_eq!(life.len(), 2, "{report}");
+    for measures in life {
+        for name in ["activity", "structure", "persistence", "score"] {
+            let value = measures[name].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&value), "{name} {value} in {measures}");
+        }
+        assert!(
+            measures["period"].is_null() || measures["period"].as_u64().is_some_and(|p| (1..=8).contains(&p))
+        );
+    }
+    let text = atheria(&args);
+    let printed = String::from_utf8_lossy(&text.stdout);
+    assert!(printed.contains("life score") && printed.contains("over the last 32 states"), "{printed}");
+}

@@ -115,6 +115,7 @@ fn a_bad_probe_timeout_is_an_error_for_library_callers() {
                 warmup: 0,
                 seed: 0,
                 train: false,
+                strict_device: false,
             },
             &|_| {},
             &|_| {},

@@ -15,6 +15,7 @@ mod parallel;
 mod pictures;
 mod programs_agree;
 mod pytorch_reference;
+mod readbacks;
 mod scratch_dir;
 mod serve;
 mod sparse;

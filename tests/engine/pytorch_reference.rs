@@ -27,6 +27,8 @@ fn check_against_pytorch<B: EngineBackend>(arch: Architecture, device: &B::Devic
     let (first, last, memory) = replay_fixture::<B>(&fixture, device);
     let one = state_error(&first, &fixture.states[&1]);
     let twenty = state_error(&last, &fixture.states[&fixture.steps]);
+    // Read by scripts/gpu_check.sh into its report (shown with --nocapture).
+    println!("parity {arch} {} one-step {one:.3e} {}-step {twenty:.3e}", B::engine_name(), fixture.steps);
     assert!(one <= ONE_STEP_TOLERANCE, "{arch} on {}: 1-step error {one:.3e}", B::engine_name());
     assert!(
         twenty <= TWENTY_STEP_TOLERANCE,

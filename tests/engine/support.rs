@@ -1,7 +1,7 @@
 //! Shared helpers: the binary, scratch directories, fixtures, devices, error measures.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
@@ -17,9 +17,12 @@ use safetensors::SafeTensors;
 
 // --- The binary ---
 
-/// The `atheria` binary, with no device chosen by the environment.
+/// The `atheria` binary, with no device chosen by the environment: the one built with these
+/// tests, or `ATHERIA_TEST_BINARY` where the tests run away from their build (the GPU check).
 pub fn atheria_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_atheria"));
+    let binary = std::env::var_os("ATHERIA_TEST_BINARY")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_atheria")), PathBuf::from);
+    let mut command = Command::new(binary);
     command.env_remove("ATHERIA_DEVICE");
     command
 }
@@ -80,7 +83,14 @@ pub use crate::scratch_dir::scratch;
 
 /// `tests/fixtures/`.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    repository().join("tests/fixtures")
+}
+
+/// The repository's root: where these tests were built, or `ATHERIA_TEST_ROOT` where they run
+/// away from their build (the GPU check carries them to another machine).
+pub fn repository() -> PathBuf {
+    std::env::var_os("ATHERIA_TEST_ROOT")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// A fixture written by one of the scripts in `scripts/`: f32 tensors by name, and the string

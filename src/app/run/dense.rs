@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use super::options::{describe_model, DenseOptions, Ran, RanUniverse, RunOptions};
 use crate::app::outputs::{frame_image, LastStep, Outputs};
@@ -18,7 +18,7 @@ use crate::io::state_file::save_state;
 use crate::io::HostTensor;
 use crate::kernels::EngineBackend;
 use crate::observables;
-use crate::observables::{step_metrics, StepMetrics, View};
+use crate::observables::{MetricsBuffer, StepMetrics, View};
 use crate::state::{resolve_initial, InitialState, Universe};
 
 /// Refuses settings that cannot make a run, before any device starts.
@@ -62,6 +62,7 @@ impl BackendJob for RunJob<'_> {
     type Output = Result<Ran>;
 
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
+        let readbacks_before = crate::readback::count();
         let (options, dense, outputs_wanted) = (self.options, self.dense, &self.options.outputs);
         let model = options.model.load::<B>(&device)?;
         let config = model.config.clone();
@@ -95,12 +96,18 @@ impl BackendJob for RunJob<'_> {
             None => None,
         };
 
-        let mut outputs = Outputs::open(
-            outputs_wanted.frames.as_deref(),
-            outputs_wanted.gif.as_deref(),
-            outputs_wanted.metrics.as_deref(),
-            StepMetrics::CSV_HEADER,
-        )?;
+        let mut recorder = Recorder {
+            outputs: Outputs::open(
+                outputs_wanted.frames.as_deref(),
+                outputs_wanted.gif.as_deref(),
+                outputs_wanted.metrics.as_deref(),
+                StepMetrics::CSV_HEADER,
+            )?,
+            metrics: MetricsBuffer::new(MetricsBuffer::<B>::RUN_CAPACITY),
+            views: &outputs_wanted.views,
+            density_threshold: dense.density_threshold,
+            d_state: config.d_state,
+        };
         let mut tool_applications = 0;
         let mut interrupted = None;
         let bar = progress_bar(options.steps, "run", options.progress);
@@ -109,7 +116,7 @@ impl BackendJob for RunJob<'_> {
         // At each step count k: the per-step tools of the step that led here, a checkpoint
         // when one is due (before the one-shot tools of k), a stop if a signal asked for one;
         // then the one-shot tools scheduled at k act and the state is recorded before step k.
-        let step = rollout(&mut simulation, options.steps, |simulation| {
+        let rolled = rollout(&mut simulation, options.steps, |simulation| {
             let step = simulation.universe.step;
             if step > start {
                 bar.inc(1);
@@ -130,16 +137,7 @@ impl BackendJob for RunJob<'_> {
             if stop.is_some() {
                 interrupted = stop;
                 let last = LastStep { input: input.clone(), delta: simulation.last_delta.clone() };
-                record(
-                    &mut outputs,
-                    options,
-                    dense,
-                    step,
-                    true,
-                    &simulation.universe.psi,
-                    &last,
-                    config.d_state,
-                )?;
+                recorder.record(step, true, &simulation.universe.psi, &last)?;
                 return Ok(ControlFlow::Break(()));
             }
             for scheduled in dense.tools.iter().filter(|s| !s.tool.is_per_step() && s.at == step) {
@@ -149,25 +147,19 @@ impl BackendJob for RunJob<'_> {
             }
             let frame = step % outputs_wanted.every == 0 || step == options.steps;
             let last = LastStep { input: input.clone(), delta: simulation.last_delta.clone() };
-            record(
-                &mut outputs,
-                options,
-                dense,
-                step,
-                frame,
-                &simulation.universe.psi,
-                &last,
-                config.d_state,
-            )?;
+            recorder.record(step, frame, &simulation.universe.psi, &last)?;
             if needs_input && step < options.steps {
                 input = Some(simulation.universe.psi.clone());
             }
             Ok::<_, Error>(ControlFlow::Continue(()))
-        })?;
-        let frames = outputs.finish()?;
+        });
+        // What was gathered is written whether the steps ended, stopped or failed.
+        let frames = recorder.finish();
+        let step = rolled?;
+        let frames = frames?;
         // Reading a value back waits for the device, so the timing covers the queued work.
         let mean_update_energy = match &simulation.last_delta {
-            Some(delta) => observables::update_energy(delta.clone()).mean().into_scalar().elem(),
+            Some(delta) => crate::readback::scalar(observables::update_energy(delta.clone()).mean())?,
             None => 0.0,
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -183,6 +175,7 @@ impl BackendJob for RunJob<'_> {
             seconds,
             frames,
             interrupted,
+            readbacks: crate::readback::count() - readbacks_before,
             universe: RanUniverse::Dense {
                 grid: (height, width),
                 batch,
@@ -193,27 +186,42 @@ impl BackendJob for RunJob<'_> {
     }
 }
 
-/// Metrics of the state after `step` steps, and its picture when `frame`.
-#[allow(clippy::too_many_arguments)]
-fn record<B: burn::tensor::backend::Backend>(
-    outputs: &mut Outputs,
-    options: &RunOptions,
-    dense: &DenseOptions,
-    step: u64,
-    frame: bool,
-    psi: &Tensor<B, 4>,
-    last: &LastStep<B>,
+/// What a dense run writes as it goes: metrics rows (gathered on the device and read back
+/// in batches) and pictures (read back when a frame is due).
+struct Recorder<'a, B: burn::tensor::backend::Backend> {
+    outputs: Outputs,
+    metrics: MetricsBuffer<B>,
+    views: &'a [View],
+    density_threshold: f64,
     d_state: usize,
-) -> Result<()> {
-    if outputs.wants_metrics() {
-        for row in step_metrics(psi.clone(), last.delta.clone(), dense.density_threshold)? {
-            outputs.metrics_row(&row.csv_row(step))?;
+}
+
+impl<B: burn::tensor::backend::Backend> Recorder<'_, B> {
+    /// Metrics of the state after `step` steps, and its picture when `frame`.
+    fn record(&mut self, step: u64, frame: bool, psi: &Tensor<B, 4>, last: &LastStep<B>) -> Result<()> {
+        if self.outputs.wants_metrics() {
+            let rows = self.metrics.push(step, psi.clone(), last.delta.clone(), self.density_threshold)?;
+            self.write_metrics(rows)?;
         }
+        if frame && self.outputs.wants_pictures() {
+            self.outputs.picture(step, frame_image(self.views, psi, last, step, self.d_state)?)?;
+        }
+        Ok(())
     }
-    if frame && outputs.wants_pictures() {
-        outputs.picture(step, frame_image(&options.outputs.views, psi, last, step, d_state)?)?;
+
+    fn write_metrics(&mut self, rows: Vec<(u64, StepMetrics)>) -> Result<()> {
+        for (step, metrics) in rows {
+            self.outputs.metrics_row(&metrics.csv_row(step))?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes the metrics still gathered and closes the files; the frames drawn.
+    fn finish(mut self) -> Result<usize> {
+        let rows = self.metrics.drain()?;
+        self.write_metrics(rows)?;
+        self.outputs.finish()
+    }
 }
 
 /// Writes a run's checkpoints: the model once, then the state whenever one is due.

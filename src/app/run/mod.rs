@@ -36,5 +36,11 @@ pub fn run(options: &RunOptions, on_device: &dyn Fn(&DeviceReport)) -> Result<Ru
             crate::app::run_on_device(options.device, options.strict_device, on_device, job)?
         }
     };
+    let steps = (ran.steps - ran.start_step).max(1);
+    tracing::debug!(
+        "read {} tensors back to the host ({:.3} per step)",
+        ran.readbacks,
+        ran.readbacks as f64 / steps as f64
+    );
     Ok(RunReport { device, ran })
 }

@@ -201,6 +201,9 @@ pub struct Ran {
     pub frames: usize,
     /// Set when a signal stopped the run early; `steps` is then the steps completed.
     pub interrupted: Option<Interruption>,
+    /// Tensors read back to the host: one per picture view, two per batch of metrics
+    /// (the state stays on the device otherwise).
+    pub readbacks: u64,
     /// What was evolved.
     pub universe: RanUniverse,
 }

@@ -32,6 +32,7 @@ impl BackendJob for SparseRunJob<'_> {
     type Output = Result<Ran>;
 
     fn run<B: EngineBackend>(self, device: B::Device) -> Self::Output {
+        let readbacks_before = crate::readback::count();
         let (options, sparse) = (self.options, self.sparse);
         let model = options.model.load::<B>(&device)?;
         let config = model.config.clone();
@@ -43,8 +44,8 @@ impl BackendJob for SparseRunJob<'_> {
         let on_host = B::tensors_on_host();
         let batch_side = (sparse.config.max_batch_cells as f64).sqrt() as usize;
         for (height, width) in [(window.height, window.width), (batch_side, batch_side)] {
-            crate::memory::check_host(
-                &crate::memory::dense_run(&config, 1, height, width, on_host),
+            crate::footprint::check_host(
+                &crate::footprint::dense_run(&config, 1, height, width, on_host),
                 B::engine_name(),
             )?;
         }
@@ -107,6 +108,7 @@ impl BackendJob for SparseRunJob<'_> {
             seconds,
             frames,
             interrupted,
+            readbacks: crate::readback::count() - readbacks_before,
             universe: RanUniverse::Sparse(SparseRunSummary { steps: reports, peak_stored_bytes, window }),
         })
     }

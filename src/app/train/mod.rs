@@ -218,14 +218,14 @@ where
 fn check_memory<B: AutodiffBackend + EngineBackend>(trainer: &Trainer<B>, trainers: usize) -> Result<()> {
     let config = &trainer.config;
     let universes = trainer.universes().len() * if B::tensors_on_host() { trainers } else { 1 };
-    let estimate = crate::memory::training(
+    let estimate = crate::footprint::training(
         &trainer.model.config,
         universes,
         config.grid,
         config.qca_steps,
         B::tensors_on_host(),
     );
-    crate::memory::check_host(&estimate, B::engine_name())
+    crate::footprint::check_host(&estimate, B::engine_name())
 }
 
 /// Runs episodes until the run is finished or asked to stop, writing what `role` says.
