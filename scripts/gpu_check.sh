@@ -38,7 +38,16 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT
-if ! tar -C "$unpacked" -xJf "$kit/kit.tar.xz" atheria engine; then
+# A bare machine may lack xz: Python's lzma reads the kit too.
+unpack() {
+    if command -v xz >/dev/null; then
+        tar -C "$unpacked" -xJf "$kit/kit.tar.xz" atheria engine
+    else
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            "$kit/kit.tar.xz" "$unpacked"
+    fi
+}
+if ! unpack; then
     echo "error: $kit/kit.tar.xz does not unpack: build the kit again with scripts/gpu_kit.sh" >&2
     exit 2
 fi
