@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: everything a lent NVIDIA machine should prove, in one command, within 8
-# minutes, with no network. Run from the repository root (the fixtures are read from
+# minutes, with no network, in a checkout of the repository (the fixtures are read from its
 # tests/fixtures) with the kit scripts/gpu_kit.sh built:
 #
 #   bash scripts/gpu_check.sh [--dry-run] [--kit DIR] REPORT_DIR
@@ -11,7 +11,7 @@
 # every stage passed. --dry-run runs the same stages here on wgpu and the CPU, smaller, so that
 # CI proves the script works (docs/devices.md).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 dry_run=0
 kit=.carry/gpu
@@ -30,12 +30,16 @@ if [ -z "$out" ]; then
     echo "error: give the folder to write the report to (see --help)" >&2
     exit 2
 fi
+# The kit's default is in the repository; paths given are the caller's.
+if [ "$kit" = .carry/gpu ]; then kit=$root/.carry/gpu; fi
 if [ ! -f "$kit/kit.tar.xz" ]; then
     echo "error: $kit/kit.tar.xz is missing: build the kit with scripts/gpu_kit.sh first" >&2
     exit 2
 fi
+kit=$(cd "$kit" && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+cd "$root" || exit 2
 unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT
 # A bare machine may lack xz: Python's lzma reads the kit too.

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds what the GPU check carries to a lent GPU machine: the release binary and the engine
 # test binary, stripped and compressed into kit.tar.xz in a git-ignored folder (default
-# .carry/gpu). Run it here, then
-# carry that folder with the working tree and run scripts/gpu_check.sh there (docs/devices.md).
+# .carry/gpu). Run it here, then carry that folder with the working tree and run
+# scripts/gpu_check.sh there (docs/devices.md).
 set -euo pipefail
+# A folder given is the caller's; the default is the repository's.
+kit="${1:-$(dirname "$0")/../.carry/gpu}"
+mkdir -p "$kit"
+kit=$(cd "$kit" && pwd)
 cd "$(dirname "$0")/.."
-kit="${1:-.carry/gpu}"
 limit_mib=64
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atheria/target}"
@@ -24,7 +27,6 @@ staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 strip -o "$staging/atheria" "$CARGO_TARGET_DIR/release/atheria"
 strip -o "$staging/engine" "$engine"
-mkdir -p "$kit"
 rm -f "$kit/kit.tar.xz"
 XZ_OPT="-6 -T2" tar -C "$staging" -cJf "$kit/kit.tar.xz" atheria engine
 size_mib=$(( ($(stat -c %s "$kit/kit.tar.xz") + 1048575) / 1048576 ))
