@@ -122,13 +122,16 @@ pub struct LifeMeasures {
 pub fn measure(frames: &[DensityFrame]) -> LifeMeasures {
     let pairs = frames.len().saturating_sub(1).max(1) as f64;
     let activity = frames.windows(2).map(|pair| pair[0].mean_variation(&pair[1])).sum::<f64>() / pairs;
-    let structure = frames.iter().map(structure_of).sum::<f64>() / frames.len().max(1) as f64;
+    let maps: Vec<Vec<u8>> = frames.iter().map(DensityFrame::dominant).collect();
+    let structure = maps.iter().map(|map| structure_of(map, frames[0].channels)).sum::<f64>()
+        / frames.len().max(1) as f64;
     let period = (1..=MAX_PERIOD).filter(|&k| frames.len() > k).find(|&k| {
         let repeats = frames.len() - k;
         let variation: f64 = (0..repeats).map(|t| frames[t].mean_variation(&frames[t + k])).sum();
         variation / repeats as f64 <= PERIOD_TOLERANCE
     });
-    let regions: Vec<Regions> = frames.iter().map(Regions::of).collect();
+    let regions: Vec<Regions> =
+        frames.iter().zip(&maps).map(|(frame, map)| Regions::of(map, frame.height, frame.width)).collect();
     let persistence = regions.windows(2).map(|pair| pair[0].surviving_in(&pair[1])).sum::<f64>() / pairs;
     let score = match period {
         Some(_) => 0.0,
@@ -137,14 +140,13 @@ pub fn measure(frames: &[DensityFrame]) -> LifeMeasures {
     LifeMeasures { activity, structure, period, persistence, score }
 }
 
-/// `H x R` of a frame's dominant map.
-fn structure_of(frame: &DensityFrame) -> f64 {
-    if frame.channels < 2 {
+/// `H x R` of a frame's dominant map, [H, W] of channel indices below `channels`.
+fn structure_of(map: &[u8], channels: usize) -> f64 {
+    if channels < 2 {
         return 0.0;
     }
-    let map = frame.dominant();
-    let mut counts = vec![0usize; frame.channels];
-    for &channel in &map {
+    let mut counts = vec![0usize; channels];
+    for &channel in map {
         counts[channel as usize] += 1;
     }
     let cells = map.len() as f64;
@@ -156,11 +158,11 @@ fn structure_of(frame: &DensityFrame) -> f64 {
             p * (1.0 / p).log2()
         })
         .sum::<f64>()
-        / (frame.channels as f64).log2();
-    let mut shuffled = map.clone();
+        / (channels as f64).log2();
+    let mut shuffled = map.to_vec();
     shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(0));
     let size = |bytes: &[u8]| miniz_oxide::deflate::compress_to_vec(bytes, 9).len() as f64;
-    let redundancy = (1.0 - size(&map) / size(&shuffled)).clamp(0.0, 1.0);
+    let redundancy = (1.0 - size(map) / size(&shuffled)).clamp(0.0, 1.0);
     entropy * redundancy
 }
 
@@ -173,11 +175,9 @@ struct Regions {
 }
 
 impl Regions {
-    /// 4-connected components of equal dominant channel (without wrapping), those of at least
-    /// [`MIN_REGION`] cells labelled.
-    fn of(frame: &DensityFrame) -> Self {
-        let (height, width) = (frame.height, frame.width);
-        let map = frame.dominant();
+    /// 4-connected components of equal dominant channel in `map` [height, width] (without
+    /// wrapping), those of at least [`MIN_REGION`] cells labelled.
+    fn of(map: &[u8], height: usize, width: usize) -> Self {
         let mut component = vec![usize::MAX; map.len()];
         let mut members: Vec<Vec<usize>> = Vec::new();
         for start in 0..map.len() {

@@ -139,23 +139,10 @@ impl BackendJob for BenchJob<'_> {
         )?;
         let gamma = config.gamma;
         let mut simulation = Simulation::new(model, Universe::from_host(&host, &device), gamma)?;
-        let sync = |device: &B::Device| B::sync(device).map_err(|error| Error::Backend(format!("{error:?}")));
-        for _ in 0..options.warmup {
+        let (times, readbacks) = self.time_steps::<B>(&device, || {
             simulation.step();
-        }
-        sync(&device)?;
-        let mut times = Vec::with_capacity(options.steps);
-        let readbacks_before = crate::readback::count();
-        for _ in 0..options.steps {
-            if crate::interrupt::pending().is_some() {
-                break;
-            }
-            let started = Instant::now();
-            simulation.step();
-            sync(&device)?;
-            times.push(started.elapsed().as_secs_f64());
-        }
-        let readbacks = crate::readback::count() - readbacks_before;
+            Ok(())
+        })?;
         Ok(self.record::<B>(&config, times, readbacks, "step", 1.0))
     }
 }
@@ -183,24 +170,35 @@ impl BenchJob<'_> {
         let estimate = crate::footprint::training(config, options.batch, self.grid, 1, B::tensors_on_host());
         crate::footprint::check_host(&estimate, B::engine_name())?;
         let mut trainer = Trainer::<Autodiff<B>>::new(train_config, &device)?;
-        let sync = |device: &B::Device| B::sync(device).map_err(|error| Error::Backend(format!("{error:?}")));
-        for _ in 0..options.warmup {
-            trainer.episode()?;
+        let (times, readbacks) = self.time_steps::<B>(&device, || trainer.episode().map(drop))?;
+        Ok(self.record::<B>(config, times, readbacks, "train_step", 3.0))
+    }
+
+    /// The untimed warm-up steps, then up to `options.steps` timed ones (a signal ends them),
+    /// the device synchronised around each: the seconds of each timed step, and the tensors
+    /// read back during them.
+    fn time_steps<B: EngineBackend>(
+        &self,
+        device: &B::Device,
+        mut step: impl FnMut() -> Result<()>,
+    ) -> Result<(Vec<f64>, u64)> {
+        let sync = || B::sync(device).map_err(|error| Error::Backend(format!("{error:?}")));
+        for _ in 0..self.options.warmup {
+            step()?;
         }
-        sync(&device)?;
-        let mut times = Vec::with_capacity(options.steps);
+        sync()?;
+        let mut times = Vec::with_capacity(self.options.steps);
         let readbacks_before = crate::readback::count();
-        for _ in 0..options.steps {
+        for _ in 0..self.options.steps {
             if crate::interrupt::pending().is_some() {
                 break;
             }
             let started = Instant::now();
-            trainer.episode()?;
-            sync(&device)?;
+            step()?;
+            sync()?;
             times.push(started.elapsed().as_secs_f64());
         }
-        let readbacks = crate::readback::count() - readbacks_before;
-        Ok(self.record::<B>(config, times, readbacks, "train_step", 3.0))
+        Ok((times, crate::readback::count() - readbacks_before))
     }
 
     /// The record of the timed steps; `None` when a signal came before the first.

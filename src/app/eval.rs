@@ -1,6 +1,7 @@
 //! Evaluating a law M: a loss over a long rollout from seeded random universes, without noise
-//! or gradients, and whether the universes are still alive at its end ([`crate::life`]). What `atheria eval` prints, e.g. to compare a trained model with an untrained
-//! one on the same universes.
+//! or gradients, and whether the universes are still alive at its end ([`crate::life`]). What
+//! `atheria eval` prints, e.g. to compare a trained model with an untrained one on the same
+//! universes.
 
 use std::ops::ControlFlow;
 
@@ -121,9 +122,10 @@ impl BackendJob for EvalJob<'_> {
         let options = self.options;
         let model = options.model.load::<B>(&device)?;
         let gamma = options.gamma.unwrap_or(model.config.gamma);
+        let universes = options.universes.max(1);
         let estimate = crate::footprint::dense_run(
             &model.config,
-            options.universes.max(1),
+            universes,
             options.grid,
             options.grid,
             B::tensors_on_host(),
@@ -131,7 +133,7 @@ impl BackendJob for EvalJob<'_> {
         crate::footprint::check_host(&estimate, B::engine_name())?;
         let host = generate(
             &InitialState::Random,
-            options.universes.max(1),
+            universes,
             options.grid,
             options.grid,
             model.config.d_state,
@@ -143,11 +145,15 @@ impl BackendJob for EvalJob<'_> {
         let total = options.steps as u64;
         let mut interrupted = None;
         let first_measured = total.saturating_sub(life::WINDOW as u64 - 1);
-        let mut measured: Vec<Vec<DensityFrame>> = Vec::new();
+        // The measured states of each universe, in step order.
+        let mut measured: Vec<Vec<DensityFrame>> = vec![Vec::new(); universes];
         let steps = rollout(&mut simulation, total, |simulation| {
             let step = simulation.universe.step;
             if step >= first_measured {
-                measured.push(life::density_frames(simulation.universe.psi.clone())?);
+                let frames = life::density_frames(simulation.universe.psi.clone())?;
+                for (states, frame) in measured.iter_mut().zip(frames) {
+                    states.push(frame);
+                }
             }
             interrupted = crate::interrupt::check(step, total).filter(|_| step < total);
             Ok::<_, crate::Error>(if interrupted.is_some() {
@@ -156,13 +162,7 @@ impl BackendJob for EvalJob<'_> {
                 ControlFlow::Continue(())
             })
         })? as usize;
-        let universes = options.universes.max(1);
-        let life = (0..universes)
-            .map(|universe| {
-                let frames: Vec<DensityFrame> = measured.iter().map(|step| step[universe].clone()).collect();
-                life::measure(&frames)
-            })
-            .collect();
+        let life = measured.iter().map(|states| life::measure(states)).collect();
         let psi = simulation.universe.psi;
         let (total, terms) = loss::compute(options.loss, &LossWeights::default(), psi0, psi)?.values()?;
         Ok(EvalReport {
@@ -173,7 +173,7 @@ impl BackendJob for EvalJob<'_> {
             terms: terms.into_iter().map(|(name, value)| (name.to_string(), value)).collect(),
             steps,
             grid: options.grid,
-            universes: options.universes.max(1),
+            universes,
             seed: options.seed,
             interrupted,
             life,

@@ -222,6 +222,21 @@ impl Status {
     }
 }
 
+/// A status as the simulation publishes it: the typed status and its text, serialised once
+/// for every client that reads it.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub status: Status,
+    pub text: String,
+}
+
+impl Published {
+    pub(crate) fn new(status: Status) -> Self {
+        let text = Outgoing::Status(Box::new(status.clone())).text();
+        Published { status, text }
+    }
+}
+
 /// The part of the status that depends on the kind of world.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]

@@ -32,7 +32,7 @@ use crate::interrupt::Interruption;
 use crate::io::model_dir::ModelSource;
 use crate::kernels::EngineBackend;
 use crate::state::InitialState;
-use messages::{Hello, Outgoing, Status};
+use messages::{Hello, Outgoing, Published};
 use protocol::Command;
 
 /// What to serve and where.
@@ -115,7 +115,7 @@ impl Reply {
 /// What the simulation publishes.
 pub(crate) struct Outputs {
     frames: watch::Sender<Option<Arc<Vec<u8>>>>,
-    status: watch::Sender<Option<Arc<Status>>>,
+    status: watch::Sender<Option<Arc<Published>>>,
 }
 
 /// What the web tasks share with the simulation.
@@ -123,7 +123,7 @@ pub(crate) struct Hub {
     requests: std::sync::mpsc::Sender<Request>,
     frames: watch::Receiver<Option<Arc<Vec<u8>>>>,
     /// The newest status (none before the world's first).
-    status: watch::Receiver<Option<Arc<Status>>>,
+    status: watch::Receiver<Option<Arc<Published>>>,
     clients: AtomicUsize,
     shutdown: AtomicBool,
     /// Messages for every client: the failures the simulation recovered from.
@@ -139,15 +139,14 @@ impl Hub {
     /// The newest status, told truly: once the simulation thread has stopped, the last status
     /// it published says so.
     fn status_text(&self) -> String {
-        let Some(newest) = self.status.borrow().as_ref().map(|status| Status::clone(status)) else {
+        let Some(newest) = self.status.borrow().clone() else {
             return "{}".into();
         };
         let stopped = self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let status = match stopped {
-            Some(cause) => newest.stopped(cause),
-            None => newest,
-        };
-        Outgoing::Status(Box::new(status)).text()
+        match stopped {
+            Some(cause) => Outgoing::Status(Box::new(newest.status.clone().stopped(cause))).text(),
+            None => newest.text.clone(),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::{Failure, Kind, World};
 use crate::guard::panic_text;
 use crate::kernels::EngineBackend;
-use crate::serve::messages::Outgoing;
+use crate::serve::messages::{Outgoing, Published};
 use crate::serve::{Hub, Outputs, Reply, Request};
 
 /// When the loop last did what it does on a clock.
@@ -105,7 +105,7 @@ impl<B: EngineBackend> World<B> {
             self.dirty = false;
         }
         if self.status_due || clock.last_status.elapsed() >= Duration::from_millis(250) {
-            let _ = outputs.status.send(Some(Arc::new(self.status(hub))));
+            let _ = outputs.status.send(Some(Arc::new(Published::new(self.status(hub)))));
             clock.last_status = Instant::now();
             self.status_due = false;
         }
